@@ -1,0 +1,54 @@
+# Starry Guide — `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+export UV_COMPILE_BYTECODE := 1
+export NO_MKDOCS_2_WARNING := 1
+UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+RUN := $(UV) run --frozen
+
+.PHONY: help install repro test unit nbval docs-check lint notebooks lab mlflow-ui docs-serve bench clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(UV):
+	python3 -m pip install --user --quiet uv
+
+install: $(UV) ## install everything from uv.lock into .venv/
+	$(UV) sync --frozen
+
+repro: install ## run the whole pipeline (dvc repro) and print a summary
+	$(RUN) dvc repro
+	$(RUN) starry summary
+
+test: install lint unit nbval docs-check ## unit tests, nbval over notebooks/, mkdocs build --strict
+
+lint: ## ruff
+	$(RUN) ruff check src tests benchmarks
+
+unit: ## unit and end-to-end tests
+	$(RUN) pytest tests -q
+
+nbval: ## re-run notebooks/ in a temporary copy and compare with their stored outputs
+	$(RUN) pytest -q -p no:cacheprovider tests/notebooks
+
+docs-check: ## build the docs site strictly into a temporary folder
+	tmp=$$(mktemp -d) && $(RUN) mkdocs build --strict --quiet --site-dir $$tmp && rm -rf $$tmp
+
+notebooks: install ## refresh the stored outputs of notebooks/ (what nbval compares against)
+	$(RUN) starry notebooks
+
+lab: install ## JupyterLab on the project's environment
+	$(RUN) jupyter lab notebooks
+
+mlflow-ui: install ## the MLflow UI on http://127.0.0.1:5000
+	$(RUN) mlflow ui --backend-store-uri sqlite:///mlflow.db --port 5000
+
+docs-serve: install ## serve the docs site on http://127.0.0.1:8000
+	$(RUN) mkdocs serve
+
+bench: install ## time a full and a no-op dvc repro (benchmarks/)
+	$(RUN) python benchmarks/repro_time.py
+
+clean: ## remove pipeline outputs (not the MLflow store)
+	rm -rf .staging site data/processed models/champion reports/failed

@@ -1,0 +1,75 @@
+"""``starry`` — the command line of Starry Guide.
+
+``dvc.yaml`` calls ``starry stage NAME`` and ``starry docs``; people call ``starry summary``
+after ``dvc repro`` and ``starry notebooks`` to refresh the committed notebook outputs.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from starry_guide.config import ConfigError, find_project_root
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Starry Guide: will the night sky be clear in the next 1-12 hours?")
+
+
+def _fail(message: str) -> None:
+    typer.echo(message, err=True)
+    raise typer.Exit(code=1)
+
+
+@app.command()
+def stage(name: str = typer.Argument(..., help="prepare, train, select or drift")) -> None:
+    """Run one pipeline stage's notebook with Papermill (what `dvc repro` calls)."""
+    from starry_guide.notebook import StageFailed, run_stage
+
+    try:
+        executed = run_stage(name, find_project_root())
+    except (StageFailed, ConfigError) as exc:
+        _fail(f"stage '{name}' failed; its previous outputs were left in place.\n{exc}")
+    typer.echo(f"stage '{name}' done; executed notebook: {executed}")
+
+
+@app.command()
+def docs() -> None:
+    """Generate the docs pages from the pipeline's outputs and build the site (`site/`)."""
+    from starry_guide import docs as site
+
+    try:
+        path = site.build(find_project_root())
+    except site.DocsError as exc:
+        _fail(str(exc))
+    typer.echo(f"docs built into {path}")
+
+
+@app.command()
+def summary() -> None:
+    """Print the champion, its key metrics and where to look next."""
+    from starry_guide import docs as site
+
+    try:
+        typer.echo(site.summary(find_project_root()))
+    except FileNotFoundError as exc:
+        _fail(f"no pipeline outputs yet ({exc.filename}); run `make repro` first")
+
+
+@app.command()
+def notebooks(
+    stage: list[str] = typer.Option(None, help="only these stages (default: all)"),
+) -> None:
+    """Re-execute notebooks/ in a temporary copy of the project (as nbval does) and store
+    their outputs, so nbval compares against a default run."""
+    from starry_guide.notebook import StageFailed, refresh_committed
+
+    try:
+        for path in refresh_committed(find_project_root(), stage or None):
+            typer.echo(f"refreshed {path}")
+    except StageFailed as exc:
+        _fail(str(exc))
+
+
+def main() -> None:  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,299 @@
+"""Typed, frozen settings loaded from ``params.yaml`` — the only reader of that file.
+
+The pipeline (through Papermill), the notebooks run by hand in JupyterLab, the tests and the
+command line all call :func:`load_settings`, so every one of them sees the same values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PARAMS_FILE = "params.yaml"
+
+
+class ConfigError(ValueError):
+    """``params.yaml`` is missing a key or holds a value of the wrong kind."""
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    stations: tuple[str, ...]
+    reference_year: int
+
+
+@dataclass(frozen=True)
+class LabelSettings:
+    clear_max_opaque_tenths: float
+    horizons: tuple[int, ...]
+    night_max_sun_elevation_deg: float
+
+
+@dataclass(frozen=True)
+class FeatureSettings:
+    cloud_lags_h: tuple[int, ...]
+    rolling_windows_h: tuple[int, ...]
+    tendency_h: int
+
+    @property
+    def history_h(self) -> int:
+        """Hours of history a feature row needs before ``t`` (inside one month block)."""
+        return max((*self.cloud_lags_h, *(w - 1 for w in self.rolling_windows_h), self.tendency_h))
+
+
+@dataclass(frozen=True)
+class SplitSettings:
+    validation_months: tuple[int, ...]
+    test_months: tuple[int, ...]
+    unseen_stations: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    candidates: tuple[str, ...]
+    decision_threshold: float
+    hyperparameters: dict[str, dict[str, Any]]
+
+    def params_for(self, candidate: str) -> dict[str, Any]:
+        return dict(self.hyperparameters.get(candidate, {}))
+
+
+@dataclass(frozen=True)
+class SelectSettings:
+    metric: str
+    greater_is_better: bool
+    model_name: str
+
+
+@dataclass(frozen=True)
+class DriftSettings:
+    psi_bins: int
+    psi_threshold: float
+    ks_alpha: float
+    drifted_share_threshold: float
+    brier_degradation_threshold: float
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where each stage reads and writes, relative to the project root."""
+
+    root: Path
+
+    @property
+    def raw_dir(self) -> Path:
+        return self.root / "data" / "raw"
+
+    @property
+    def processed_dir(self) -> Path:
+        return self.root / "data" / "processed"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def champion_dir(self) -> Path:
+        return self.models_dir / "champion"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.root / "reports"
+
+    @property
+    def metrics_dir(self) -> Path:
+        return self.reports_dir / "metrics"
+
+    @property
+    def figures_dir(self) -> Path:
+        return self.reports_dir / "figures"
+
+    @property
+    def plots_dir(self) -> Path:
+        return self.reports_dir / "plots"
+
+    @property
+    def mlflow_db(self) -> Path:
+        return self.root / "mlflow.db"
+
+    @property
+    def mlflow_artifacts_dir(self) -> Path:
+        return self.root / "mlartifacts"
+
+
+@dataclass(frozen=True)
+class Settings:
+    seed: int
+    data: DataSettings
+    label: LabelSettings
+    features: FeatureSettings
+    split: SplitSettings
+    train: TrainSettings
+    select: SelectSettings
+    drift: DriftSettings
+    project_root: Path
+
+    @property
+    def paths(self) -> Paths:
+        return Paths(self.project_root)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain values (for MLflow params and notebook tables); paths left out."""
+        out = dataclasses.asdict(self)
+        out.pop("project_root")
+        return out
+
+
+def find_project_root(start: Path | str | None = None) -> Path:
+    """The nearest folder at or above ``start`` (default: the working directory) holding
+    ``params.yaml`` — so a notebook opened from ``notebooks/`` finds the project."""
+    here = Path(start or os.getcwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / PARAMS_FILE).is_file():
+            return folder
+    raise ConfigError(
+        f"no {PARAMS_FILE} found in {here} or any folder above it; "
+        "run from inside the Starry Guide project (or pass project_dir)"
+    )
+
+
+def _section(raw: dict[str, Any], name: str, source: Path) -> dict[str, Any]:
+    value = raw.get(name)
+    if not isinstance(value, dict):
+        raise ConfigError(f"{source}: section '{name}' is missing or not a mapping")
+    return value
+
+
+def _get(section: dict[str, Any], key: str, kind: type, source: Path, where: str) -> Any:
+    if key not in section:
+        raise ConfigError(f"{source}: key '{where}.{key}' is missing")
+    value = section[key]
+    try:
+        if kind is tuple:
+            if not isinstance(value, list | tuple):
+                raise TypeError
+            return tuple(value)
+        if kind is bool:
+            if not isinstance(value, bool):
+                raise TypeError
+            return value
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"{source}: '{where}.{key}' = {value!r} should be a {kind.__name__}"
+        ) from None
+
+
+def load_settings(project_dir: Path | str | None = None) -> Settings:
+    """Read ``params.yaml`` of the project at (or above) ``project_dir`` into :class:`Settings`.
+
+    Raises
+    ------
+    ConfigError
+        naming the file, the key and the offending value.
+    """
+    root = find_project_root(project_dir)
+    source = root / PARAMS_FILE
+    raw = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
+    if "seed" not in raw:
+        raise ConfigError(f"{source}: key 'seed' is missing")
+
+    d = _section(raw, "data", source)
+    lab = _section(raw, "label", source)
+    f = _section(raw, "features", source)
+    sp = _section(raw, "split", source)
+    t = _section(raw, "train", source)
+    se = _section(raw, "select", source)
+    dr = _section(raw, "drift", source)
+
+    candidates = _get(t, "candidates", tuple, source, "train")
+    hyper = {k: dict(v) for k, v in t.items() if isinstance(v, dict)}
+    settings = Settings(
+        seed=int(raw["seed"]),
+        data=DataSettings(
+            stations=tuple(str(s) for s in _get(d, "stations", tuple, source, "data")),
+            reference_year=_get(d, "reference_year", int, source, "data"),
+        ),
+        label=LabelSettings(
+            clear_max_opaque_tenths=_get(lab, "clear_max_opaque_tenths", float, source, "label"),
+            horizons=tuple(int(h) for h in _get(lab, "horizons", tuple, source, "label")),
+            night_max_sun_elevation_deg=_get(
+                lab, "night_max_sun_elevation_deg", float, source, "label"
+            ),
+        ),
+        features=FeatureSettings(
+            cloud_lags_h=tuple(int(x) for x in _get(f, "cloud_lags_h", tuple, source, "features")),
+            rolling_windows_h=tuple(
+                int(x) for x in _get(f, "rolling_windows_h", tuple, source, "features")
+            ),
+            tendency_h=_get(f, "tendency_h", int, source, "features"),
+        ),
+        split=SplitSettings(
+            validation_months=tuple(
+                int(m) for m in _get(sp, "validation_months", tuple, source, "split")
+            ),
+            test_months=tuple(int(m) for m in _get(sp, "test_months", tuple, source, "split")),
+            unseen_stations=tuple(
+                str(s) for s in _get(sp, "unseen_stations", tuple, source, "split")
+            ),
+        ),
+        train=TrainSettings(
+            candidates=tuple(str(c) for c in candidates),
+            decision_threshold=_get(t, "decision_threshold", float, source, "train"),
+            hyperparameters=hyper,
+        ),
+        select=SelectSettings(
+            metric=_get(se, "metric", str, source, "select"),
+            greater_is_better=_get(se, "greater_is_better", bool, source, "select"),
+            model_name=_get(se, "model_name", str, source, "select"),
+        ),
+        drift=DriftSettings(
+            psi_bins=_get(dr, "psi_bins", int, source, "drift"),
+            psi_threshold=_get(dr, "psi_threshold", float, source, "drift"),
+            ks_alpha=_get(dr, "ks_alpha", float, source, "drift"),
+            drifted_share_threshold=_get(dr, "drifted_share_threshold", float, source, "drift"),
+            brier_degradation_threshold=_get(
+                dr, "brier_degradation_threshold", float, source, "drift"
+            ),
+        ),
+        project_root=root,
+    )
+    _check(settings, source)
+    return settings
+
+
+def _check(s: Settings, source: Path) -> None:
+    if not s.label.horizons or min(s.label.horizons) < 1:
+        raise ConfigError(f"{source}: 'label.horizons' = {list(s.label.horizons)} must be >= 1")
+    months = set(s.split.validation_months) | set(s.split.test_months)
+    if not months <= set(range(1, 13)):
+        raise ConfigError(f"{source}: split months {sorted(months)} must lie in 1..12")
+    overlap = set(s.split.validation_months) & set(s.split.test_months)
+    if overlap:
+        raise ConfigError(
+            f"{source}: months {sorted(overlap)} are in both 'split.validation_months' and "
+            "'split.test_months'; a month belongs to one split"
+        )
+    if len(months) >= 12:
+        raise ConfigError(f"{source}: validation + test months leave no month to train on")
+    if not 0 <= s.label.clear_max_opaque_tenths <= 10:
+        raise ConfigError(
+            f"{source}: 'label.clear_max_opaque_tenths' = {s.label.clear_max_opaque_tenths} "
+            "must lie in 0..10 (tenths of sky)"
+        )
+    unknown = set(s.split.unseen_stations) - set(s.data.stations)
+    if unknown:
+        raise ConfigError(
+            f"{source}: 'split.unseen_stations' names {sorted(unknown)}, which are not in "
+            "'data.stations'"
+        )
+    if s.select.metric not in {"brier", "log_loss", "roc_auc", "bss", "accuracy", "f1"}:
+        raise ConfigError(
+            f"{source}: 'select.metric' = {s.select.metric!r}; use one of brier, log_loss, "
+            "roc_auc, bss, accuracy, f1"
+        )

@@ -1,0 +1,221 @@
+"""Living documentation: pages generated from the pipeline's outputs, then ``mkdocs build``.
+
+Generated pages go to ``docs/generated/`` (committed, so the site builds from a fresh clone);
+hand-written pages stay in ``docs/``. Both are rebuilt atomically: a failing build leaves the
+previous pages and ``site/`` in place.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from starry_guide.notebook import STAGE_NOTEBOOKS, STAGING_DIR, _replace
+from starry_guide.reports import read_json
+
+GENERATED = Path("docs") / "generated"
+SITE = Path("site")
+KEY_METRICS = ["brier", "bss", "roc_auc", "accuracy", "precision", "recall", "f1"]
+
+
+class DocsError(RuntimeError):
+    """The docs could not be generated or built; the message says which input or page."""
+
+
+def _table(frame: pd.DataFrame) -> str:
+    return frame.to_markdown(floatfmt=".4f")
+
+
+def pipeline_page(root: Path) -> str:
+    """The DAG (``dvc dag --mermaid``) and what each stage reads and writes."""
+    dag = subprocess.run([sys.executable, "-m", "dvc", "dag", "--mermaid"], cwd=root,
+                         capture_output=True, text=True, check=False)
+    if dag.returncode != 0:
+        raise DocsError(f"`dvc dag --mermaid` failed: {dag.stderr.strip()}")
+    spec = yaml.safe_load((root / "dvc.yaml").read_text(encoding="utf-8"))
+    lines = [
+        "# The pipeline",
+        "",
+        "Generated from `dvc.yaml` by the `docs` stage. Each stage runs one notebook through "
+        "Papermill (`starry stage NAME`); `dvc repro` re-runs exactly the stages whose "
+        "inputs, code or parameters changed.",
+        "",
+        "```mermaid",
+        dag.stdout.strip(),
+        "```",
+        "",
+    ]
+    for name, stage in spec["stages"].items():
+        def paths(key: str, stage=stage) -> list[str]:
+            return [next(iter(x)) if isinstance(x, dict) else str(x) for x in stage.get(key, [])]
+
+        lines += [f"## `{name}`", ""]
+        if name in STAGE_NOTEBOOKS:
+            lines += [f"Notebook: [`notebooks/{STAGE_NOTEBOOKS[name]}`]"
+                      f"(notebooks/{Path(STAGE_NOTEBOOKS[name]).stem}.ipynb) · "
+                      f"command: `{stage['cmd']}`", ""]
+        else:
+            lines += [f"Command: `{stage['cmd']}`", ""]
+        params = [p if isinstance(p, str) else ", ".join(p) for p in stage.get("params", [])]
+        lines += [
+            "| reads | parameters | writes |",
+            "|---|---|---|",
+            "| " + "<br>".join(f"`{p}`" for p in paths("deps")) + " | "
+            + "<br>".join(f"`{p}`" for p in params) + " | "
+            + "<br>".join(f"`{p}`" for p in paths("outs") + paths("metrics") + paths("plots"))
+            + " |",
+            "",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def metrics_page(root: Path) -> str:
+    """The champion, every candidate's validation scores, data and drift summaries."""
+    metrics = root / "reports" / "metrics"
+    select = read_json(metrics / "select.json")
+    train = read_json(metrics / "train.json")
+    drift = read_json(metrics / "drift.json")
+    data = read_json(metrics / "data.json")
+    held_out = pd.DataFrame({split: select[split] for split in ("validation", "test", "unseen")
+                             if split in select}).T
+    candidates = pd.DataFrame({n: v["validation"] for n, v in train.items()}).T
+    lines = [
+        "# Model metrics",
+        "",
+        "Generated from `reports/metrics/*.json` by the `docs` stage.",
+        "",
+        f"## Champion: `{select['champion']}`",
+        "",
+        f"Chosen by pooled validation **{select['selection_metric']}**. BSS is the Brier skill "
+        "score against calibrated persistence (above 0 beats the baseline). *test* = held-out "
+        "months of the training stations; *unseen* = a station never used in training.",
+        "",
+        _table(held_out[["rows", "clear_rate", *KEY_METRICS]]),
+        "",
+        "## Candidates on the validation months",
+        "",
+        _table(candidates[[*KEY_METRICS, "log_loss"]]),
+        "",
+        "![Reliability of the champion](figures/train/reliability_"
+        f"{select['champion']}.png)",
+        "",
+        "## Data",
+        "",
+        f"{data['stations']} stations, {data['observed_hours']} observed hours.",
+        "",
+        _table(pd.DataFrame({"rows": data["rows"], "clear rate": data["clear_rate"]})),
+        "",
+        "## Drift (training stations → unseen station)",
+        "",
+        f"- drifted features: {drift['drifted_features']} "
+        f"({drift['drifted_share']:.0%})",
+        f"- prediction PSI: {drift['prediction_psi']:.3f}",
+        f"- Brier: reference {drift['brier_reference']:.4f} → current "
+        f"{drift['brier_current']:.4f}",
+        f"- **retrain recommended: {'yes' if drift['retrain_recommended'] else 'no'}**"
+        + "".join(f"\n    - {r}" for r in drift["reasons"]),
+        "",
+        "![PSI per feature](figures/drift/feature_drift.png)",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def quality_page(root: Path) -> str:
+    """Per-station data-quality summary from ``reports/data_quality.json``."""
+    stations = read_json(root / "reports" / "data_quality.json")
+    lines = ["# Data quality", "",
+             "Generated from `reports/data_quality.json` by the `docs` stage.", ""]
+    for station_id, r in stations.items():
+        lines += [f"## `{station_id}` — {r['verdict']}", "",
+                  f"{r['kind'].upper()}, {r['rows']} hourly rows, from `{Path(r['source']).name}`.",
+                  ""]
+        if r["repairs"]:
+            lines += ["| column | repair | values |", "|---|---|---|"]
+            lines += [f"| `{x['column']}` | {x['rule']} | {x['count']} |" for x in r["repairs"]]
+            lines.append("")
+        if r["dropped_features"]:
+            lines += ["Dropped for this station: " + ", ".join(
+                f"`{d['column']}` ({d['reason']})" for d in r["dropped_features"]), ""]
+    return "\n".join(lines) + "\n"
+
+
+def generate(root: Path, destination: Path) -> None:
+    """Write every generated page (and the figures and executed notebooks they show)."""
+    destination.mkdir(parents=True)
+    try:
+        (destination / "pipeline.md").write_text(pipeline_page(root), encoding="utf-8")
+        (destination / "metrics.md").write_text(metrics_page(root), encoding="utf-8")
+        (destination / "data-quality.md").write_text(quality_page(root), encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise DocsError(f"{exc.filename} is missing; run `dvc repro` first") from None
+    shutil.copytree(root / "reports" / "figures", destination / "figures")
+    notebooks = destination / "notebooks"
+    notebooks.mkdir()
+    for name in STAGE_NOTEBOOKS.values():
+        shutil.copyfile(root / "reports" / "notebooks" / name, notebooks / name)
+
+
+def build(root: Path) -> Path:
+    """Generate the pages, ``mkdocs build --strict``, then publish both atomically."""
+    staging = root / STAGING_DIR / "docs"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    generate(root, staging / "generated")
+    # build against the new pages: swap them in, and back if the build fails
+    previous = root / STAGING_DIR / "docs-previous"
+    target = root / GENERATED
+    if previous.exists():
+        shutil.rmtree(previous)
+    if target.exists():
+        target.rename(previous)
+    shutil.copytree(staging / "generated", target)
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir",
+         str(staging / "site")], cwd=root, capture_output=True, text=True, env=env, check=False,
+    )
+    if result.returncode != 0:
+        shutil.rmtree(target)
+        if previous.exists():
+            previous.rename(target)
+        raise DocsError("mkdocs build --strict failed; the previous docs were kept.\n"
+                        + result.stderr.strip())
+    if previous.exists():
+        shutil.rmtree(previous)
+    _replace(staging / "site", root / SITE)
+    shutil.rmtree(staging, ignore_errors=True)
+    return root / SITE
+
+
+def summary(root: Path) -> str:
+    """A few lines for the end of ``make repro``."""
+    select = read_json(root / "reports" / "metrics" / "select.json")
+    decision = read_json(root / "reports" / "select_decision.json")
+    card = read_json(root / "models" / "champion" / "champion.json")
+    drift = read_json(root / "reports" / "metrics" / "drift.json")
+    test = select.get("test", {})
+    unseen = select.get("unseen", {})
+    return "\n".join([
+        "",
+        f"Champion: {card['candidate']} — registered model '{card['model_name']}' "
+        f"version {card['version']} (alias @champion)",
+        f"  decision: {'promoted' if decision['promoted'] else 'kept'} — {decision['reason']}",
+        f"  temporal test: Brier {test.get('brier', float('nan')):.4f}, "
+        f"BSS vs calibrated persistence {test.get('bss', float('nan')):+.4f}, "
+        f"accuracy {test.get('accuracy', float('nan')):.3f}",
+        f"  unseen station: Brier {unseen.get('brier', float('nan')):.4f}, "
+        f"BSS {unseen.get('bss', float('nan')):+.4f}",
+        f"  drift: retrain recommended = {drift['retrain_recommended']}",
+        "Where to look:",
+        "  metrics     reports/metrics/*.json   (dvc metrics show)",
+        "  notebooks   reports/notebooks/*.ipynb (executed), figures in reports/figures/",
+        "  docs site   site/index.html           (make docs-serve)",
+        "  MLflow UI   make mlflow-ui            (store: mlflow.db)",
+    ])

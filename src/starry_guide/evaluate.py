@@ -1,0 +1,118 @@
+"""Probabilistic and decision metrics, pooled and per horizon, plus their figures.
+
+The Brier skill score (BSS) compares a model's Brier score with the calibrated-persistence
+baseline on the same rows: ``1 - brier / brier_reference``; above 0 beats the baseline.
+"""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from sklearn import metrics as skm  # noqa: E402
+
+#: metrics where a larger value is better
+GREATER_IS_BETTER = {"roc_auc", "bss", "accuracy", "precision", "recall", "f1"}
+
+
+def _round(value: float) -> float:
+    # stable JSON: the same model gives the same text on every run and machine
+    return float(f"{value:.6g}") if np.isfinite(value) else float("nan")
+
+
+def scores(y_true: np.ndarray, p_clear: np.ndarray, threshold: float,
+           p_reference: np.ndarray | None = None) -> dict[str, float]:
+    """Every metric for one set of rows.
+
+    Parameters
+    ----------
+    y_true : 1 = clear at ``t + h``
+    p_clear : predicted P(clear)
+    threshold : P(clear) at or above which "clear" is predicted
+    p_reference : the baseline's P(clear) on the same rows, for ``bss``
+    """
+    y = np.asarray(y_true, dtype=int)
+    p = np.clip(np.asarray(p_clear, dtype=float), 0.0, 1.0)
+    decided = (p >= threshold).astype(int)
+    brier = skm.brier_score_loss(y, p)
+    out = {
+        "rows": float(len(y)),
+        "clear_rate": float(y.mean()),
+        "brier": brier,
+        "log_loss": skm.log_loss(y, np.clip(p, 1e-6, 1 - 1e-6), labels=[0, 1]),
+        "roc_auc": skm.roc_auc_score(y, p) if len(np.unique(y)) == 2 else float("nan"),
+        "accuracy": skm.accuracy_score(y, decided),
+        "precision": skm.precision_score(y, decided, zero_division=0.0),
+        "recall": skm.recall_score(y, decided, zero_division=0.0),
+        "f1": skm.f1_score(y, decided, zero_division=0.0),
+    }
+    if p_reference is not None:
+        reference = skm.brier_score_loss(y, np.clip(p_reference, 0.0, 1.0))
+        out["bss"] = 1.0 - brier / reference if reference > 0 else float("nan")
+    return {k: _round(float(v)) for k, v in out.items()}
+
+
+def scores_by_horizon(rows: pd.DataFrame, p_clear: np.ndarray, threshold: float,
+                      p_reference: np.ndarray | None = None) -> pd.DataFrame:
+    """:func:`scores` for each ``horizon_h`` (one row per horizon)."""
+    records = []
+    p_clear = np.asarray(p_clear)
+    for h, index in rows.groupby("horizon_h").indices.items():
+        ref = None if p_reference is None else np.asarray(p_reference)[index]
+        records.append({"horizon_h": int(h),
+                        **scores(rows["clear"].to_numpy()[index], p_clear[index], threshold,
+                                 ref)})
+    return pd.DataFrame.from_records(records).set_index("horizon_h")
+
+
+def reliability(y_true: np.ndarray, p_clear: np.ndarray, bins: int = 10) -> pd.DataFrame:
+    """Observed clear rate against mean predicted P(clear), in equal-width bins."""
+    p = np.clip(np.asarray(p_clear, dtype=float), 0, 1)
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
+    frame = pd.DataFrame({"bin": which, "p": p, "y": np.asarray(y_true, dtype=float)})
+    table = frame.groupby("bin").agg(predicted=("p", "mean"), observed=("y", "mean"),
+                                     rows=("y", "size"))
+    return table.reset_index(drop=True).round(6)
+
+
+def plot_reliability(curves: dict[str, pd.DataFrame], title: str) -> plt.Figure:
+    """Reliability diagram: one line per model; the diagonal is perfect calibration."""
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfectly calibrated")
+    for name, table in curves.items():
+        ax.plot(table["predicted"], table["observed"], marker="o", label=name)
+    ax.set(xlabel="predicted P(clear)", ylabel="observed clear rate", title=title,
+           xlim=(0, 1), ylim=(0, 1))
+    ax.legend(loc="upper left", fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def plot_roc(y_true: np.ndarray, probabilities: dict[str, np.ndarray], title: str) -> plt.Figure:
+    """ROC curves, one per model, with their AUC in the legend."""
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
+    for name, p in probabilities.items():
+        fpr, tpr, _ = skm.roc_curve(y_true, p)
+        ax.plot(fpr, tpr, label=f"{name} (AUC {skm.roc_auc_score(y_true, p):.3f})")
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title)
+    ax.legend(loc="lower right", fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def plot_by_horizon(table: pd.DataFrame, metric: str, title: str) -> plt.Figure:
+    """A metric against forecast horizon, one line per model (``table``: horizon x model)."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name in table.columns:
+        ax.plot(table.index, table[name], marker="o", label=name)
+    ax.set(xlabel="horizon (hours ahead)", ylabel=metric, title=title)
+    ax.set_xticks(list(table.index))
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,139 @@
+"""Candidate models, all scikit-learn classifiers taking the rows of
+:func:`starry_guide.features.model_rows` (a DataFrame with named feature columns).
+
+* ``persistence`` — clear now -> clear later; hard 0/1 probabilities.
+* ``calibrated_persistence`` — P(clear at t+h | opaque cover at t, h) counted on the training
+  rows, shrunk toward the horizon's clear rate. The honest baseline: cloud cover persists.
+* ``logistic_regression`` — median imputation with missing-value indicators, scaling, logistic
+  regression.
+* ``hist_gradient_boosting`` — gradient-boosted trees; handles missing values natively.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.validation import check_is_fitted
+
+CLOUD = "opaque_cloud_tenths"
+HORIZON = "horizon_h"
+
+
+class PersistenceClassifier(ClassifierMixin, BaseEstimator):
+    """Predict that the sky at ``t + h`` is as it is at ``t``.
+
+    Parameters
+    ----------
+    clear_max_opaque_tenths : opaque cover at ``t`` at or below which "clear" is predicted
+        (the same threshold as the label). Missing cover predicts cloudy.
+    """
+
+    def __init__(self, clear_max_opaque_tenths: float = 2.0):
+        self.clear_max_opaque_tenths = clear_max_opaque_tenths
+
+    def fit(self, X: pd.DataFrame, y: Any) -> PersistenceClassifier:
+        self.classes_ = np.array([0, 1])
+        self.feature_names_in_ = np.asarray(X.columns, dtype=object)
+        return self
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        check_is_fitted(self, "classes_")
+        clear = (X[CLOUD].to_numpy(dtype=float) <= self.clear_max_opaque_tenths).astype(float)
+        return np.column_stack([1.0 - clear, clear])
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        return self.classes_[(self.predict_proba(X)[:, 1] >= 0.5).astype(int)]
+
+
+class CalibratedPersistenceClassifier(ClassifierMixin, BaseEstimator):
+    """P(clear at ``t + h`` | opaque cover at ``t`` rounded to tenths, ``h``) from counts.
+
+    Parameters
+    ----------
+    prior_strength : pseudo-counts of a Beta prior centred on the horizon's clear rate; it
+        keeps rare cover values (or missing cover) from getting extreme probabilities.
+    """
+
+    def __init__(self, prior_strength: float = 1.0):
+        self.prior_strength = prior_strength
+
+    def fit(self, X: pd.DataFrame, y: Any) -> CalibratedPersistenceClassifier:
+        y = np.asarray(y, dtype=float)
+        self.classes_ = np.array([0, 1])
+        self.feature_names_in_ = np.asarray(X.columns, dtype=object)
+        horizons = X[HORIZON].to_numpy(dtype=int)
+        cover = np.rint(X[CLOUD].to_numpy(dtype=float))
+        self.horizons_ = np.unique(horizons)
+        self.base_rate_ = float(y.mean())
+        # table_[i, c] = P(clear | horizon = horizons_[i], cover = c); column 11 = cover missing
+        self.table_ = np.empty((len(self.horizons_), 12))
+        self.horizon_rate_ = np.empty(len(self.horizons_))
+        for i, h in enumerate(self.horizons_):
+            at_h = horizons == h
+            rate = y[at_h].mean()
+            self.horizon_rate_[i] = rate
+            for c in range(12):
+                in_cell = at_h & ((cover == c) if c < 11 else np.isnan(cover))
+                clear, n = y[in_cell].sum(), in_cell.sum()
+                self.table_[i, c] = (clear + self.prior_strength * rate) / (n + self.prior_strength)
+        return self
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        check_is_fitted(self, "table_")
+        horizons = X[HORIZON].to_numpy(dtype=int)
+        cover = np.rint(X[CLOUD].to_numpy(dtype=float))
+        cell = np.where(np.isnan(cover), 11, np.clip(np.nan_to_num(cover), 0, 10)).astype(int)
+        # an unseen horizon takes its nearest trained one
+        row = np.abs(horizons[:, None] - self.horizons_[None, :]).argmin(axis=1)
+        p = self.table_[row, cell]
+        return np.column_stack([1.0 - p, p])
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        return self.classes_[(self.predict_proba(X)[:, 1] >= 0.5).astype(int)]
+
+
+#: module-qualified names of the custom estimators, for skops' trusted types
+CUSTOM_TYPES = [
+    f"{__name__}.PersistenceClassifier",
+    f"{__name__}.CalibratedPersistenceClassifier",
+]
+
+CANDIDATES = (
+    "persistence",
+    "calibrated_persistence",
+    "logistic_regression",
+    "hist_gradient_boosting",
+)
+
+
+def build_candidate(name: str, params: dict[str, Any], seed: int,
+                    clear_max_opaque_tenths: float) -> BaseEstimator:
+    """A fresh, unfitted candidate by name, with its hyper-parameters from ``params.yaml``."""
+    if name == "persistence":
+        return PersistenceClassifier(clear_max_opaque_tenths=clear_max_opaque_tenths)
+    if name == "calibrated_persistence":
+        return CalibratedPersistenceClassifier(**params)
+    if name == "logistic_regression":
+        return Pipeline([
+            ("impute", SimpleImputer(strategy="median", add_indicator=True,
+                                     keep_empty_features=True)),
+            ("scale", StandardScaler()),
+            ("model", LogisticRegression(random_state=seed, **params)),
+        ])
+    if name == "hist_gradient_boosting":
+        # early stopping would hold out a random tenth of the rows, mixing hours of one night
+        # into both sides; the validation months do that job instead
+        params = {"early_stopping": False, **params}
+        return HistGradientBoostingClassifier(random_state=seed, **params)
+    raise ValueError(
+        f"unknown candidate {name!r} in params.yaml 'train.candidates'; "
+        f"choose from {', '.join(CANDIDATES)}"
+    )

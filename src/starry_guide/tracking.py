@@ -1,0 +1,95 @@
+"""MLflow conventions: where the store is, experiment names, tags and lineage.
+
+By default tracking and the model registry live in ``mlflow.db`` (SQLite) at the project
+root, with artifacts under ``mlartifacts/``; both are git-ignored. ``MLFLOW_TRACKING_URI``
+overrides the store (tests point it at a temporary folder).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import mlflow
+import yaml
+from mlflow.tracking import MlflowClient
+
+from starry_guide.config import Settings
+
+TRAIN_EXPERIMENT = "starry-guide/train"
+SELECT_EXPERIMENT = "starry-guide/select"
+DRIFT_EXPERIMENT = "starry-guide/drift"
+
+
+def pip_requirements() -> list[str]:
+    """What a logged model needs at load time; listing it skips MLflow's slow inference."""
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name)}" for name in ("scikit-learn", "pandas", "numpy", "skops")]
+
+
+def tracking_uri(settings: Settings) -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else the project's SQLite store."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{settings.paths.mlflow_db}"
+
+
+def configure(settings: Settings, experiment: str) -> str:
+    """Point MLflow at the store and select ``experiment`` (created on first use with its
+    artifacts beside the store). Returns the experiment id."""
+    uri = tracking_uri(settings)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    client = MlflowClient()
+    found = client.get_experiment_by_name(experiment)
+    if found is not None:
+        experiment_id = found.experiment_id
+    else:
+        artifacts = _artifact_root(uri, settings)
+        experiment_id = client.create_experiment(experiment, artifact_location=artifacts)
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return experiment_id
+
+
+def _artifact_root(uri: str, settings: Settings) -> str:
+    # artifacts go next to the SQLite file, never into ./mlruns (refused by MLflow 3)
+    if uri.startswith("sqlite:///"):
+        db = Path(uri.removeprefix("sqlite:///"))
+        return (db.parent / "mlartifacts").resolve().as_uri()
+    return settings.paths.mlflow_artifacts_dir.resolve().as_uri()
+
+
+def git_commit(root: Path) -> str:
+    """The checked-out commit (with ``-dirty`` when the tree has changes), or ``unknown``."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                                text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=root, capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("-dirty" if dirty.strip() else "")
+
+
+def data_hashes(root: Path) -> dict[str, str]:
+    """``path -> md5`` of each stage output recorded in ``dvc.lock`` (empty before the first
+    ``dvc repro``): ties a run to the exact data it saw."""
+    lock = root / "dvc.lock"
+    if not lock.is_file():
+        return {}
+    stages = (yaml.safe_load(lock.read_text(encoding="utf-8")) or {}).get("stages", {})
+    out = {}
+    for stage in stages.values():
+        for entry in stage.get("outs", []):
+            if "md5" in entry:
+                out[entry["path"]] = entry["md5"]
+    return dict(sorted(out.items()))
+
+
+def lineage_tags(settings: Settings) -> dict[str, str]:
+    """Tags every run and model version carries: code and data it came from."""
+    tags = {"git_commit": git_commit(settings.project_root), "seed": str(settings.seed)}
+    processed = data_hashes(settings.project_root).get("data/processed")
+    if processed:
+        tags["data_processed_md5"] = processed
+    return tags
