@@ -21,16 +21,18 @@ repro: install ## run the whole pipeline (dvc repro) and print a summary
 	$(RUN) dvc repro
 	$(RUN) starry summary
 
-test: install lint unit nbval docs-check ## unit tests, nbval over notebooks/, mkdocs build --strict
+test: install lint ## everything CI runs: ruff, unit + e2e tests, nbval over notebooks/, mkdocs build --strict
+	$(RUN) pytest tests
+	$(MAKE) --no-print-directory docs-check
 
 lint: ## ruff
 	$(RUN) ruff check src tests benchmarks
 
-unit: ## unit and end-to-end tests
-	$(RUN) pytest tests -q
+unit: ## the fast unit tests only
+	$(RUN) pytest tests -m "not notebooks and not e2e"
 
 nbval: ## re-run notebooks/ in a temporary copy and compare with their stored outputs
-	$(RUN) pytest -q -p no:cacheprovider tests/notebooks
+	$(RUN) pytest tests/notebooks
 
 docs-check: ## build the docs site strictly into a temporary folder
 	tmp=$$(mktemp -d) && $(RUN) mkdocs build --strict --quiet --site-dir $$tmp && rm -rf $$tmp

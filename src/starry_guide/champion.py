@@ -9,7 +9,9 @@ predictions on the validation rows) lets a re-run find it instead of registering
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -90,7 +92,10 @@ def register(client: MlflowClient, model_name: str, model_uri: str, model_finger
     )
     if existing:
         return sorted(existing, key=lambda v: int(v.version))[0]
-    version = mlflow.register_model(model_uri, model_name, tags={**tags, "fingerprint": model_fingerprint})
+    # register_model announces itself on stderr, which would land in the notebook's outputs
+    with contextlib.redirect_stderr(io.StringIO()):
+        version = mlflow.register_model(model_uri, model_name,
+                                        tags={**tags, "fingerprint": model_fingerprint})
     return client.get_model_version(model_name, version.version)
 
 

@@ -75,6 +75,7 @@ class DriftSettings:
     psi_bins: int
     psi_threshold: float
     ks_alpha: float
+    ks_min_statistic: float
     drifted_share_threshold: float
     brier_degradation_threshold: float
 
@@ -256,6 +257,7 @@ def load_settings(project_dir: Path | str | None = None) -> Settings:
             psi_bins=_get(dr, "psi_bins", int, source, "drift"),
             psi_threshold=_get(dr, "psi_threshold", float, source, "drift"),
             ks_alpha=_get(dr, "ks_alpha", float, source, "drift"),
+            ks_min_statistic=_get(dr, "ks_min_statistic", float, source, "drift"),
             drifted_share_threshold=_get(dr, "drifted_share_threshold", float, source, "drift"),
             brier_degradation_threshold=_get(
                 dr, "brier_degradation_threshold", float, source, "drift"

@@ -43,29 +43,37 @@ def psi(reference: np.ndarray, current: np.ndarray, bins: int = 10) -> float:
     return float(np.sum((q - p) * np.log(q / p)))
 
 
-def ks_pvalue(reference: np.ndarray, current: np.ndarray) -> float:
-    """Two-sample KS test p-value on the observed (non-missing) values; NaN if either is empty."""
+def ks_test(reference: np.ndarray, current: np.ndarray) -> tuple[float, float]:
+    """Two-sample KS statistic and p-value on the observed (non-missing) values; NaNs if
+    either side is empty."""
     ref = np.asarray(reference, dtype=float)
     cur = np.asarray(current, dtype=float)
     ref, cur = ref[~np.isnan(ref)], cur[~np.isnan(cur)]
     if len(ref) == 0 or len(cur) == 0:
-        return float("nan")
-    return float(stats.ks_2samp(ref, cur).pvalue)
+        return float("nan"), float("nan")
+    result = stats.ks_2samp(ref, cur)
+    return float(result.statistic), float(result.pvalue)
 
 
 def feature_drift(reference: pd.DataFrame, current: pd.DataFrame, columns: list[str],
                   settings: DriftSettings) -> pd.DataFrame:
-    """PSI, KS p-value and a ``drifted`` flag per feature (PSI over threshold or KS
-    significant)."""
+    """PSI, KS statistic and p-value, and a ``drifted`` flag per feature.
+
+    A feature drifted when its PSI exceeds the threshold, or when the KS test is significant
+    *and* its statistic is large enough to matter: with tens of thousands of hours, KS finds
+    differences far too small to affect a model.
+    """
     records = []
     for column in columns:
-        value_psi = psi(reference[column].to_numpy(), current[column].to_numpy(),
-                        settings.psi_bins)
-        p = ks_pvalue(reference[column].to_numpy(), current[column].to_numpy())
-        drifted = value_psi > settings.psi_threshold or (np.isfinite(p) and p < settings.ks_alpha)
+        ref, cur = reference[column].to_numpy(), current[column].to_numpy()
+        value_psi = psi(ref, cur, settings.psi_bins)
+        statistic, p = ks_test(ref, cur)
+        ks_drift = (np.isfinite(p) and p < settings.ks_alpha
+                    and statistic > settings.ks_min_statistic)
         records.append({"feature": column, "psi": round(value_psi, 6),
+                        "ks_statistic": round(statistic, 6) if np.isfinite(statistic) else None,
                         "ks_pvalue": float(f"{p:.6g}") if np.isfinite(p) else None,
-                        "drifted": bool(drifted)})
+                        "drifted": bool(value_psi > settings.psi_threshold or ks_drift)})
     return pd.DataFrame.from_records(records).set_index("feature")
 
 

@@ -87,7 +87,7 @@ def hourly_features(observations: pd.DataFrame, settings: FeatureSettings) -> pd
     hour = _local_solar_hour(obs["time"], obs["longitude"])
     out["hour_sin"] = np.sin(2 * np.pi * hour / 24)
     out["hour_cos"] = np.cos(2 * np.pi * hour / 24)
-    day = pd.DatetimeIndex(obs["time"]).dayofyear.to_numpy()
+    day = pd.DatetimeIndex(obs["time"]).day_of_year.to_numpy()
     # the sign of latitude flips the seasons: "winter" means the same thing everywhere
     season = 2 * np.pi * (day - 1) / 365.25 + np.where(obs["latitude"] < 0, np.pi, 0.0)
     out["season_sin"] = np.sin(season)
@@ -120,7 +120,7 @@ def model_rows(hourly: pd.DataFrame, horizons: tuple[int, ...] | list[int],
     parts = []
     for h in horizons:
         part = hourly.copy()
-        part["horizon_h"] = int(h)
+        part["horizon_h"] = float(h)  # float: MLflow schemas cannot hold missing ints
         part["target_time"] = part["time"] + pd.Timedelta(hours=int(h))
         parts.append(part)
     rows = pd.concat(parts, ignore_index=True)

@@ -78,12 +78,14 @@ class CalibratedPersistenceClassifier(ClassifierMixin, BaseEstimator):
         self.horizon_rate_ = np.empty(len(self.horizons_))
         for i, h in enumerate(self.horizons_):
             at_h = horizons == h
-            rate = y[at_h].mean()
+            rate = y[at_h].mean()  # every fitted horizon has rows
             self.horizon_rate_[i] = rate
             for c in range(12):
                 in_cell = at_h & ((cover == c) if c < 11 else np.isnan(cover))
                 clear, n = y[in_cell].sum(), in_cell.sum()
-                self.table_[i, c] = (clear + self.prior_strength * rate) / (n + self.prior_strength)
+                total = n + self.prior_strength
+                # an empty cell with no prior falls back to the horizon's rate
+                self.table_[i, c] = (clear + self.prior_strength * rate) / total if total else rate
         return self
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:

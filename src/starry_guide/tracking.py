@@ -7,6 +7,7 @@ overrides the store (tests point it at a temporary folder).
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 from pathlib import Path
@@ -38,6 +39,8 @@ def configure(settings: Settings, experiment: str) -> str:
     """Point MLflow at the store and select ``experiment`` (created on first use with its
     artifacts beside the store). Returns the experiment id."""
     uri = tracking_uri(settings)
+    # MLflow logs store creation and pip probing at INFO/WARNING; only errors matter here
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     client = MlflowClient()

@@ -1,0 +1,40 @@
+"""Shared fixtures: the project's settings and the real bundled stations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from starry_guide import astro, config, quality, stations
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def settings() -> config.Settings:
+    return config.load_settings(ROOT)
+
+
+@pytest.fixture(scope="session")
+def station_data(settings) -> dict[str, stations.StationData]:
+    return {
+        entry: stations.read_station(entry, settings.paths.raw_dir, settings.data.reference_year)
+        for entry in stations.BUILTIN_STATIONS
+    }
+
+
+@pytest.fixture(scope="session")
+def observations(station_data) -> pd.DataFrame:
+    """The three real stations, assessed and with sun/moon geometry (read once)."""
+    frames = [quality.assess(s)[0] for s in station_data.values()]
+    return astro.add_sun_moon(pd.concat(frames, ignore_index=True))
+
+
+@pytest.fixture()
+def tracking_uri(tmp_path, monkeypatch) -> str:
+    """A fresh, real MLflow SQLite store for one test."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri

@@ -1,0 +1,113 @@
+"""The real pipeline end to end: `dvc repro` in a fresh copy of the project, with a temporary
+MLflow store — the user's data/, models/, reports/ and mlflow.db are never touched."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+pytestmark = pytest.mark.e2e
+
+
+def run(args: list[str], cwd: Path, env: dict, check: bool = True):
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True,
+                            check=False)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed:\n{result.stdout[-4000:]}\n"
+                             f"{result.stderr[-4000:]}")
+    return result
+
+
+def digest(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> tuple[Path, dict]:
+    tmp = tmp_path_factory.mktemp("e2e")
+    copy = tmp / "project"
+    copy.mkdir()
+    for name in ("params.yaml", "dvc.yaml", "mkdocs.yml", ".dvcignore"):
+        shutil.copyfile(ROOT / name, copy / name)
+    for folder in ("notebooks", "src", "docs", "data/raw"):
+        shutil.copytree(ROOT / folder, copy / folder,
+                        ignore=shutil.ignore_patterns("generated", "__pycache__",
+                                                      ".ipynb_checkpoints"))
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}",
+           "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "NO_MKDOCS_2_WARNING": "1"}
+    run(["git", "init", "-q"], copy, env)
+    run([str(BIN / "dvc"), "init", "-q"], copy, env)
+    run([str(BIN / "dvc"), "repro"], copy, env)
+    return copy, env
+
+
+def test_repro_builds_every_output(project):
+    copy, _ = project
+    for path in ("data/processed/rows.parquet", "reports/metrics/train.json",
+                 "reports/metrics/select.json", "reports/metrics/drift.json",
+                 "models/champion/mlflow_model/MLmodel", "models/champion/champion.json",
+                 "reports/notebooks/04_drift.ipynb", "site/index.html",
+                 "site/generated/metrics/index.html", "docs/generated/pipeline.md"):
+        assert (copy / path).exists(), path
+    select = json.loads((copy / "reports/metrics/select.json").read_text())
+    assert select["champion"] in yaml.safe_load((copy / "params.yaml").read_text())[
+        "train"]["candidates"]
+    assert "```mermaid" in (copy / "docs/generated/pipeline.md").read_text()
+    # executed notebooks carry no timestamps
+    assert "start_time" not in (copy / "reports/notebooks/02_train.ipynb").read_text()
+
+
+def test_second_repro_does_nothing(project):
+    copy, env = project
+    result = run([str(BIN / "dvc"), "repro"], copy, env)
+    assert "Data and pipelines are up to date" in result.stdout
+    assert "Running stage" not in result.stdout
+
+
+def test_a_train_parameter_reruns_train_and_after_never_prepare(project):
+    copy, env = project
+    params = copy / "params.yaml"
+    original = params.read_text()
+    try:
+        raw = yaml.safe_load(original)
+        raw["train"]["hist_gradient_boosting"]["learning_rate"] = 0.1
+        params.write_text(yaml.safe_dump(raw))
+        status = json.loads(run([str(BIN / "dvc"), "status", "--json"], copy, env).stdout)
+        assert "train" in status and "prepare" not in status
+    finally:
+        params.write_text(original)
+
+
+def test_a_bad_station_fails_prepare_and_keeps_previous_outputs(project):
+    copy, env = project
+    kept = {p: digest(copy / p) for p in ("data/processed/rows.parquet",
+                                          "reports/metrics/data.json",
+                                          "reports/data_quality.json")}
+    params = copy / "params.yaml"
+    original = params.read_text()
+    bad = copy / "data" / "raw" / "broken_station.epw"
+    bad.write_text("LOCATION,Nowhere\nthis is not an EPW file\n")
+    try:
+        raw = yaml.safe_load(original)
+        raw["data"]["stations"].append("broken_station.epw")
+        params.write_text(yaml.safe_dump(raw))
+        result = run([str(BIN / "dvc"), "repro", "prepare"], copy, env, check=False)
+        assert result.returncode != 0
+        message = result.stdout + result.stderr
+        assert "broken_station.epw" in message
+        assert "previous outputs were left in place" in message
+        assert {p: digest(copy / p) for p in kept} == kept
+        assert (copy / "reports/failed/01_prepare.ipynb").is_file()
+    finally:
+        params.write_text(original)
+        bad.unlink()
