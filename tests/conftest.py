@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from starry_guide import astro, config, quality, stations
+from starry_guide import config, quality, stations
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,10 +26,14 @@ def station_data(settings) -> dict[str, stations.StationData]:
 
 
 @pytest.fixture(scope="session")
-def observations(station_data) -> pd.DataFrame:
+def observations(station_data, settings) -> pd.DataFrame:
     """The three real stations, assessed and with sun/moon geometry (read once)."""
-    frames = [quality.assess(s)[0] for s in station_data.values()]
-    return astro.add_sun_moon(pd.concat(frames, ignore_index=True))
+    frames = [assess(s, settings)[0] for s in station_data.values()]
+    return pd.concat(frames, ignore_index=True)
+
+
+def assess(station, settings):
+    return quality.assess(station, settings.label, settings.data.min_usable_night_hours)
 
 
 @pytest.fixture()

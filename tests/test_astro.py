@@ -29,7 +29,7 @@ def test_naive_times_are_refused():
         astro.sun_moon(pd.DatetimeIndex(["2001-01-01 00:00"]), 0.0, 0.0)
 
 
-def test_add_sun_moon_keeps_rows_and_order(observations):
+def test_assessed_stations_carry_sun_and_moon(observations):
     assert observations["sun_elevation_deg"].notna().all()
     assert observations["sun_elevation_deg"].between(-90, 90).all()
     # Miami (25.8 N) near noon in June has the sun close to overhead

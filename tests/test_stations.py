@@ -54,7 +54,7 @@ def test_segments_follow_the_source_month(station_data):
 
 
 def test_unknown_station_names_params_and_remedy(tmp_path):
-    with pytest.raises(stations.StationFileError, match=r"data\.stations.*dvc add"):
+    with pytest.raises(stations.StationFileError, match=r"atlantis.*dvc add.*data\.stations"):
         stations.read_station("atlantis", tmp_path, 2001)
 
 

@@ -76,15 +76,3 @@ def sun_moon(
             "moon_illumination": np.atleast_1d(illumination).astype(float),
         }
     )
-
-
-def add_sun_moon(frame: pd.DataFrame) -> pd.DataFrame:
-    """Append :func:`sun_moon` columns to a canonical station frame (one or more stations)."""
-    parts = []
-    for _, group in frame.groupby("station_id", sort=False):
-        first = group.iloc[0]
-        geometry = sun_moon(group["time"], first["latitude"], first["longitude"],
-                            first["elevation_m"])
-        geometry.index = group.index
-        parts.append(geometry)
-    return frame.join(pd.concat(parts))

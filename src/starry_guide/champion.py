@@ -138,7 +138,14 @@ def select(rows, model_uris: dict[str, str], settings) -> Selection:
 
     metric = settings.select.metric
     threshold = settings.train.decision_threshold
-    loaded = {name: mlflow.sklearn.load_model(uri) for name, uri in model_uris.items()}
+    try:
+        loaded = {name: mlflow.sklearn.load_model(uri) for name, uri in model_uris.items()}
+    except MlflowException as exc:
+        raise MlflowException(
+            f"reports/train_runs.json lists models the MLflow store "
+            f"({mlflow.get_tracking_uri()}) does not hold ({exc.message}); was mlflow.db "
+            "deleted or MLFLOW_TRACKING_URI changed? Re-train with `dvc repro -f train`"
+        ) from None
     if BASELINE not in loaded:
         raise ValueError(f"the baseline '{BASELINE}' was not trained; add it to "
                          "params.yaml 'train.candidates'")

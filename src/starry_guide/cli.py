@@ -34,6 +34,50 @@ def stage(name: str = typer.Argument(..., help="prepare, train, select or drift"
 
 
 @app.command()
+def validate(
+    files: list[str] = typer.Argument(..., help="station files (EPW, TMY2, TMY3, CSV) or "
+                                                 "built-in station ids"),
+) -> None:
+    """Print each station file's quality report without running the pipeline.
+
+    Exit code 0 when every file is usable, 1 otherwise.
+    """
+    from pathlib import Path
+
+    from starry_guide import quality
+    from starry_guide.config import load_settings
+
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        _fail(str(exc))
+    all_usable = True
+    for entry in files:
+        path = Path(entry)
+        _, report = quality.check_station(str(path.resolve()) if path.exists() else entry,
+                                          settings)
+        all_usable &= report.usable
+        typer.echo(format_report(report))
+    raise typer.Exit(code=0 if all_usable else 1)
+
+
+def format_report(report) -> str:
+    """A quality report as a few readable lines."""
+    lines = [f"{report.source}: {report.verdict.upper()} ({report.kind.upper()}, "
+             f"{report.rows} rows)"]
+    if report.verdict == "usable":
+        rate = "-" if report.clear_sky_rate is None else f"{report.clear_sky_rate:.1%}"
+        lines.append(f"  usable night hours: {report.usable_night_hours}, clear-sky rate: {rate}")
+    for repair in report.repairs:
+        lines.append(f"  repaired  {repair['column']}: {repair['rule']} ({repair['count']})")
+    for dropped in report.dropped_features:
+        lines.append(f"  dropped   {dropped['column']}: {dropped['reason']}")
+    for reason in report.reasons if report.verdict != "usable" else []:
+        lines.append(f"  REJECTED  {reason}")
+    return "\n".join(lines)
+
+
+@app.command()
 def docs() -> None:
     """Generate the docs pages from the pipeline's outputs and build the site (`site/`)."""
     from starry_guide import docs as site
@@ -73,3 +117,7 @@ def notebooks(
 
 def main() -> None:  # pragma: no cover
     sys.exit(app())
+
+
+if __name__ == "__main__":  # pragma: no cover - `python -m starry_guide.cli`
+    main()

@@ -25,6 +25,7 @@ class ConfigError(ValueError):
 class DataSettings:
     stations: tuple[str, ...]
     reference_year: int
+    min_usable_night_hours: int
 
 
 @dataclass(frozen=True)
@@ -219,6 +220,7 @@ def load_settings(project_dir: Path | str | None = None) -> Settings:
         data=DataSettings(
             stations=tuple(str(s) for s in _get(d, "stations", tuple, source, "data")),
             reference_year=_get(d, "reference_year", int, source, "data"),
+            min_usable_night_hours=_get(d, "min_usable_night_hours", int, source, "data"),
         ),
         label=LabelSettings(
             clear_max_opaque_tenths=_get(lab, "clear_max_opaque_tenths", float, source, "label"),

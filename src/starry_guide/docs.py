@@ -131,6 +131,12 @@ def quality_page(root: Path) -> str:
     stations = read_json(root / "reports" / "data_quality.json")
     lines = ["# Data quality", "",
              "Generated from `reports/data_quality.json` by the `docs` stage.", ""]
+    lines += ["| station | format | rows | usable night hours | clear-sky rate | verdict |",
+              "|---|---|---|---|---|---|"]
+    lines += [f"| `{sid}` | {r['kind'].upper()} | {r['rows']} | {r['usable_night_hours']} | "
+              f"{r['clear_sky_rate']:.1%} | {r['verdict']} |" for sid, r in stations.items()]
+    lines += ["", "What each repair and message means: [Add your own station]"
+              "(../add-your-station.md).", ""]
     for station_id, r in stations.items():
         lines += [f"## `{station_id}` — {r['verdict']}", "",
                   f"{r['kind'].upper()}, {r['rows']} hourly rows, from `{Path(r['source']).name}`.",

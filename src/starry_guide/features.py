@@ -67,7 +67,7 @@ def hourly_features(observations: pd.DataFrame, settings: FeatureSettings) -> pd
     Parameters
     ----------
     observations : canonical hourly frame (see :mod:`starry_guide.stations`) with
-        ``sun_elevation_deg`` (see :func:`starry_guide.astro.add_sun_moon`), one or many
+        ``sun_elevation_deg`` (added by :func:`starry_guide.quality.assess`), one or many
         stations, hourly and contiguous inside each ``(station_id, segment)``.
     settings : lag, window and tendency lengths.
 

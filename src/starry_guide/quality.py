@@ -1,22 +1,39 @@
 """Data quality: pandera schemas, repairs, and a per-station verdict.
 
-Policy per problem (recorded in the report):
+Every problem found in a station file gets one of three policies, recorded in the report:
 
-* **repair** — a value outside its physical range becomes missing;
-* **drop the feature for that station** — a column that is entirely missing or stuck at one
-  value for the whole file (pvlib's own Sand Point TMY3 reports 1012 hPa for all 8760 hours);
-  the models cope with missing features;
-* **reject the station** — no usable opaque cloud cover, the label itself.
+* **repair** — a format's missing-value code becomes missing, a unit is converted (visibility
+  in metres, pressure in Pa), a value outside its physical range or a dew point above the air
+  temperature becomes missing, absent hours of a CSV are inserted as missing, a Latin-1 file
+  is decoded as such;
+* **drop the feature for that station** — a column that is absent or stuck at one value for
+  the whole file (pvlib's own Sand Point TMY3 reports 1012 hPa for all 8760 hours); the
+  models cope with missing features;
+* **reject the station** — no usable opaque sky cover (the label), too few usable night hours,
+  or a structure that cannot be trusted (a truncated year, duplicated or non-hourly
+  timestamps, a time zone that does not fit the longitude).
+
+Rejections name the file, the field, an example value and the remedy.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
-from starry_guide.stations import WEATHER_COLUMNS, StationData
+from starry_guide import astro
+from starry_guide.config import LabelSettings, Settings
+from starry_guide.stations import (
+    ID_COLUMNS,
+    WEATHER_COLUMNS,
+    StationData,
+    StationFileError,
+    read_station,
+)
 
 #: physical range per canonical column; values outside are repaired to missing
 PHYSICAL_RANGES: dict[str, tuple[float, float]] = {
@@ -32,11 +49,18 @@ PHYSICAL_RANGES: dict[str, tuple[float, float]] = {
     "ceiling_m": (0, 30000),
     "precipitable_water_cm": (0, 15),
 }
+GEOMETRY_COLUMNS = ["sun_elevation_deg", "moon_elevation_deg", "moon_illumination"]
 
-#: the label needs this column; without it the station is rejected
+#: the label comes from this column; without it a station is rejected
 LABEL_SOURCE = "opaque_cloud_tenths"
-#: a station whose label column is missing in more than this share of hours is rejected
-MAX_MISSING_LABEL_SHARE = 0.5
+#: a dew point may exceed the air temperature by this much (rounding, sensor lag) before
+#: it is treated as an error
+DEW_POINT_TOLERANCE_C = 1.0
+#: local standard time may differ from longitude / 15 by this many hours (China spans five
+#: solar zones on one clock); more suggests a longitude with the wrong sign
+TIMEZONE_TOLERANCE_H = 3.5
+#: a typical-year file (TMY2/TMY3/EPW) has one row per hour of a year
+YEAR_ROWS = (8760, 8784)
 
 
 class StationRejected(ValueError):
@@ -49,13 +73,17 @@ def canonical_schema() -> pa.DataFrameSchema:
         "station_id": pa.Column(str, nullable=False),
         "time": pa.Column(pd.DatetimeTZDtype("us", "UTC"), nullable=False, unique=True,
                           coerce=True),
-        "segment": pa.Column("int64", pa.Check.in_range(1, 12)),
+        # month 1..12 for typical-year files, yyyymm for real (CSV) records
+        "segment": pa.Column("int64", pa.Check.ge(1)),
         "latitude": pa.Column(float, pa.Check.in_range(-90, 90)),
         "longitude": pa.Column(float, pa.Check.in_range(-180, 180)),
         "elevation_m": pa.Column(float, pa.Check.in_range(-500, 9000)),
     }
     for name, (lo, hi) in PHYSICAL_RANGES.items():
         columns[name] = pa.Column(float, pa.Check.in_range(lo, hi), nullable=True)
+    columns["sun_elevation_deg"] = pa.Column(float, pa.Check.in_range(-90, 90))
+    columns["moon_elevation_deg"] = pa.Column(float, pa.Check.in_range(-90, 90))
+    columns["moon_illumination"] = pa.Column(float, pa.Check.in_range(0, 1))
     return pa.DataFrameSchema(
         columns,
         checks=[pa.Check(lambda df: df["time"].is_monotonic_increasing,
@@ -74,8 +102,18 @@ class QualityReport:
     repairs: list[dict] = field(default_factory=list)
     dropped_features: list[dict] = field(default_factory=list)
     missing_share: dict[str, float] = field(default_factory=dict)
+    usable_night_hours: int = 0
+    clear_sky_rate: float | None = None
     verdict: str = "usable"
     reasons: list[str] = field(default_factory=list)
+
+    @property
+    def usable(self) -> bool:
+        return self.verdict == "usable"
+
+    def reject(self, reason: str) -> None:
+        self.verdict = "rejected"
+        self.reasons.append(reason)
 
     def as_dict(self) -> dict:
         return {
@@ -86,29 +124,98 @@ class QualityReport:
             "repairs": self.repairs,
             "dropped_features": self.dropped_features,
             "missing_share": self.missing_share,
+            "usable_night_hours": self.usable_night_hours,
+            "clear_sky_rate": self.clear_sky_rate,
             "verdict": self.verdict,
             "reasons": self.reasons,
         }
 
 
-def assess(station: StationData) -> tuple[pd.DataFrame, QualityReport]:
-    """Repair, drop and judge one station's canonical frame.
-
-    Returns the cleaned frame (validated against :func:`canonical_schema`) and its report.
-    Raises :class:`StationRejected` when the station cannot be used at all.
-    """
-    frame = station.frame.copy()
-    report = QualityReport(station.station_id, str(station.source), station.kind, len(frame),
-                           repairs=list(station.repairs))
-
-    duplicated = frame["time"].duplicated()
+def _check_structure(frame: pd.DataFrame, station: StationData,
+                     report: QualityReport) -> pd.DataFrame:
+    """Duplicates, spacing and length; inserts a CSV's absent hours as missing rows."""
+    src = station.source
+    duplicated = frame["time"].duplicated(keep=False)
     if duplicated.any():
-        first = frame.loc[duplicated, "time"].iloc[0]
-        raise StationRejected(
-            f"{station.source}: field 'time' has {int(duplicated.sum())} duplicated hours "
-            f"(first: {first}); keep one record per hour and try again"
+        rows = np.flatnonzero(duplicated.to_numpy())[:2]
+        report.reject(
+            f"{src}: field 'time' has {int(frame['time'].duplicated().sum())} duplicated "
+            f"hour(s), e.g. {frame['time'].iloc[rows[0]].isoformat()} on data rows "
+            f"{rows[0] + 1} and {rows[1] + 1}; keep one record per hour"
+        )
+        return frame
+    frame = frame.sort_values("time", kind="stable").reset_index(drop=True)
+    step = frame["time"].diff().dropna()
+    off_hour = frame["time"].dt.minute.ne(0) | frame["time"].dt.second.ne(0)
+    if off_hour.any() or (step < pd.Timedelta(hours=1)).any():
+        where = int(np.flatnonzero(off_hour.to_numpy() | np.r_[False, (step <
+                                                             pd.Timedelta(hours=1))])[0])
+        typical = step.median()
+        report.reject(
+            f"{src}: field 'time' is not hourly (e.g. {frame['time'].iloc[where].isoformat()} "
+            f"on data row {where + 1}; typical step {typical}); resample to one value per "
+            "hour, stamped on the hour"
+        )
+        return frame
+    if station.kind == "csv":
+        grid = pd.date_range(frame["time"].iloc[0], frame["time"].iloc[-1], freq="h")
+        absent = len(grid) - len(frame)
+        if absent:
+            filled = frame.set_index("time").reindex(grid)
+            filled.index.name = "time"
+            filled = filled.reset_index()
+            for column in ("station_id", "latitude", "longitude", "elevation_m"):
+                filled[column] = frame[column].iloc[0]
+            local = filled["time"] + pd.Timedelta(hours=station.meta["tz_offset_h"])
+            filled["segment"] = (local.dt.year * 100 + local.dt.month).astype("int64")
+            report.repairs.append({"rule": "hours absent from the file inserted as missing",
+                                   "column": "time", "count": int(absent)})
+            frame = filled[frame.columns]
+    elif len(frame) not in YEAR_ROWS:
+        report.reject(
+            f"{src}: {len(frame)} hourly rows, but a {station.kind.upper()} year has 8760 "
+            f"(8784 in a leap year); the file looks truncated — the last row is "
+            f"{frame['time'].iloc[-1].isoformat()}. Download it again"
+        )
+    return frame
+
+
+def _check_metadata(station: StationData, report: QualityReport) -> None:
+    meta, src = station.meta, station.source
+    lat, lon, tz = meta["latitude"], meta["longitude"], meta["tz_offset_h"]
+    if not -90 <= lat <= 90:
+        report.reject(f"{src}: field 'latitude' = {lat} is outside -90..90; fix the header")
+    if not -180 <= lon <= 180:
+        report.reject(f"{src}: field 'longitude' = {lon} is outside -180..180; fix the header")
+    solar = lon / 15.0
+    gap = abs(((tz - solar) + 12) % 24 - 12)
+    if -180 <= lon <= 180 and gap > TIMEZONE_TOLERANCE_H:
+        report.reject(
+            f"{src}: field 'timezone' = {tz:+g} h does not fit longitude {lon:g} (solar time "
+            f"{solar:+.1f} h; {gap:.1f} h apart). Is the longitude's sign flipped (east is "
+            "positive)? Fix the header"
         )
 
+
+def _repair_units(frame: pd.DataFrame, report: QualityReport) -> None:
+    """Judge units from value ranges; convert with a recorded note."""
+    visibility = frame["visibility_km"].dropna()
+    if len(visibility) and visibility.median() > 300:
+        report.repairs.append({
+            "rule": f"visibility looks like metres (median {visibility.median():g}): "
+                    "converted to km", "column": "visibility_km", "count": int(len(visibility)),
+        })
+        frame["visibility_km"] = frame["visibility_km"] / 1000.0
+    pressure = frame["pressure_hpa"].dropna()
+    if len(pressure) and pressure.median() > 2000:
+        report.repairs.append({
+            "rule": f"pressure looks like Pa (median {pressure.median():g}): converted to hPa",
+            "column": "pressure_hpa", "count": int(len(pressure)),
+        })
+        frame["pressure_hpa"] = frame["pressure_hpa"] / 100.0
+
+
+def _repair_values(frame: pd.DataFrame, report: QualityReport) -> None:
     for name, (lo, hi) in PHYSICAL_RANGES.items():
         bad = frame[name].notna() & ~frame[name].between(lo, hi)
         if bad.any():
@@ -119,60 +226,132 @@ def assess(station: StationData) -> tuple[pd.DataFrame, QualityReport]:
                 "example": float(frame.loc[bad, name].iloc[0]),
             })
             frame[name] = frame[name].mask(bad)
+    too_wet = frame["temp_dew_c"] > frame["temp_air_c"] + DEW_POINT_TOLERANCE_C
+    if too_wet.any():
+        report.repairs.append({
+            "rule": f"dew point above air temperature + {DEW_POINT_TOLERANCE_C:g} C -> missing",
+            "column": "temp_dew_c", "count": int(too_wet.sum()),
+            "example": float(frame.loc[too_wet, "temp_dew_c"].iloc[0]),
+        })
+        frame["temp_dew_c"] = frame["temp_dew_c"].mask(too_wet)
 
+
+def _drop_uninformative(frame: pd.DataFrame, report: QualityReport) -> None:
     for name in WEATHER_COLUMNS:
+        if name == LABEL_SOURCE:
+            continue  # judged below: without it the station is rejected, not trimmed
         values = frame[name]
         if values.isna().all():
             report.dropped_features.append({"column": name, "reason": "no values in the file"})
-        elif values.nunique(dropna=True) == 1 and name not in (
-            "total_cloud_tenths", "opaque_cloud_tenths"
-        ):
+        elif values.nunique(dropna=True) == 1 and len(values.dropna()) > 24:
             stuck = float(values.dropna().iloc[0])
             report.dropped_features.append(
-                {"column": name, "reason": f"stuck at {stuck:g} for every hour"}
-            )
+                {"column": name, "reason": f"stuck at {stuck:g} for every hour"})
             frame[name] = float("nan")
 
+
+def _check_label(frame: pd.DataFrame, station: StationData, report: QualityReport,
+                 label: LabelSettings, min_usable_night_hours: int) -> None:
+    src = station.source
+    cover = frame[LABEL_SOURCE]
+    if cover.isna().all():
+        report.reject(
+            f"{src}: field '{LABEL_SOURCE}' (opaque sky cover) has no values; Starry Guide "
+            "learns from it, so this station cannot be used. Use a file that reports opaque "
+            "sky cover, or remove the station from params.yaml 'data.stations'"
+        )
+        return
+    if cover.nunique(dropna=True) == 1:
+        report.reject(
+            f"{src}: field '{LABEL_SOURCE}' is {float(cover.dropna().iloc[0]):g} for every "
+            "hour — a filled value, not an observation (many EPW files derived from satellite "
+            "data carry no cloud observations). Use a file with observed sky cover, or remove "
+            "the station from params.yaml 'data.stations'"
+        )
+    night = frame["sun_elevation_deg"] < label.night_max_sun_elevation_deg
+    usable = night & cover.notna()
+    report.usable_night_hours = int(usable.sum())
+    if usable.any():
+        report.clear_sky_rate = round(
+            float((cover[usable] <= label.clear_max_opaque_tenths).mean()), 4)
+    if report.usable_night_hours < min_usable_night_hours:
+        report.reject(
+            f"{src}: field '{LABEL_SOURCE}' is observed in only {report.usable_night_hours} "
+            f"night hours (params.yaml 'data.min_usable_night_hours' = "
+            f"{min_usable_night_hours}); supply a longer record or fill the gaps"
+        )
+
+
+def assess(station: StationData, label: LabelSettings,
+           min_usable_night_hours: int) -> tuple[pd.DataFrame, QualityReport]:
+    """Check, repair and judge one station; add the sun and moon geometry.
+
+    Returns the cleaned frame (validated against :func:`canonical_schema` when the station is
+    usable) and its report, whose ``verdict`` is ``usable`` or ``rejected`` with ``reasons``.
+    Use :func:`require_usable` to turn rejections into an error.
+    """
+    report = QualityReport(station.station_id, str(station.source), station.kind,
+                           len(station.frame), repairs=list(station.repairs))
+    _check_metadata(station, report)
+    frame = _check_structure(station.frame.copy(), station, report)
+    if not report.usable:
+        return frame, report
+    _repair_units(frame, report)
+    _repair_values(frame, report)
+    _drop_uninformative(frame, report)
     report.missing_share = {
         name: round(float(frame[name].isna().mean()), 4) for name in WEATHER_COLUMNS
     }
-    label = frame[LABEL_SOURCE]
-    if label.isna().mean() > MAX_MISSING_LABEL_SHARE:
-        report.verdict = "rejected"
-        raise StationRejected(
-            f"{station.source}: field '{LABEL_SOURCE}' is missing in "
-            f"{label.isna().mean():.0%} of hours; Starry Guide learns from opaque sky cover, so "
-            "this station cannot be used — remove it from params.yaml 'data.stations' or "
-            "supply a file that reports opaque sky cover"
-        )
-    if label.nunique(dropna=True) <= 1:
-        report.verdict = "rejected"
-        raise StationRejected(
-            f"{station.source}: field '{LABEL_SOURCE}' is {float(label.dropna().iloc[0]):g} "
-            "for every hour (a filled value, not an observation); remove this station from "
-            "params.yaml 'data.stations' or supply a file with observed sky cover"
-        )
-    if report.dropped_features:
-        report.reasons.append(
-            "dropped: " + ", ".join(d["column"] for d in report.dropped_features)
-        )
-    frame = canonical_schema().validate(frame, lazy=True)
+    first = frame.iloc[0]
+    geometry = astro.sun_moon(frame["time"], first["latitude"], first["longitude"],
+                              first["elevation_m"])
+    geometry.index = frame.index
+    frame = frame.join(geometry)
+    _check_label(frame, station, report, label, min_usable_night_hours)
+    if report.usable:
+        frame = canonical_schema().validate(frame[[*ID_COLUMNS, *WEATHER_COLUMNS,
+                                                   *GEOMETRY_COLUMNS]], lazy=True)
     return frame, report
 
 
+def require_usable(reports: list[QualityReport]) -> None:
+    """Raise :class:`StationRejected` listing every rejected station's reasons."""
+    rejected = [r for r in reports if not r.usable]
+    if rejected:
+        raise StationRejected(
+            "station(s) rejected — nothing was written:\n"
+            + "\n".join(f"  - {reason}" for r in rejected for reason in r.reasons)
+        )
+
+
 def report_table(reports: list[QualityReport]) -> pd.DataFrame:
-    """One row per station: rows, repairs, dropped features, verdict (for the notebook/docs)."""
+    """One row per station: rows, repairs, dropped features, night hours, verdict."""
     records = []
     for r in reports:
         records.append({
             "station": r.station_id,
             "format": r.kind.upper(),
             "rows": r.rows,
-            "repaired values": sum(x["count"] for x in r.repairs),
+            "repaired values": sum(x["count"] for x in r.repairs if x["column"] != "(file)"),
             "repair rules": "; ".join(f"{x['column']}: {x['rule']} ({x['count']})"
                                       for x in r.repairs) or "-",
             "dropped features": ", ".join(f"{d['column']} ({d['reason']})"
                                           for d in r.dropped_features) or "-",
+            "usable night hours": r.usable_night_hours,
+            "clear-sky rate": r.clear_sky_rate,
             "verdict": r.verdict,
         })
     return pd.DataFrame.from_records(records).set_index("station")
+
+
+def check_station(entry: str, settings: Settings) -> tuple[pd.DataFrame | None, QualityReport]:
+    """Read and assess one ``data.stations`` entry (or a file path); never raises for bad
+    input: an unreadable file comes back as a rejected report with the reader's message."""
+    try:
+        station = read_station(entry, settings.paths.raw_dir, settings.data.reference_year)
+    except StationFileError as exc:
+        report = QualityReport(Path(entry).stem, entry, Path(entry).suffix.lstrip(".") or "?",
+                               0)
+        report.reject(str(exc))
+        return None, report
+    return assess(station, settings.label, settings.data.min_usable_night_hours)

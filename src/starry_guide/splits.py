@@ -16,11 +16,12 @@ SPLITS = ("train", "validation", "test", "unseen")
 
 def assign_splits(rows: pd.DataFrame, settings: SplitSettings) -> pd.Series:
     """The split of each row: ``unseen`` for held-out stations, else by the row's month."""
+    month = rows["segment"] % 100  # segment: month (typical years) or yyyymm (real records)
     split = np.select(
         [
             rows["station_id"].isin(settings.unseen_stations),
-            rows["segment"].isin(settings.test_months),
-            rows["segment"].isin(settings.validation_months),
+            month.isin(settings.test_months),
+            month.isin(settings.validation_months),
         ],
         ["unseen", "test", "validation"],
         default="train",

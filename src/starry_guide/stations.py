@@ -10,10 +10,10 @@ only ever built inside one segment, so no row mixes two source years.
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pvlib
 
@@ -89,9 +89,9 @@ def resolve_station(entry: str, raw_dir: Path) -> tuple[str, Path, str]:
     path = (raw_dir / entry) if not Path(entry).is_absolute() else Path(entry)
     if not path.is_file():
         raise StationFileError(
-            f"station '{entry}' in params.yaml 'data.stations' is neither a built-in station "
-            f"({', '.join(BUILTIN_STATIONS)}) nor a file: {path} does not exist. "
-            "Put the file under data/raw/ (and `dvc add` it) or fix the name."
+            f"station '{entry}' is neither a built-in station ({', '.join(BUILTIN_STATIONS)}) "
+            f"nor an existing file (looked for {path}). Put station files under data/raw/ "
+            "(track them with `dvc add`) and list them in params.yaml 'data.stations'."
         )
     kind = _kind_from_suffix(path)
     station_id = path.stem.lower().replace(" ", "_")
@@ -105,17 +105,35 @@ def _kind_from_suffix(path: Path) -> str:
     if suffix == ".tm2":
         return "tmy2"
     if suffix == ".csv":
-        return "tmy3"
+        # a TMY3 file opens with a metadata line, then its "Date (MM/DD/YYYY)" header;
+        # a plain CSV (the documented schema) opens with its own header
+        head = path.read_bytes()[:4096].decode("latin-1").splitlines()
+        if len(head) > 1 and head[1].startswith("Date (MM/DD/YYYY)"):
+            return "tmy3"
+        return "csv"
     raise StationFileError(
         f"{path}: cannot tell the format from the suffix '{path.suffix}'; "
-        "use .epw (EnergyPlus), .tm2 (TMY2) or .csv (TMY3)"
+        "use .epw (EnergyPlus), .tm2 (TMY2), or .csv (TMY3 or the plain CSV schema)"
     )
+
+
+def _decode(path: Path, repairs: list[dict]) -> str:
+    """The file's text: UTF-8 if it is, else Latin-1 (EPW files with e.g. German station
+    names often are), recorded as a repair."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        repairs.append({"rule": f"not UTF-8 (byte {raw[exc.start]:#04x} at offset "
+                                f"{exc.start}): read as Latin-1", "column": "(file)",
+                        "count": 1})
+        return raw.decode("latin-1")
 
 
 def read_station(entry: str, raw_dir: Path, reference_year: int) -> StationData:
     """Read one ``data.stations`` entry into a :class:`StationData`."""
     station_id, path, kind = resolve_station(entry, raw_dir)
-    reader = {"tmy3": _read_tmy3, "tmy2": _read_tmy2, "epw": _read_epw}[kind]
+    reader = {"tmy3": _read_tmy3, "tmy2": _read_tmy2, "epw": _read_epw, "csv": _read_csv}[kind]
     try:
         frame, meta, repairs = reader(path, reference_year)
     except StationFileError:
@@ -189,11 +207,11 @@ def _assemble(
 
 
 def _read_tmy3(path: Path, reference_year: int) -> tuple[pd.DataFrame, dict, list[dict]]:
-    raw, m = pvlib.iotools.read_tmy3(path, map_variables=False)
+    repairs: list[dict] = []
+    raw, m = pvlib.iotools.read_tmy3(io.StringIO(_decode(path, repairs)), map_variables=False)
     raw = raw.reset_index(drop=True)
     meta = _meta(m["Name"], m["latitude"], m["longitude"], m["altitude"], m["TZ"],
                  source_id=str(m.get("USAF", "")))
-    repairs: list[dict] = []
     date = pd.to_datetime(raw["Date (MM/DD/YYYY)"], format="%m/%d/%Y")
     hour = raw["Time (HH:MM)"].str.slice(0, 2).astype(int)
     times = _local_to_utc(date.dt.month, date.dt.day, hour, meta["tz_offset_h"], reference_year)
@@ -260,11 +278,12 @@ def _read_tmy2(path: Path, reference_year: int) -> tuple[pd.DataFrame, dict, lis
 
 
 def _read_epw(path: Path, reference_year: int) -> tuple[pd.DataFrame, dict, list[dict]]:
-    raw, m = pvlib.iotools.read_epw(path)
+    repairs: list[dict] = []
+    # pvlib opens EPW files as UTF-8 and crashes on Latin-1 ones: decode here, hand it text
+    raw, m = pvlib.iotools.read_epw(io.StringIO(_decode(path, repairs)))
     raw = raw.reset_index(drop=True)
     meta = _meta(m["city"], m["latitude"], m["longitude"], m["altitude"], m["TZ"],
                  source_id=str(m.get("WMO_code", "")))
-    repairs: list[dict] = []
     times = _local_to_utc(raw["month"], raw["day"], raw["hour"], meta["tz_offset_h"],
                           reference_year)
 
@@ -283,14 +302,59 @@ def _read_epw(path: Path, reference_year: int) -> tuple[pd.DataFrame, dict, list
         "wind_direction_deg": col("wind_direction", "wind_direction_deg", [999.0]),
         "visibility_km": col("visibility", "visibility_km", [9999.0]),
         "ceiling_m": _replace(col("ceiling_height", "ceiling_m", [99999.0]), 77777.0,
-                              UNLIMITED_CEILING_M, "ceiling_m", [],
-                              "unlimited ceiling 77777"),
+                              UNLIMITED_CEILING_M, "ceiling_m", repairs,
+                              f"unlimited ceiling 77777 -> {UNLIMITED_CEILING_M:.0f} m"),
         "precipitable_water_cm": col("precipitable_water", "precipitable_water_cm", [999.0])
         / 10.0,
     }
     return _assemble(times, raw["month"], meta, columns), meta, repairs
 
 
-def hours_in_segment_order(frame: pd.DataFrame) -> np.ndarray:
-    """Position of each row inside its (station, segment) block, in time order."""
-    return frame.groupby(["station_id", "segment"], sort=False).cumcount().to_numpy()
+#: the plain CSV schema: required columns (besides the optional canonical weather columns)
+CSV_REQUIRED = ["timestamp", "latitude", "longitude", "elevation_m"]
+
+
+def _read_csv(path: Path, reference_year: int) -> tuple[pd.DataFrame, dict, list[dict]]:
+    """The documented plain CSV schema (see docs/add-your-station.md): one row per hour,
+    ``timestamp`` in ISO 8601 with its UTC offset, ``latitude``, ``longitude``,
+    ``elevation_m``, then any of :data:`WEATHER_COLUMNS` (empty cell = missing)."""
+    del reference_year  # real timestamps keep their own year
+    repairs: list[dict] = []
+    raw = pd.read_csv(io.StringIO(_decode(path, repairs)), dtype={"timestamp": str})
+    missing = [c for c in CSV_REQUIRED if c not in raw.columns]
+    if missing:
+        raise StationFileError(
+            f"{path}: required column(s) {', '.join(missing)} missing (found: "
+            f"{', '.join(map(str, raw.columns))}); see the CSV schema in 'Add your own station'"
+        )
+    if raw.empty:
+        raise StationFileError(f"{path}: no data rows below the header")
+    unknown = [c for c in raw.columns if c not in CSV_REQUIRED and c not in WEATHER_COLUMNS]
+    if unknown:
+        repairs.append({"rule": "column(s) not in the schema ignored: " + ", ".join(unknown),
+                        "column": "(file)", "count": len(unknown)})
+    parsed = pd.to_datetime(raw["timestamp"], errors="coerce", format="ISO8601")
+    bad = parsed.isna()
+    if bad.any():
+        row = int(bad.idxmax())
+        raise StationFileError(
+            f"{path}: field 'timestamp' on line {row + 2} = {raw['timestamp'].iloc[row]!r} is "
+            "not an ISO 8601 time; write e.g. 2024-03-01T21:00:00-05:00"
+        )
+    if getattr(parsed.dt, "tz", None) is None:
+        raise StationFileError(
+            f"{path}: field 'timestamp' = {raw['timestamp'].iloc[0]!r} has no UTC offset, so "
+            "the hour of the night is unknown; write it with its offset, e.g. "
+            "2024-03-01T21:00:00-05:00 (or Z for UTC)"
+        )
+    offset_h = parsed.iloc[0].utcoffset().total_seconds() / 3600.0
+    times = parsed.dt.tz_convert("UTC")
+    first = raw.iloc[0]
+    meta = _meta(path.stem, first["latitude"], first["longitude"], first["elevation_m"],
+                 offset_h, source_id=path.stem)
+    columns = {name: (raw[name] if name in raw.columns else pd.Series(float("nan"),
+                                                                       index=raw.index))
+               for name in WEATHER_COLUMNS}
+    local = times + pd.Timedelta(hours=offset_h)
+    segment = local.dt.year * 100 + local.dt.month  # yyyymm: real, contiguous months
+    return _assemble(times, segment, meta, columns), meta, repairs
