@@ -17,15 +17,6 @@ def test_rank_respects_metric_direction():
     assert champion.rank(scores, "roc_auc") == ["b", "c", "a"]
 
 
-def test_decide():
-    assert champion.decide("m", 0.2, None, "brier").promote
-    assert champion.decide("m", 0.18, 0.2, "brier").promote
-    kept = champion.decide("m", 0.2, 0.2, "brier")
-    assert not kept.promote and "does not beat" in kept.reason
-    assert not champion.decide("m", 0.1, 0.2, "brier", same_model=True).promote
-    assert champion.decide("m", 0.9, 0.8, "roc_auc").promote
-
-
 def test_fingerprint_tells_models_apart():
     p = np.linspace(0, 1, 50)
     assert champion.fingerprint("a", p) == champion.fingerprint("a", p.copy())
@@ -48,7 +39,7 @@ def small_settings(settings):
     return dataclasses.replace(settings, train=train)
 
 
-def test_select_promotes_then_keeps_then_replaces_a_worse_champion(
+def test_select_crowns_then_keeps_then_replaces_a_worse_champion(
         rows, small_settings, tracking_uri, tmp_path):
     results = training.fit_candidates(rows, small_settings)
     training.log_candidates(results, rows, small_settings, tmp_path)
@@ -56,15 +47,17 @@ def test_select_promotes_then_keeps_then_replaces_a_worse_champion(
     client = MlflowClient(tracking_uri)
     name = small_settings.select.model_name
 
+    # no champion yet: the best candidate must beat calibrated persistence through the gate,
+    # else the baseline itself is crowned
     first = champion.select(rows, uris, small_settings)
-    assert first.decision.promote and first.decision.reason == "no champion yet"
-    best = first.ranking[0]
-    assert best != "persistence"  # hard 0/1 probabilities have a poor Brier score
-    version = client.get_model_version_by_alias(name, "champion")
-    assert version.tags["candidate"] == best
-    assert client.get_model_version_by_alias(name, "challenger").tags["candidate"] == \
-        first.ranking[1]
-    assert {"git_commit", "fingerprint"} <= set(version.tags)
+    assert first.decision.promote and first.decision.incumbent == "calibrated_persistence"
+    crowned = client.get_model_version_by_alias(name, "champion")
+    assert crowned.tags["candidate"] == first.champion_candidate
+    assert first.champion_candidate in (first.ranking[0], "calibrated_persistence")
+    assert client.get_model_version_by_alias(name, "challenger").tags["candidate"] != \
+        first.champion_candidate
+    assert {"git_commit", "fingerprint", "params", "training_rows", "last_decision"} <= \
+        set(crowned.tags)
 
     # the same models again: nothing new is registered, the champion stays
     versions_before = len(client.search_model_versions(f"name = '{name}'"))
@@ -73,17 +66,40 @@ def test_select_promotes_then_keeps_then_replaces_a_worse_champion(
     assert again.champion_version == first.champion_version
     assert len(client.search_model_versions(f"name = '{name}'")) == versions_before
 
-    # a worse model holding the alias is replaced, and the decision says why
-    worst = first.ranking[-1]
-    worse_version = champion.register(client, name, uris[worst],
-                                      champion.fingerprint(worst, results[worst].p_validation),
-                                      {"candidate": worst})
-    client.set_registered_model_alias(name, "champion", worse_version.version)
+    # a clearly worse model holding the alias (hard 0/1 persistence) is replaced, through
+    # the gate, and the decision says why
+    worse = champion.register(client, name, uris["persistence"],
+                              champion.fingerprint("persistence",
+                                                   results["persistence"].p_validation),
+                              {"candidate": "persistence"})
+    client.set_registered_model_alias(name, "champion", worse.version)
     third = champion.select(rows, uris, small_settings)
-    assert third.decision.promote and "beats the champion" in third.decision.reason
-    assert client.get_model_version_by_alias(name, "champion").tags["candidate"] == best
+    assert third.decision.promote and third.decision.incumbent == "persistence"
+    assert "vs persistence: promoted" in third.decision.reason
+    assert third.decision.details["ci_high"] < 0
+    assert client.get_model_version_by_alias(name, "champion").tags["candidate"] != \
+        "persistence"
     # the champion's held-out scores are reported on every split
     assert set(third.scores["champion"]) == {"validation", "test", "unseen"}
+
+
+def test_search_trials_are_child_runs(rows, settings, tracking_uri, tmp_path):
+    import dataclasses
+
+    train = dataclasses.replace(settings.train, candidates=("calibrated_persistence",
+                                                            "hist_gradient_boosting"),
+                                search_budget=2)
+    small = dataclasses.replace(settings, train=train)
+    results = training.fit_candidates(rows, small)
+    trials = results["hist_gradient_boosting"].trials
+    assert len(trials) == 2
+    assert results["hist_gradient_boosting"].params == min(
+        trials, key=lambda t: t["cv_brier"])["params"]
+    training.log_candidates(results, rows, small, tmp_path)
+    parent = results["hist_gradient_boosting"].run_id
+    children = mlflow.search_runs(filter_string=f"tags.mlflow.parentRunId = '{parent}'",
+                                  search_all_experiments=True)
+    assert len(children) == 2 and children["metrics.cv_brier"].notna().all()
 
 
 def test_export_writes_a_loadable_mlflow_model(rows, small_settings, tracking_uri, tmp_path):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import json
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ import numpy as np
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from starry_guide import evaluate
 from starry_guide.evaluate import GREATER_IS_BETTER
 
 CHAMPION = "champion"
@@ -46,28 +48,44 @@ class Decision:
     promote: bool
     reason: str
     candidate: str
-    candidate_score: float
-    champion_score: float | None = None
+    incumbent: str | None
     details: dict = field(default_factory=dict)
 
 
-def decide(candidate: str, candidate_score: float, champion_score: float | None,
-           metric: str, same_model: bool = False) -> Decision:
-    """Promote ``candidate`` unless a current champion scores at least as well on ``metric``
-    (both scored on the same, current validation rows)."""
-    if champion_score is None:
-        return Decision(True, "no champion yet", candidate, candidate_score)
-    if same_model:
-        return Decision(False, "the candidate is the current champion (same fingerprint)",
-                        candidate, candidate_score, champion_score)
-    better = (candidate_score > champion_score if metric in GREATER_IS_BETTER
-              else candidate_score < champion_score)
-    if better:
-        return Decision(True, f"{metric} {candidate_score:.6g} beats the champion's "
-                        f"{champion_score:.6g}", candidate, candidate_score, champion_score)
-    return Decision(False, f"{metric} {candidate_score:.6g} does not beat the champion's "
-                    f"{champion_score:.6g}; the champion stays", candidate, candidate_score,
-                    champion_score)
+def gate(y: np.ndarray, p_new: np.ndarray, p_old: np.ndarray, p_baseline: np.ndarray,
+         horizons: np.ndarray, nights: np.ndarray, *, n_boot: int, confidence: float,
+         horizon_tolerance: float, seed: int) -> tuple[bool, list[str], dict]:
+    """The champion gate: may ``p_new`` replace ``p_old``?
+
+    Yes only if (1) its pooled Brier improvement is significant — the paired bootstrap over
+    whole nights gives a ``confidence`` CI of Brier(new) − Brier(old) entirely below 0 — and
+    (2) at no horizon is its Brier skill vs calibrated persistence (``p_baseline``) below
+    ``-horizon_tolerance``. Returns (passed, reasons, details).
+    """
+    y = np.asarray(y, dtype=float)
+    boot = evaluate.paired_bootstrap_brier(y, p_new, p_old, nights, n_boot, seed, confidence)
+    reasons = []
+    significant = boot["ci_high"] < 0
+    if significant:
+        reasons.append(f"Brier improves by {-boot['brier_difference']:.5f} "
+                       f"({confidence:.0%} CI {-boot['ci_high']:.5f}..{-boot['ci_low']:.5f}, "
+                       f"bootstrap over {int(boot['nights'])} nights)")
+    else:
+        reasons.append(f"Brier difference {boot['brier_difference']:+.5f} is not significant "
+                       f"({confidence:.0%} CI {boot['ci_low']:+.5f}..{boot['ci_high']:+.5f} "
+                       "includes or exceeds 0)")
+    bss = {}
+    for h in np.unique(horizons):
+        at = horizons == h
+        ref = np.mean((p_baseline[at] - y[at]) ** 2)
+        bss[int(h)] = float(1 - np.mean((p_new[at] - y[at]) ** 2) / ref) if ref > 0 else 0.0
+    losing = {h: v for h, v in bss.items() if v < -horizon_tolerance}
+    if losing:
+        reasons.append("worse than calibrated persistence at horizon(s) "
+                       + ", ".join(f"{h} h (BSS {v:+.3f})" for h, v in losing.items())
+                       + f", beyond the tolerance {horizon_tolerance}")
+    details = {**boot, "bss_by_horizon": bss, "losing_horizons": sorted(losing)}
+    return significant and not losing, reasons, details
 
 
 def current_version(client: MlflowClient, model_name: str, alias: str):
@@ -126,18 +144,18 @@ class Selection:
 
 
 def select(rows, model_uris: dict[str, str], settings) -> Selection:
-    """Score the trained candidates on every split, pick the best on validation, decide
-    against the registry's current champion and move the aliases.
+    """Score the trained candidates on every split, rank them on validation, pass the best
+    through the :func:`gate` against the incumbent (the registry's champion, or calibrated
+    persistence when there is none yet), and move the aliases.
 
     ``rows`` carry a ``split`` column; ``model_uris`` map candidate -> MLflow model URI.
     """
     import mlflow.sklearn
 
-    from starry_guide import evaluate, tracking
+    from starry_guide import tracking
     from starry_guide.training import BASELINE, predict_clear, split_xy
 
     metric = settings.select.metric
-    threshold = settings.train.decision_threshold
     try:
         loaded = {name: mlflow.sklearn.load_model(uri) for name, uri in model_uris.items()}
     except MlflowException as exc:
@@ -149,69 +167,100 @@ def select(rows, model_uris: dict[str, str], settings) -> Selection:
     if BASELINE not in loaded:
         raise ValueError(f"the baseline '{BASELINE}' was not trained; add it to "
                          "params.yaml 'train.candidates'")
+    X_val, y_val = split_xy(rows, "validation", settings)
+    val_rows = rows.loc[rows["split"] == "validation"]
+    p_base_val = predict_clear(loaded[BASELINE], X_val)
 
     def score_all(model) -> tuple[dict[str, dict[str, float]], np.ndarray]:
-        out, p_val = {}, None
+        p_val = predict_clear(model, X_val)
+        threshold = evaluate.choose_threshold(y_val, p_val, settings.train.threshold_metric)
+        out = {}
         for split in ("validation", "test", "unseen"):
             X, y = split_xy(rows, split, settings)
-            if not len(y):
-                continue
-            p = predict_clear(model, X)
-            out[split] = evaluate.scores(y, p, threshold, predict_clear(loaded[BASELINE], X))
-            if split == "validation":
-                p_val = p
+            if len(y):
+                out[split] = evaluate.scores(y, predict_clear(model, X), threshold,
+                                             predict_clear(loaded[BASELINE], X))
         return out, p_val
 
-    scores, prints = {}, {}
+    scores, prints, p_vals = {}, {}, {}
     for name, model in loaded.items():
-        scores[name], p_val = score_all(model)
-        prints[name] = fingerprint(name, p_val)
+        scores[name], p_vals[name] = score_all(model)
+        prints[name] = fingerprint(name, p_vals[name])
     ranking = rank({n: s["validation"] for n, s in scores.items()}, metric)
-    best, runner_up = ranking[0], (ranking[1] if len(ranking) > 1 else None)
+    best = ranking[0]
 
     client = MlflowClient()
     name = settings.select.model_name
     tags = tracking.lineage_tags(settings)
+    tags["training_rows"] = str(int((rows["split"] == "train").sum()))
+    tags["params"] = json.dumps(settings.as_dict()["train"], sort_keys=True, default=str)[:4900]
     current = current_version(client, name, CHAMPION)
-    champion_scores = None
+    incumbent_scores, p_incumbent, incumbent = None, None, None
     if current is not None:
         try:
-            champion_model = mlflow.sklearn.load_model(f"models:/{name}@{CHAMPION}")
-            champion_scores, _ = score_all(champion_model)
+            incumbent_model = mlflow.sklearn.load_model(f"models:/{name}@{CHAMPION}")
+            incumbent_scores, p_incumbent = score_all(incumbent_model)
+            incumbent = current.tags.get("candidate", "champion")
         except Exception as exc:  # e.g. trained on other feature columns
-            current_reason = f"the current champion cannot score today's rows ({exc})"
+            current_problem = f"the current champion cannot score today's rows ({exc})"
         else:
-            current_reason = None
-    decision = decide(
-        best, scores[best]["validation"][metric],
-        None if champion_scores is None else champion_scores["validation"][metric],
-        metric,
-        same_model=current is not None and current.tags.get("fingerprint") == prints[best],
-    )
-    if current is not None and champion_scores is None:
-        decision.reason = current_reason + "; promoting the best candidate"
+            current_problem = None
+
+    if p_incumbent is None:  # no (usable) champion: calibrated persistence is the incumbent
+        p_incumbent, incumbent = p_base_val, BASELINE
+    champion_print = current.tags.get("fingerprint") if incumbent_scores is not None else None
+    # challengers in ranking order; the first to pass the gate is promoted. Below the
+    # incumbent in the ranking none can beat it, so the search stops there.
+    tried, decision, details = [], None, {}
+    for candidate in ranking:
+        if prints[candidate] == champion_print or (champion_print is None
+                                                    and candidate == BASELINE):
+            break
+        passed, reasons, candidate_details = gate(
+            y_val, p_vals[candidate], p_incumbent, p_base_val,
+            val_rows["horizon_h"].to_numpy(), evaluate.night_ids(val_rows),
+            n_boot=settings.select.bootstrap_samples, confidence=settings.select.confidence,
+            horizon_tolerance=settings.select.horizon_tolerance_bss, seed=settings.seed)
+        tried.append(f"{candidate} vs {incumbent}: "
+                     f"{'promoted' if passed else 'not promoted'} — " + "; ".join(reasons))
+        details = details or candidate_details  # the best-ranked challenger's numbers
+        if passed:
+            decision = Decision(True, tried[-1], candidate, incumbent, candidate_details)
+            break
+    if decision is None and incumbent_scores is not None:
+        verdict = "the champion stays" if tried else \
+            "the best candidate is the current champion (same model)"
+        decision = Decision(False, "; ".join([*tried, verdict]), best, incumbent, details)
+    elif decision is None:
+        verdict = "calibrated persistence becomes the champion" if tried else \
+            "no champion yet; calibrated persistence ranks first"
+        decision = Decision(True, "; ".join([*tried, verdict]), BASELINE, incumbent, details)
+    if current is not None and incumbent_scores is None:
+        decision.reason = f"{current_problem}; {decision.reason}"
 
     def version_of(candidate: str):
         return register(client, name, model_uris[candidate], prints[candidate],
                         {**tags, "candidate": candidate, "selection_metric": metric,
                          f"validation_{metric}": str(scores[candidate]["validation"][metric])})
 
-    if decision.promote:
-        champion_version = version_of(best)
+    winner = decision.candidate if decision.promote else None
+    if winner is not None:
+        champion_version = version_of(winner)
         client.set_registered_model_alias(name, CHAMPION, champion_version.version)
-        challenger = version_of(runner_up) if runner_up else None
-        final_scores = scores[best]
-        champion_candidate = best
+        final_scores, champion_candidate = scores[winner], winner
+        runner_up = next((c for c in ranking if c != winner), None)
     else:
         champion_version = current
-        challenger = version_of(best) if prints[best] != current.tags.get("fingerprint") else None
-        final_scores = champion_scores
+        final_scores = incumbent_scores
         champion_candidate = current.tags.get("candidate", "unknown")
+        runner_up = next((c for c in ranking if prints[c] != champion_print), None)
+    challenger = version_of(runner_up) if runner_up else None
     if challenger is not None and challenger.version != champion_version.version:
         client.set_registered_model_alias(name, CHALLENGER, challenger.version)
-    client.set_model_version_tag(name, champion_version.version, "last_decision",
-                                 decision.reason)
-    decision.details = {"champion_scores_on_current_rows": champion_scores}
+    for key, value in {"last_decision": decision.reason[:4900],
+                       "gate_ci_low": str(decision.details.get("ci_low", "")),
+                       "gate_ci_high": str(decision.details.get("ci_high", ""))}.items():
+        client.set_model_version_tag(name, champion_version.version, key, value)
     scores = {**scores, "champion": final_scores}
     return Selection(
         ranking=ranking,
@@ -222,3 +271,34 @@ def select(rows, model_uris: dict[str, str], settings) -> Selection:
         scores=scores,
         champion_model_uri=f"models:/{name}/{champion_version.version}",
     )
+
+
+def leave_one_station_out(rows, model, settings) -> dict[str, dict[str, float]]:
+    """Generalisation: for each station, refit a clone of ``model`` (and the baseline) on the
+    other stations' training and validation months, score on all of the held-out station's
+    rows. Returns station -> metrics (BSS vs calibrated persistence refit the same way)."""
+    from sklearn.base import clone
+
+    from starry_guide.features import feature_columns
+    from starry_guide.models import build_candidate
+    from starry_guide.training import BASELINE, predict_clear
+
+    columns = feature_columns(settings.features)
+    month = rows["segment"] % 100
+    learnable = ~month.isin(settings.split.test_months)
+    out = {}
+    for station in sorted(rows["station_id"].unique()):
+        fit_rows = rows[learnable & (rows["station_id"] != station)]
+        held = rows[rows["station_id"] == station]
+        baseline = build_candidate(BASELINE, settings.train.params_for(BASELINE), settings.seed,
+                                   settings.label.clear_max_opaque_tenths)
+        baseline.fit(fit_rows[columns], fit_rows["clear"])
+        fitted = clone(model).fit(fit_rows[columns], fit_rows["clear"])
+        p = predict_clear(fitted, held[columns])
+        # the cut-off comes from the rows it was fit on: the held-out station chooses nothing
+        threshold = evaluate.choose_threshold(fit_rows["clear"],
+                                              predict_clear(fitted, fit_rows[columns]),
+                                              settings.train.threshold_metric)
+        out[station] = evaluate.scores(held["clear"].to_numpy(), p, threshold,
+                                       predict_clear(baseline, held[columns]))
+    return out

@@ -57,8 +57,11 @@ class SplitSettings:
 @dataclass(frozen=True)
 class TrainSettings:
     candidates: tuple[str, ...]
-    decision_threshold: float
+    threshold_metric: str
+    cv_folds: int
     hyperparameters: dict[str, dict[str, Any]]
+    search_budget: int
+    search_spaces: dict[str, dict[str, list]]
 
     def params_for(self, candidate: str) -> dict[str, Any]:
         return dict(self.hyperparameters.get(candidate, {}))
@@ -69,6 +72,9 @@ class SelectSettings:
     metric: str
     greater_is_better: bool
     model_name: str
+    bootstrap_samples: int
+    confidence: float
+    horizon_tolerance_bss: float
 
 
 @dataclass(frozen=True)
@@ -214,7 +220,8 @@ def load_settings(project_dir: Path | str | None = None) -> Settings:
     dr = _section(raw, "drift", source)
 
     candidates = _get(t, "candidates", tuple, source, "train")
-    hyper = {k: dict(v) for k, v in t.items() if isinstance(v, dict)}
+    search = dict(t.get("search") or {})
+    hyper = {k: dict(v) for k, v in t.items() if isinstance(v, dict) and k != "search"}
     settings = Settings(
         seed=int(raw["seed"]),
         data=DataSettings(
@@ -247,13 +254,19 @@ def load_settings(project_dir: Path | str | None = None) -> Settings:
         ),
         train=TrainSettings(
             candidates=tuple(str(c) for c in candidates),
-            decision_threshold=_get(t, "decision_threshold", float, source, "train"),
+            threshold_metric=_get(t, "threshold_metric", str, source, "train"),
+            cv_folds=_get(t, "cv_folds", int, source, "train"),
             hyperparameters=hyper,
+            search_budget=int(search.get("budget", 0)),
+            search_spaces={k: dict(v) for k, v in search.items() if isinstance(v, dict)},
         ),
         select=SelectSettings(
             metric=_get(se, "metric", str, source, "select"),
             greater_is_better=_get(se, "greater_is_better", bool, source, "select"),
             model_name=_get(se, "model_name", str, source, "select"),
+            bootstrap_samples=_get(se, "bootstrap_samples", int, source, "select"),
+            confidence=_get(se, "confidence", float, source, "select"),
+            horizon_tolerance_bss=_get(se, "horizon_tolerance_bss", float, source, "select"),
         ),
         drift=DriftSettings(
             psi_bins=_get(dr, "psi_bins", int, source, "drift"),
@@ -296,6 +309,14 @@ def _check(s: Settings, source: Path) -> None:
             f"{source}: 'split.unseen_stations' names {sorted(unknown)}, which are not in "
             "'data.stations'"
         )
+    if "calibrated_persistence" not in s.train.candidates:
+        raise ConfigError(
+            f"{source}: 'train.candidates' must include calibrated_persistence — the baseline "
+            "every skill score and the champion gate are measured against"
+        )
+    if s.train.threshold_metric not in {"f1", "accuracy"}:
+        raise ConfigError(f"{source}: 'train.threshold_metric' = {s.train.threshold_metric!r}; "
+                          "use f1 or accuracy")
     if s.select.metric not in {"brier", "log_loss", "roc_auc", "bss", "accuracy", "f1"}:
         raise ConfigError(
             f"{source}: 'select.metric' = {s.select.metric!r}; use one of brier, log_loss, "

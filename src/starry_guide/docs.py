@@ -85,6 +85,22 @@ def metrics_page(root: Path) -> str:
     held_out = pd.DataFrame({split: select[split] for split in ("validation", "test", "unseen")
                              if split in select}).T
     candidates = pd.DataFrame({n: v["validation"] for n, v in train.items()}).T
+    decision = read_json(root / "reports" / "select_decision.json")
+    gate = decision.get("gate") or {}
+    candidates_test = pd.DataFrame(select.get("candidates_test", {})).T
+    by_horizon = pd.DataFrame(select.get("test_bss_by_horizon", {}))
+    if not by_horizon.empty:
+        by_horizon.index = by_horizon.index.astype(int)
+        by_horizon = by_horizon.sort_index().rename_axis("horizon (h)")
+    loso = pd.DataFrame({name: {station: m["bss"] for station, m in per.items()}
+                         for name, per in select.get("leave_one_station_out", {}).items()})
+    gate_lines = [f"- decision: **{'promoted' if decision['promoted'] else 'not promoted'}** — "
+                  f"{decision['reason']}"]
+    if gate:
+        gate_lines.append(f"- Brier difference (candidate − incumbent) "
+                          f"{gate['brier_difference']:+.5f}, 95 % CI "
+                          f"{gate['ci_low']:+.5f} … {gate['ci_high']:+.5f} "
+                          f"({int(gate['nights'])} nights, {int(gate['n_boot'])} resamples)")
     lines = [
         "# Model metrics",
         "",
@@ -98,9 +114,25 @@ def metrics_page(root: Path) -> str:
         "",
         _table(held_out[["rows", "clear_rate", *KEY_METRICS]]),
         "",
+        "## The champion gate",
+        "",
+        *gate_lines,
+        "",
         "## Candidates on the validation months",
         "",
-        _table(candidates[[*KEY_METRICS, "log_loss"]]),
+        _table(candidates[[*KEY_METRICS, "log_loss", "ece", "threshold"]]),
+        "",
+        "## Candidates on the temporal test",
+        "",
+        _table(candidates_test) if not candidates_test.empty else "",
+        "",
+        "### Brier skill by horizon (test)",
+        "",
+        _table(by_horizon) if not by_horizon.empty else "",
+        "",
+        "## Leave one station out (BSS)",
+        "",
+        _table(loso) if not loso.empty else "",
         "",
         "![Reliability of the champion](figures/train/reliability_"
         f"{select['champion']}.png)",

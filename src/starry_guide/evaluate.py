@@ -49,11 +49,61 @@ def scores(y_true: np.ndarray, p_clear: np.ndarray, threshold: float,
         "precision": skm.precision_score(y, decided, zero_division=0.0),
         "recall": skm.recall_score(y, decided, zero_division=0.0),
         "f1": skm.f1_score(y, decided, zero_division=0.0),
+        "ece": expected_calibration_error(y, p),
+        "threshold": threshold,
     }
     if p_reference is not None:
         reference = skm.brier_score_loss(y, np.clip(p_reference, 0.0, 1.0))
         out["bss"] = 1.0 - brier / reference if reference > 0 else float("nan")
     return {k: _round(float(v)) for k, v in out.items()}
+
+
+def expected_calibration_error(y_true: np.ndarray, p_clear: np.ndarray, bins: int = 10) -> float:
+    """Mean |observed rate - mean forecast| over equal-width bins, weighted by bin size."""
+    table = reliability(y_true, p_clear, bins)
+    weights = table["rows"] / table["rows"].sum()
+    return float((weights * (table["observed"] - table["predicted"]).abs()).sum())
+
+
+def choose_threshold(y_true: np.ndarray, p_clear: np.ndarray, metric: str = "f1") -> float:
+    """The P(clear) cut-off that maximises ``metric`` (``f1`` or ``accuracy``) on these rows,
+    searched on a 0.01 grid; chosen on validation, then applied unchanged to test rows."""
+    y = np.asarray(y_true, dtype=int)
+    p = np.asarray(p_clear, dtype=float)
+    grid = np.round(np.arange(0.05, 0.96, 0.01), 2)
+    score = skm.f1_score if metric == "f1" else skm.accuracy_score
+    values = [score(y, (p >= t).astype(int), **({"zero_division": 0.0} if metric == "f1"
+                                                 else {})) for t in grid]
+    return float(grid[int(np.argmax(values))])
+
+
+def night_ids(rows: pd.DataFrame, longitude: pd.Series | None = None) -> np.ndarray:
+    """An id per (station, night) of each row's target hour: local solar time shifted by 12 h,
+    so one night (evening to morning) falls on one date. Bootstrap resamples whole nights:
+    hours of a night are strongly correlated and must not be treated as independent."""
+    lon = rows["longitude"] if longitude is None else longitude
+    local = rows["target_time"] + pd.to_timedelta(lon.to_numpy() / 15.0 * 3600, unit="s")
+    date = (local - pd.Timedelta(hours=12)).dt.strftime("%Y%m%d")
+    return pd.factorize(rows["station_id"].astype(str) + "/" + date)[0]
+
+
+def paired_bootstrap_brier(y_true: np.ndarray, p_new: np.ndarray, p_old: np.ndarray,
+                           groups: np.ndarray, n_boot: int, seed: int,
+                           level: float = 0.95) -> dict[str, float]:
+    """Bootstrap CI of Brier(new) - Brier(old), resampling whole groups (nights) with
+    replacement. Negative = the new model is better."""
+    y = np.asarray(y_true, dtype=float)
+    d = (np.asarray(p_new) - y) ** 2 - (np.asarray(p_old) - y) ** 2
+    sums = np.bincount(groups, weights=d)
+    counts = np.bincount(groups).astype(float)
+    rng = np.random.default_rng(seed)
+    draws = rng.multinomial(len(sums), np.full(len(sums), 1 / len(sums)), size=n_boot)
+    diffs = (draws @ sums) / (draws @ counts)
+    alpha = (1 - level) / 2
+    return {"brier_difference": float(d.mean()),
+            "ci_low": float(np.quantile(diffs, alpha)),
+            "ci_high": float(np.quantile(diffs, 1 - alpha)),
+            "nights": float(len(sums)), "n_boot": float(n_boot)}
 
 
 def scores_by_horizon(rows: pd.DataFrame, p_clear: np.ndarray, threshold: float,

@@ -137,7 +137,7 @@ def model_rows(hourly: pd.DataFrame, horizons: tuple[int, ...] | list[int],
     rows["target_hour_sin"] = np.sin(2 * np.pi * target_hour / 24)
     rows["target_hour_cos"] = np.cos(2 * np.pi * target_hour / 24)
     rows = rows.sort_values(["station_id", "time", "horizon_h"], kind="stable")
-    keep = ["station_id", "time", "segment", "target_time", "history_complete",
+    keep = ["station_id", "time", "segment", "longitude", "target_time", "history_complete",
             *feature_columns(settings)]
     return rows[keep].reset_index(drop=True)
 

@@ -7,6 +7,8 @@
 * ``logistic_regression`` — median imputation with missing-value indicators, scaling, logistic
   regression.
 * ``hist_gradient_boosting`` — gradient-boosted trees; handles missing values natively.
+* ``persistence_stack`` — calibrated persistence corrected by boosting, per horizon, with
+  weights learned out of fold (see :class:`PersistenceStackClassifier`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import KFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted
@@ -102,17 +105,92 @@ class CalibratedPersistenceClassifier(ClassifierMixin, BaseEstimator):
         return self.classes_[(self.predict_proba(X)[:, 1] >= 0.5).astype(int)]
 
 
-#: module-qualified names of the custom estimators, for skops' trusted types
-CUSTOM_TYPES = [
-    f"{__name__}.PersistenceClassifier",
-    f"{__name__}.CalibratedPersistenceClassifier",
-]
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-4, 1 - 1e-4)
+    return np.log(p / (1 - p))
+
+
+class PersistenceStackClassifier(ClassifierMixin, BaseEstimator):
+    """Calibrated persistence, corrected by gradient boosting where — and only as much as —
+    the correction has earned it.
+
+    Per horizon, a two-input logistic regression combines the logits of calibrated
+    persistence and of a (heavily regularised) HistGradientBoosting model. The combiner is fit
+    on *out-of-fold* predictions from contiguous blocks of rows (rows arrive sorted by station
+    and time, so each fold is a run of whole months): at h = 1, where persistence is nearly
+    unbeatable, it learns to lean on persistence; at longer horizons, on the weather.
+
+    Parameters
+    ----------
+    prior_strength : calibrated persistence's Beta prior (see
+        :class:`CalibratedPersistenceClassifier`)
+    n_folds : contiguous folds for the out-of-fold predictions
+    learning_rate, max_iter, max_depth, min_samples_leaf, l2_regularization : of the boosting
+    random_state : seed of the boosting
+    """
+
+    def __init__(self, prior_strength: float = 1.0, n_folds: int = 4,
+                 learning_rate: float = 0.03, max_iter: int = 200, max_depth: int = 3,
+                 min_samples_leaf: int = 400, l2_regularization: float = 5.0,
+                 random_state: int = 0):
+        self.prior_strength = prior_strength
+        self.n_folds = n_folds
+        self.learning_rate = learning_rate
+        self.max_iter = max_iter
+        self.max_depth = max_depth
+        self.min_samples_leaf = min_samples_leaf
+        self.l2_regularization = l2_regularization
+        self.random_state = random_state
+
+    def _boosting(self) -> HistGradientBoostingClassifier:
+        return HistGradientBoostingClassifier(
+            learning_rate=self.learning_rate, max_iter=self.max_iter, max_depth=self.max_depth,
+            min_samples_leaf=self.min_samples_leaf, l2_regularization=self.l2_regularization,
+            early_stopping=False, random_state=self.random_state)
+
+    def _inputs(self, X: pd.DataFrame, persistence, boosting) -> np.ndarray:
+        return np.column_stack([_logit(persistence.predict_proba(X)[:, 1]),
+                                _logit(boosting.predict_proba(X)[:, 1])])
+
+    def fit(self, X: pd.DataFrame, y: Any) -> PersistenceStackClassifier:
+        y = np.asarray(y, dtype=int)
+        self.classes_ = np.array([0, 1])
+        self.feature_names_in_ = np.asarray(X.columns, dtype=object)
+        oof = np.empty((len(X), 2))
+        for fit_rows, held_rows in KFold(self.n_folds, shuffle=False).split(X):
+            persistence = CalibratedPersistenceClassifier(self.prior_strength).fit(
+                X.iloc[fit_rows], y[fit_rows])
+            boosting = self._boosting().fit(X.iloc[fit_rows], y[fit_rows])
+            oof[held_rows] = self._inputs(X.iloc[held_rows], persistence, boosting)
+        horizons = X[HORIZON].to_numpy(dtype=int)
+        self.horizons_ = np.unique(horizons)
+        self.combiners_ = np.empty((len(self.horizons_), 3))  # intercept, w_persistence, w_boost
+        for i, h in enumerate(self.horizons_):
+            at_h = horizons == h
+            combiner = LogisticRegression(C=1.0).fit(oof[at_h], y[at_h])
+            self.combiners_[i] = [combiner.intercept_[0], *combiner.coef_[0]]
+        self.persistence_ = CalibratedPersistenceClassifier(self.prior_strength).fit(X, y)
+        self.boosting_ = self._boosting().fit(X, y)
+        return self
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        check_is_fitted(self, "combiners_")
+        z = self._inputs(X, self.persistence_, self.boosting_)
+        horizons = X[HORIZON].to_numpy(dtype=int)
+        row = np.abs(horizons[:, None] - self.horizons_[None, :]).argmin(axis=1)
+        w = self.combiners_[row]
+        p = 1.0 / (1.0 + np.exp(-(w[:, 0] + w[:, 1] * z[:, 0] + w[:, 2] * z[:, 1])))
+        return np.column_stack([1.0 - p, p])
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        return self.classes_[(self.predict_proba(X)[:, 1] >= 0.5).astype(int)]
 
 CANDIDATES = (
     "persistence",
     "calibrated_persistence",
     "logistic_regression",
     "hist_gradient_boosting",
+    "persistence_stack",
 )
 
 
@@ -135,6 +213,8 @@ def build_candidate(name: str, params: dict[str, Any], seed: int,
         # into both sides; the validation months do that job instead
         params = {"early_stopping": False, **params}
         return HistGradientBoostingClassifier(random_state=seed, **params)
+    if name == "persistence_stack":
+        return PersistenceStackClassifier(random_state=seed, **params)
     raise ValueError(
         f"unknown candidate {name!r} in params.yaml 'train.candidates'; "
         f"choose from {', '.join(CANDIDATES)}"

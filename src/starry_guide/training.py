@@ -4,7 +4,7 @@ each as one MLflow run (params, metrics, model with signature, figures).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -15,6 +15,7 @@ import pandas as pd
 import skops.io
 from mlflow.models import infer_signature
 from sklearn.base import BaseEstimator
+from sklearn.model_selection import GroupKFold, ParameterSampler
 
 from starry_guide import evaluate, models, tracking
 from starry_guide.config import Settings
@@ -27,9 +28,12 @@ BASELINE = "calibrated_persistence"
 class CandidateResult:
     name: str
     model: BaseEstimator
+    params: dict
+    threshold: float
     validation: dict[str, float]
     by_horizon: pd.DataFrame
     p_validation: np.ndarray
+    trials: list[dict] = field(default_factory=list)
     run_id: str = ""
     model_uri: str = ""
 
@@ -45,31 +49,62 @@ def predict_clear(model: BaseEstimator, X: pd.DataFrame) -> np.ndarray:
     return model.predict_proba(X)[:, 1]
 
 
-def fit_candidates(rows: pd.DataFrame, settings: Settings) -> dict[str, CandidateResult]:
-    """Fit each ``train.candidates`` entry and score it on validation against the baseline.
+def month_blocks(rows: pd.DataFrame) -> np.ndarray:
+    """A group id per (station, month): the unit of blocked cross-validation."""
+    return pd.factorize(rows["station_id"].astype(str) + "/" + rows["segment"].astype(str))[0]
 
-    The calibrated-persistence baseline is always fitted (it is the BSS reference), even
-    when it is not listed as a candidate.
-    """
+
+def search(name: str, rows: pd.DataFrame, settings: Settings) -> tuple[dict, list[dict]]:
+    """Random search over ``train.search.<name>`` with ``train.search.budget`` trials, each
+    scored by pooled Brier in cross-validation over whole (station, month) blocks of the
+    training months. Returns the best parameters and every trial."""
+    base = settings.train.params_for(name)
+    space = settings.train.search_spaces.get(name)
+    if not space or settings.train.search_budget <= 0:
+        return base, []
+    train = rows.loc[rows["split"] == "train"]
+    X, y = train[feature_columns(settings.features)], train["clear"].to_numpy()
+    folds = list(GroupKFold(n_splits=settings.train.cv_folds).split(X, y, month_blocks(train)))
+    sampler = ParameterSampler(space, n_iter=settings.train.search_budget,
+                               random_state=settings.seed)
+    trials = []
+    for i, override in enumerate(sampler):
+        params = {**base, **override}
+        errors = []
+        for fit_rows, held in folds:
+            model = models.build_candidate(name, params, settings.seed,
+                                           settings.label.clear_max_opaque_tenths)
+            model.fit(X.iloc[fit_rows], y[fit_rows])
+            errors.append(evaluate.scores(y[held], predict_clear(model, X.iloc[held]), 0.5)
+                          ["brier"])
+        trials.append({"trial": i, "params": params, "cv_brier": float(np.mean(errors)),
+                       "cv_brier_std": float(np.std(errors))})
+    best = min(trials, key=lambda t: (t["cv_brier"], t["trial"]))
+    return best["params"], trials
+
+
+def fit_candidates(rows: pd.DataFrame, settings: Settings) -> dict[str, CandidateResult]:
+    """Search (where configured), fit each ``train.candidates`` entry on the training months,
+    and score it on the validation months against the calibrated-persistence baseline, at a
+    decision threshold chosen on validation."""
     X_train, y_train = split_xy(rows, "train", settings)
     X_val, y_val = split_xy(rows, "validation", settings)
     val_rows = rows.loc[rows["split"] == "validation"].reset_index(drop=True)
-    names = list(dict.fromkeys([BASELINE, *settings.train.candidates]))
     fitted = {}
-    for name in names:
-        model = models.build_candidate(name, settings.train.params_for(name), settings.seed,
-                                       settings.label.clear_max_opaque_tenths)
-        fitted[name] = model.fit(X_train, y_train)
-    p_reference = predict_clear(fitted[BASELINE], X_val)
-    results = {}
     for name in settings.train.candidates:
-        p = predict_clear(fitted[name], X_val)
+        params, trials = search(name, rows, settings)
+        model = models.build_candidate(name, params, settings.seed,
+                                       settings.label.clear_max_opaque_tenths)
+        fitted[name] = (model.fit(X_train, y_train), params, trials)
+    p_reference = predict_clear(fitted[BASELINE][0], X_val)
+    results = {}
+    for name, (model, params, trials) in fitted.items():
+        p = predict_clear(model, X_val)
+        threshold = evaluate.choose_threshold(y_val, p, settings.train.threshold_metric)
         results[name] = CandidateResult(
-            name=name,
-            model=fitted[name],
-            validation=evaluate.scores(y_val, p, settings.train.decision_threshold, p_reference),
-            by_horizon=evaluate.scores_by_horizon(val_rows, p, settings.train.decision_threshold,
-                                                  p_reference),
+            name=name, model=model, params=params, threshold=threshold, trials=trials,
+            validation=evaluate.scores(y_val, p, threshold, p_reference),
+            by_horizon=evaluate.scores_by_horizon(val_rows, p, threshold, p_reference),
             p_validation=p,
         )
     return results
@@ -84,7 +119,7 @@ def log_candidates(results: dict[str, CandidateResult], rows: pd.DataFrame, sett
                    figures_dir: Path) -> None:
     """One MLflow run per candidate in the train experiment; fills ``run_id``/``model_uri``."""
     tracking.configure(settings, tracking.TRAIN_EXPERIMENT)
-    X_val, y_val = split_xy(rows, "validation", settings)
+    X_val, _ = split_xy(rows, "validation", settings)
     example = X_val.head(5)
     tags = tracking.lineage_tags(settings)
     train_rows = int((rows["split"] == "train").sum())
@@ -94,13 +129,21 @@ def log_candidates(results: dict[str, CandidateResult], rows: pd.DataFrame, sett
                 "candidate": name,
                 "seed": settings.seed,
                 "train_rows": train_rows,
-                "decision_threshold": settings.train.decision_threshold,
-                **{f"hp_{k}": v for k, v in settings.train.params_for(name).items()},
+                "decision_threshold": result.threshold,
+                "search_trials": len(result.trials),
+                **{f"hp_{k}": v for k, v in result.params.items()},
             })
+            for trial in result.trials:
+                with mlflow.start_run(run_name=f"{name}-trial-{trial['trial']:02d}",
+                                      nested=True, tags={**tags, "candidate": name}):
+                    mlflow.log_params({f"hp_{k}": v for k, v in trial["params"].items()})
+                    mlflow.log_metrics({"cv_brier": trial["cv_brier"],
+                                        "cv_brier_std": trial["cv_brier_std"]})
             mlflow.log_metrics({f"val_{k}": v for k, v in result.validation.items()
                                 if np.isfinite(v)})
             for h, row in result.by_horizon.iterrows():
                 mlflow.log_metric("val_brier_by_horizon", float(row["brier"]), step=int(h))
+                mlflow.log_metric("val_bss_by_horizon", float(row["bss"]), step=int(h))
             signature = infer_signature(example, result.model.predict_proba(example)[:, 1])
             info = mlflow.sklearn.log_model(
                 result.model,

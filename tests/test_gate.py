@@ -1,0 +1,79 @@
+"""The champion gate on constructed forecasts with known truth."""
+
+import numpy as np
+import pytest
+
+from starry_guide import champion, evaluate
+
+N_NIGHTS, HOURS = 200, 12
+
+
+@pytest.fixture(scope="module")
+def world():
+    rng = np.random.default_rng(7)
+    nights = np.repeat(np.arange(N_NIGHTS), HOURS)
+    horizons = np.tile(np.arange(1, HOURS + 1), N_NIGHTS).astype(float)
+    truth_p = rng.uniform(0.05, 0.95, N_NIGHTS)[nights]  # a night is clear-ish or not
+    y = (rng.random(len(nights)) < truth_p).astype(float)
+    baseline = np.clip(truth_p + rng.normal(0, 0.25, len(y)), 0.01, 0.99)
+    return y, nights, horizons, truth_p, baseline, rng
+
+
+def run_gate(y, p_new, p_old, baseline, horizons, nights, tolerance=0.01):
+    return champion.gate(y, p_new, p_old, baseline, horizons, nights, n_boot=1000,
+                         confidence=0.95, horizon_tolerance=tolerance, seed=1)
+
+
+def test_a_clearly_better_model_is_promoted(world):
+    y, nights, horizons, truth_p, baseline, rng = world
+    better = np.clip(truth_p + rng.normal(0, 0.05, len(y)), 0.01, 0.99)
+    passed, reasons, details = run_gate(y, better, baseline, baseline, horizons, nights)
+    assert passed, reasons
+    assert details["ci_high"] < 0
+    assert "Brier improves" in reasons[0]
+
+
+def test_a_noisy_equal_model_is_refused(world):
+    y, nights, horizons, truth_p, baseline, rng = world
+    # the same information, different noise: no real improvement
+    equal = np.clip(truth_p + rng.normal(0, 0.25, len(y)), 0.01, 0.99)
+    passed, reasons, details = run_gate(y, equal, baseline, baseline, horizons, nights)
+    assert not passed
+    assert "not significant" in reasons[0]
+    assert details["ci_low"] < 0 < details["ci_high"] or details["ci_low"] > 0
+
+
+def test_a_model_that_loses_at_one_horizon_is_refused(world):
+    y, nights, horizons, truth_p, baseline, rng = world
+    better = np.clip(truth_p + rng.normal(0, 0.05, len(y)), 0.01, 0.99)
+    at_1h = horizons == 1
+    better[at_1h] = np.clip(baseline[at_1h] + rng.normal(0, 0.2, at_1h.sum()), 0.01, 0.99)
+    passed, reasons, details = run_gate(y, better, baseline, baseline, horizons, nights)
+    assert not passed
+    assert details["ci_high"] < 0  # significant overall ...
+    assert details["losing_horizons"] == [1]  # ... but it loses at 1 h
+    assert "horizon(s) 1 h" in reasons[1]
+
+
+def test_bootstrap_resamples_nights_not_rows(world):
+    y, nights, horizons, truth_p, baseline, rng = world
+    # errors shared by the hours of a night, as a weather model's are
+    p = np.clip(truth_p + rng.normal(0, 0.2, N_NIGHTS)[nights], 0.01, 0.99)
+    by_night = evaluate.paired_bootstrap_brier(y, p, baseline, nights, 2000, 0)
+    by_row = evaluate.paired_bootstrap_brier(y, p, baseline, np.arange(len(y)), 2000, 0)
+    # correlated hours: treating rows as independent understates the uncertainty
+    assert (by_night["ci_high"] - by_night["ci_low"]) > (by_row["ci_high"] - by_row["ci_low"])
+    assert by_night["nights"] == N_NIGHTS
+
+
+def test_threshold_is_chosen_to_maximise_the_metric():
+    y = np.array([0, 0, 1, 1, 1])
+    p = np.array([0.1, 0.35, 0.4, 0.8, 0.9])
+    t = evaluate.choose_threshold(y, p, "accuracy")
+    assert 0.35 < t <= 0.4
+
+
+def test_expected_calibration_error():
+    y = np.array([0, 1] * 50)
+    assert evaluate.expected_calibration_error(y, np.full(100, 0.5)) == pytest.approx(0)
+    assert evaluate.expected_calibration_error(y, np.full(100, 0.9)) == pytest.approx(0.4)
