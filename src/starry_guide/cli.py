@@ -78,6 +78,88 @@ def format_report(report) -> str:
 
 
 @app.command()
+def serve(
+    bundle: str = typer.Option(None, help="a bundle folder (default: the registry's alias)"),
+    alias: str = typer.Option("champion", help="registry alias whose bundle to serve"),
+    host: str = typer.Option("127.0.0.1"),
+    port: int = typer.Option(8000),
+    prediction_log: str = typer.Option("reports/prediction_log.sqlite",
+                                       help="SQLite file every prediction is appended to"),
+) -> None:
+    """Serve the champion over HTTP (FastAPI + uvicorn); docs at /docs."""
+    from pathlib import Path
+
+    import uvicorn
+
+    from starry_guide.serve.api import Service, create_app
+    from starry_guide.serve.bundle import BundleError, load_bundle, resolve_alias
+    from starry_guide.serve.predlog import PredictionLog
+
+    try:
+        root = find_project_root()
+    except ConfigError:
+        root = Path.cwd()
+    try:
+        if bundle:
+            path = Path(bundle)
+        else:
+            from starry_guide import tracking
+            from starry_guide.config import load_settings
+
+            settings = load_settings(root)
+            tracking.configure(settings, tracking.SELECT_EXPERIMENT)
+            path = resolve_alias(settings.select.model_name, alias, root / ".staging" / "serve")
+        loaded = load_bundle(path)
+    except (BundleError, ConfigError) as exc:
+        _fail(f"cannot start: {exc}")
+    log = PredictionLog(Path(prediction_log))
+    typer.echo(f"serving {loaded.card.get('candidate')} version {loaded.version} from {path}; "
+               f"prediction log {log.path}")
+    uvicorn.run(create_app(Service(loaded, log)), host=host, port=port, log_level="warning")
+
+
+@app.command()
+def score(
+    input: str = typer.Argument(..., help="observations, .csv or .parquet"),
+    output: str = typer.Argument(..., help="scores, .csv or .parquet"),
+    bundle: str = typer.Option("models/champion/bundle", help="the ONNX bundle folder"),
+    engine: str = typer.Option("local", help="local (chunked) or dask"),
+    scheduler: str = typer.Option(None, help="Dask scheduler address (default: LocalCluster)"),
+    workers: int = typer.Option(2, help="LocalCluster workers (engine dask)"),
+    on_bad_rows: str = typer.Option("fail", help="fail, or skip (and report) bad rows"),
+    chunk_hours: int = typer.Option(2000, help="hours per chunk (engine local)"),
+) -> None:
+    """Score a file of hourly observations: P(clear) per station, hour and horizon."""
+    from pathlib import Path
+
+    from starry_guide.serve import batch
+    from starry_guide.serve.bundle import BundleError, load_bundle
+
+    if on_bad_rows not in ("fail", "skip"):
+        _fail("--on-bad-rows must be fail or skip")
+    if engine not in ("local", "dask"):
+        _fail("--engine must be local or dask")
+    try:
+        loaded = load_bundle(Path(bundle))
+        frame, problems = batch.check_rows(batch.read_observations(Path(input)), input)
+    except (BundleError, batch.BadRows) as exc:
+        _fail(str(exc))
+    if problems.rows:
+        listed = "\n".join(f"  {m}" for m in problems.messages[:50])
+        if on_bad_rows == "fail":
+            _fail(f"{input}: {len(problems.rows)} bad row(s); nothing written "
+                  f"(--on-bad-rows skip scores the rest):\n{listed}")
+        typer.echo(f"{input}: skipping {len(problems.rows)} bad row(s):\n{listed}", err=True)
+    if engine == "dask":
+        scores = batch.score_dask(frame, Path(bundle), scheduler, workers)
+    else:
+        scores = batch.score_local(frame, loaded, chunk_hours)
+    batch.write_output(scores, Path(output))
+    typer.echo(f"wrote {len(scores)} scores for {scores['station_id'].nunique()} station(s) "
+               f"to {output}")
+
+
+@app.command()
 def docs() -> None:
     """Generate the docs pages from the pipeline's outputs and build the site (`site/`)."""
     from starry_guide import docs as site

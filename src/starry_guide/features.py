@@ -130,15 +130,18 @@ def model_rows(hourly: pd.DataFrame, horizons: tuple[int, ...] | list[int],
         # horizons overlap: hour t+2 of one row is hour t+1 of the next, so each distinct
         # target hour is computed once
         codes, unique_times = pd.factorize(group["target_time"])
-        geometry = astro.sun_moon(unique_times, first["latitude"], first["longitude"])
-        sun = geometry["sun_elevation_deg"].to_numpy()[codes]
+        sun = astro.sun_elevation(unique_times, first["latitude"], first["longitude"])[codes]
         rows.loc[group.index, "target_sun_elevation_deg"] = sun
     target_hour = _local_solar_hour(rows["target_time"], rows["longitude"])
     rows["target_hour_sin"] = np.sin(2 * np.pi * target_hour / 24)
     rows["target_hour_cos"] = np.cos(2 * np.pi * target_hour / 24)
     rows = rows.sort_values(["station_id", "time", "horizon_h"], kind="stable")
+    columns = feature_columns(settings)
+    # Models are exported to ONNX, which computes in float32: features are float32 values
+    # (held in float64) so that scikit-learn and ONNX see exactly the same numbers.
+    rows[columns] = rows[columns].astype(np.float32).astype(np.float64)
     keep = ["station_id", "time", "segment", "longitude", "target_time", "history_complete",
-            *feature_columns(settings)]
+            *columns]
     return rows[keep].reset_index(drop=True)
 
 

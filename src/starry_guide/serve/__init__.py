@@ -1,0 +1,1 @@
+"""Production side: the ONNX bundle, the HTTP API, batch scoring, the night planner."""

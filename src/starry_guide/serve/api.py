@@ -1,0 +1,315 @@
+"""The real-time API (FastAPI): nowcasts, the night planner, user feedback, health and
+Prometheus metrics. It predicts through onnxruntime from a verified bundle — it never
+unpickles a model — and appends every prediction and feedback to the prediction log.
+
+Start it with ``starry serve`` (see the Serving page of the docs).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import uuid
+from typing import Annotated, Literal
+
+import numpy as np
+import pandas as pd
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from starry_guide import astro, features
+from starry_guide.config import FeatureSettings
+from starry_guide.serve import planner
+from starry_guide.serve.bundle import Bundle
+from starry_guide.serve.predlog import PredictionLog
+from starry_guide.stations import WEATHER_COLUMNS
+
+#: request limits: what one client may ask of one call
+MAX_BODY_BYTES = 256 * 1024
+MAX_OBSERVATIONS = 240
+#: skyfield-data's DE421 ephemeris covers 1900-2050
+MIN_DATE, MAX_DATE = dt.date(1900, 1, 2), dt.date(2049, 12, 30)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Station(Strict):
+    latitude: float = Field(ge=-90, le=90, description="degrees, north positive")
+    longitude: float = Field(ge=-180, le=180, description="degrees, east positive")
+    elevation_m: float = Field(0.0, ge=-500, le=9000)
+
+
+class Observation(Strict):
+    """One hourly observation; omitted or null fields are missing (the model copes)."""
+
+    time: AwareDatetime = Field(description="when observed, ISO 8601 with UTC offset, on the hour")
+    opaque_cloud_tenths: float | None = Field(None, ge=0, le=10)
+    total_cloud_tenths: float | None = Field(None, ge=0, le=10)
+    temp_air_c: float | None = Field(None, ge=-90, le=60)
+    temp_dew_c: float | None = Field(None, ge=-100, le=40)
+    relative_humidity: float | None = Field(None, ge=0, le=100)
+    pressure_hpa: float | None = Field(None, ge=500, le=1100)
+    wind_speed_ms: float | None = Field(None, ge=0, le=80)
+    wind_direction_deg: float | None = Field(None, ge=0, le=360)
+    visibility_km: float | None = Field(None, ge=0, le=200)
+    ceiling_m: float | None = Field(None, ge=0, le=30000)
+    precipitable_water_cm: float | None = Field(None, ge=0, le=15)
+
+
+class NowcastRequest(Strict):
+    station: Station
+    observations: list[Observation] = Field(min_length=1, max_length=MAX_OBSERVATIONS,
+                                            description="consecutive hours, oldest first")
+
+
+class HorizonForecast(BaseModel):
+    horizon_h: int
+    target_time: dt.datetime
+    p_clear: float
+    target_is_night: bool
+
+
+class NowcastResponse(BaseModel):
+    prediction_id: str
+    model_version: str
+    issued_for: dt.datetime
+    forecasts: list[HorizonForecast]
+
+
+class NightRequest(Strict):
+    station: Station
+    date: dt.date = Field(description="the local date on which the night begins")
+    dark_sky_mag: float = Field(21.587, ge=15, le=22.5)
+    observations: list[Observation] = Field(default_factory=list, max_length=MAX_OBSERVATIONS)
+
+
+class Step(BaseModel):
+    time: dt.datetime
+    sun_altitude_deg: float
+    twilight: str
+    moon_altitude_deg: float
+    moon_illumination: float
+    sky_brightness_mag_arcsec2: float
+    p_clear: float
+    score: float
+
+
+class Window(BaseModel):
+    start: dt.datetime
+    end: dt.datetime
+    mean_score: float
+    minutes: int
+
+
+class NightResponse(BaseModel):
+    date: dt.date
+    model_version: str
+    p_clear_source: str
+    prediction_id: str | None
+    timeline: list[Step]
+    best_windows: list[Window]
+
+
+class FeedbackRequest(Strict):
+    prediction_id: str = Field(min_length=1, max_length=64)
+    observed: Literal["clear", "cloudy"]
+    observed_at: AwareDatetime | None = None
+
+
+class FeedbackResponse(BaseModel):
+    feedback_id: int
+    prediction_id: str
+
+
+def _unprocessable(location: list, message: str) -> HTTPException:
+    return HTTPException(422, detail=[{"loc": location, "msg": message,
+                                       "type": "value_error"}])
+
+
+def observations_frame(station: Station, observations: list[Observation],
+                       history_h: int) -> pd.DataFrame:
+    """Request observations -> the canonical hourly frame (with the sun), checked to be
+    hourly, on the hour, increasing and long enough for the features' history."""
+    # offsets may differ between rows (a DST change): bring each to UTC first
+    times = pd.DatetimeIndex([pd.Timestamp(o.time).tz_convert("UTC") for o in observations])
+    for i, t in enumerate(times):
+        if t.minute or t.second or t.microsecond:
+            raise _unprocessable(["body", "observations", i, "time"],
+                                 f"{t.isoformat()} is not on the hour")
+        if i and t - times[i - 1] != pd.Timedelta(hours=1):
+            raise _unprocessable(["body", "observations", i, "time"],
+                                 f"{t.isoformat()} does not follow {times[i - 1].isoformat()} "
+                                 "by one hour; send consecutive hours, oldest first")
+    if len(observations) < history_h + 1:
+        raise _unprocessable(["body", "observations"],
+                             f"{len(observations)} hour(s) sent; the model needs the latest "
+                             f"{history_h + 1} consecutive hours")
+    frame = pd.DataFrame({name: [getattr(o, name) for o in observations]
+                          for name in WEATHER_COLUMNS}, dtype=float)
+    frame.insert(0, "elevation_m", station.elevation_m)
+    frame.insert(0, "longitude", station.longitude)
+    frame.insert(0, "latitude", station.latitude)
+    frame.insert(0, "segment", 1)
+    frame.insert(0, "time", times)
+    frame.insert(0, "station_id", "request")
+    frame["sun_elevation_deg"] = astro.sun_elevation(times, station.latitude,
+                                                     station.longitude, station.elevation_m)
+    return frame
+
+
+class Service:
+    """The loaded bundle, its feature settings, the prediction log and the metrics."""
+
+    def __init__(self, bundle: Bundle, log: PredictionLog):
+        self.bundle = bundle
+        self.log = log
+        spec = bundle.spec
+        self.features = FeatureSettings(tuple(spec["cloud_lags_h"]),
+                                        tuple(spec["rolling_windows_h"]), spec["tendency_h"])
+        self.horizons = tuple(spec["horizons"])
+        self.night_max_sun = float(spec["night_max_sun_elevation_deg"])
+        self.registry = CollectorRegistry()
+        self.requests = Counter("starry_requests", "HTTP requests", ["endpoint", "status"],
+                                registry=self.registry)
+        self.latency = Histogram(
+            "starry_request_seconds", "request latency", ["endpoint"], registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+        self.predictions = Counter("starry_predictions", "predictions served", ["horizon_h"],
+                                   registry=self.registry)
+        self.feedback = Counter("starry_feedback", "feedback received", ["observed"],
+                                registry=self.registry)
+        info = Gauge("starry_model_info", "the model being served", ["version", "candidate"],
+                     registry=self.registry)
+        info.labels(bundle.version, str(bundle.card.get("candidate", ""))).set(1)
+
+    def nowcast(self, station: Station, observations: list[Observation]) -> NowcastResponse:
+        frame = observations_frame(station, observations, self.features.history_h)
+        hourly = features.hourly_features(frame, self.features).tail(1)
+        rows = features.model_rows(hourly, self.horizons, self.features)
+        p = self.bundle.predict(rows)
+        prediction_id = uuid.uuid4().hex
+        issued = rows["time"].iloc[0]
+        forecasts = [
+            HorizonForecast(horizon_h=int(h), target_time=t.to_pydatetime(),
+                            p_clear=round(float(pi), 6),
+                            target_is_night=bool(s < self.night_max_sun))
+            for h, t, pi, s in zip(rows["horizon_h"], rows["target_time"], p,
+                                   rows["target_sun_elevation_deg"], strict=True)
+        ]
+        self.log.log_predictions(prediction_id, self.bundle.version, station.latitude,
+                                 station.longitude, issued.isoformat(),
+                                 [(f.horizon_h, f.target_time.isoformat(), f.p_clear)
+                                  for f in forecasts])
+        for f in forecasts:
+            self.predictions.labels(str(f.horizon_h)).inc()
+        return NowcastResponse(prediction_id=prediction_id, model_version=self.bundle.version,
+                               issued_for=issued.to_pydatetime(), forecasts=forecasts)
+
+    def night(self, request: NightRequest) -> NightResponse:
+        if not MIN_DATE <= request.date <= MAX_DATE:
+            raise _unprocessable(["date"], f"{request.date} is outside {MIN_DATE}..{MAX_DATE}, "
+                                 "the range of the bundled ephemeris")
+        s = request.station
+        times = planner.night_steps(s.latitude, s.longitude, request.date)
+        p, source = planner.climatology_p_clear(self.bundle.climatology, s.latitude,
+                                                s.longitude, times)
+        source = f"climatology of {source}"
+        prediction_id = None
+        if request.observations:
+            nowcast = self.nowcast(s, request.observations)
+            prediction_id = nowcast.prediction_id
+            hours = pd.DatetimeIndex([f.target_time for f in nowcast.forecasts])
+            step_hour = times.floor("h")
+            for hour, f in zip(hours, nowcast.forecasts, strict=True):
+                p = np.where(step_hour == hour, f.p_clear, p)
+            source = f"nowcast for the next {len(hours)} h, then {source}"
+        frame = planner.timeline(s.latitude, s.longitude, request.date, p, times,
+                                 request.dark_sky_mag)
+        return NightResponse(
+            date=request.date, model_version=self.bundle.version, p_clear_source=source,
+            prediction_id=prediction_id,
+            timeline=[Step(**row) for row in frame.to_dict("records")],
+            best_windows=[Window(**w) for w in planner.best_windows(frame)],
+        )
+
+
+def create_app(service: Service) -> FastAPI:
+    """The FastAPI application around a loaded :class:`Service`."""
+    app = FastAPI(title="Starry Guide", version="1",
+                  description="Will the night sky be clear in the next 1-12 hours, and when "
+                              "is the best time to look up?")
+    app.state.service = service
+
+    @app.middleware("http")
+    async def limits_and_metrics(request: Request, call_next):
+        endpoint = request.url.path
+        declared = request.headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
+            service.requests.labels(endpoint, "413").inc()
+            return JSONResponse({"detail": f"request body over {MAX_BODY_BYTES} bytes"},
+                                status_code=413)
+        start = time.perf_counter()
+        response = await call_next(request)
+        if endpoint.startswith("/v1/"):
+            service.latency.labels(endpoint).observe(time.perf_counter() - start)
+        service.requests.labels(endpoint, str(response.status_code)).inc()
+        return response
+
+    too_large = {413: {"description": f"request body over {MAX_BODY_BYTES} bytes"}}
+
+    @app.post("/v1/nowcast", response_model=NowcastResponse, responses=too_large)
+    def nowcast(body: NowcastRequest) -> NowcastResponse:
+        """P(clear sky) at each hour 1-12 ahead of the latest observation."""
+        return service.nowcast(body.station, body.observations)
+
+    @app.get("/v1/night", response_model=NightResponse)
+    def night(
+        lat: Annotated[float, Query(ge=-90, le=90)],
+        lon: Annotated[float, Query(ge=-180, le=180)],
+        date: dt.date,
+        elevation_m: Annotated[float, Query(ge=-500, le=9000)] = 0.0,
+        dark_sky_mag: Annotated[float, Query(ge=15, le=22.5)] = 21.587,
+    ) -> NightResponse:
+        """Tonight's timeline from the station climatology (no observations)."""
+        return service.night(NightRequest(
+            station=Station(latitude=lat, longitude=lon, elevation_m=elevation_m), date=date,
+            dark_sky_mag=dark_sky_mag))
+
+    @app.post("/v1/night", response_model=NightResponse, responses=too_large)
+    def night_with_observations(body: NightRequest) -> NightResponse:
+        """Tonight's timeline, with P(clear) nowcast from recent observations."""
+        return service.night(body)
+
+    @app.post("/v1/feedback", response_model=FeedbackResponse,
+              responses={**too_large, 404: {"description": "unknown prediction_id"}})
+    def feedback(body: FeedbackRequest) -> FeedbackResponse:
+        """What the user actually saw: ground truth for monitoring."""
+        if not service.log.has_prediction(body.prediction_id):
+            raise HTTPException(404, detail=f"unknown prediction_id {body.prediction_id!r}")
+        observed_at = body.observed_at.isoformat() if body.observed_at else None
+        feedback_id = service.log.log_feedback(body.prediction_id, body.observed, observed_at)
+        service.feedback.labels(body.observed).inc()
+        return FeedbackResponse(feedback_id=feedback_id, prediction_id=body.prediction_id)
+
+    @app.get("/healthz")
+    def healthz() -> dict:
+        """Liveness and the model being served."""
+        return {"status": "ok", "model_version": service.bundle.version,
+                "candidate": service.bundle.card.get("candidate")}
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        return Response(generate_latest(service.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

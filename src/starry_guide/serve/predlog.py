@@ -1,0 +1,89 @@
+"""The prediction log: every prediction and every piece of user feedback, appended to SQLite
+in WAL mode — the ground truth the monitoring stage will read."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+import threading
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS predictions (
+    prediction_id TEXT NOT NULL,
+    created_at    TEXT NOT NULL,
+    model_version TEXT NOT NULL,
+    latitude      REAL NOT NULL,
+    longitude     REAL NOT NULL,
+    issued_for    TEXT NOT NULL,   -- time t of the latest observation
+    horizon_h     INTEGER NOT NULL,
+    target_time   TEXT NOT NULL,
+    p_clear       REAL NOT NULL,
+    PRIMARY KEY (prediction_id, horizon_h)
+);
+CREATE TABLE IF NOT EXISTS feedback (
+    feedback_id   INTEGER PRIMARY KEY AUTOINCREMENT,
+    prediction_id TEXT NOT NULL,
+    received_at   TEXT NOT NULL,
+    observed_at   TEXT,
+    observed      TEXT NOT NULL CHECK (observed IN ('clear', 'cloudy'))
+);
+"""
+
+
+class PredictionLog:
+    """Thread-safe appender; one SQLite connection per thread, WAL journal so readers never
+    block writers and concurrent requests lose nothing."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        with self._connect() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            connection.execute("PRAGMA busy_timeout=30000")
+            connection.execute("PRAGMA synchronous=NORMAL")
+            self._local.connection = connection
+        return connection
+
+    @staticmethod
+    def _now() -> str:
+        return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+
+    def log_predictions(self, prediction_id: str, model_version: str, latitude: float,
+                        longitude: float, issued_for: str,
+                        horizons: list[tuple[int, str, float]]) -> None:
+        now = self._now()
+        db = self._connect()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany(
+                "INSERT INTO predictions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(prediction_id, now, model_version, latitude, longitude, issued_for, h, t, p)
+                 for h, t, p in horizons])
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def has_prediction(self, prediction_id: str) -> bool:
+        row = self._connect().execute(
+            "SELECT 1 FROM predictions WHERE prediction_id = ? LIMIT 1", (prediction_id,))
+        return row.fetchone() is not None
+
+    def log_feedback(self, prediction_id: str, observed: str, observed_at: str | None) -> int:
+        cursor = self._connect().execute(
+            "INSERT INTO feedback (prediction_id, received_at, observed_at, observed) "
+            "VALUES (?, ?, ?, ?)", (prediction_id, self._now(), observed_at, observed))
+        return int(cursor.lastrowid)
+
+    def count(self, table: str) -> int:
+        if table not in ("predictions", "feedback"):
+            raise ValueError(table)
+        return int(self._connect().execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])

@@ -1,0 +1,123 @@
+"""The API in process (FastAPI's TestClient over the real app, bundle and SQLite log)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+
+from starry_guide.serve.api import Service, create_app
+from starry_guide.serve.bundle import load_bundle
+from starry_guide.serve.predlog import PredictionLog
+from tests.serve.conftest import request_body
+
+
+@pytest.fixture()
+def client(bundle_dir, tmp_path):
+    service = Service(load_bundle(bundle_dir), PredictionLog(tmp_path / "log.sqlite"))
+    with TestClient(create_app(service)) as c:
+        c.service = service
+        yield c
+
+
+def test_nowcast_returns_every_horizon_and_logs_it(client, observations, settings):
+    body = request_body(observations)
+    response = client.post("/v1/nowcast", json=body)
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert [f["horizon_h"] for f in result["forecasts"]] == list(settings.label.horizons)
+    assert all(0 <= f["p_clear"] <= 1 for f in result["forecasts"])
+    assert result["model_version"] == "7"
+    last = pd.Timestamp(body["observations"][-1]["time"])
+    assert pd.Timestamp(result["issued_for"]) == last
+    assert pd.Timestamp(result["forecasts"][0]["target_time"]) == last + pd.Timedelta(hours=1)
+    assert client.service.log.count("predictions") == len(settings.label.horizons)
+
+
+def test_nowcast_matches_the_training_features(client, observations, rows, bundle_dir):
+    # the API builds features with the same function as training: same rows, same P(clear)
+    body = request_body(observations, "miami_fl", start=2000, hours=30)
+    served = client.post("/v1/nowcast", json=body).json()["forecasts"]
+    last = pd.Timestamp(body["observations"][-1]["time"])
+    trained = rows[(rows["station_id"] == "miami_fl") & (rows["time"] == last)]
+    expected = load_bundle(bundle_dir).predict(trained)
+    by_h = {f["horizon_h"]: f["p_clear"] for f in served}
+    for h, p in zip(trained["horizon_h"], expected, strict=True):
+        assert by_h[int(h)] == pytest.approx(p, abs=1e-6)
+
+
+@pytest.mark.parametrize("change, field, message", [
+    (lambda b: b.update(extra=1), "extra", "Extra inputs are not permitted"),
+    (lambda b: b["station"].update(latitude=95), "latitude", "less than or equal to 90"),
+    (lambda b: b["observations"][3].update(relative_humidity=140), "relative_humidity",
+     "less than or equal to 100"),
+    (lambda b: b.update(observations=b["observations"][:3]), "observations", "7 consecutive"),
+    (lambda b: b["observations"].pop(4), "time", "does not follow"),
+    (lambda b: b["observations"][0].update(time="2001-05-06T10:00:00"), "time", "timezone"),
+])
+def test_bad_requests_get_field_level_422(client, observations, change, field, message):
+    body = request_body(observations)
+    change(body)
+    response = client.post("/v1/nowcast", json=body)
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    assert any(field in map(str, d["loc"]) and message in d["msg"] for d in detail), detail
+    assert client.service.log.count("predictions") == 0
+
+
+def test_oversized_body_is_refused(client):
+    response = client.post("/v1/nowcast", content=b"x" * 300_000,
+                           headers={"content-type": "application/json"})
+    assert response.status_code == 413
+
+
+def test_feedback_is_logged_for_a_known_prediction(client, observations):
+    prediction_id = client.post("/v1/nowcast", json=request_body(observations)).json()[
+        "prediction_id"]
+    ok = client.post("/v1/feedback", json={"prediction_id": prediction_id, "observed": "clear"})
+    assert ok.status_code == 200 and ok.json()["prediction_id"] == prediction_id
+    assert client.service.log.count("feedback") == 1
+    unknown = client.post("/v1/feedback", json={"prediction_id": "nope", "observed": "clear"})
+    assert unknown.status_code == 404
+    invalid = client.post("/v1/feedback", json={"prediction_id": prediction_id,
+                                                "observed": "foggy"})
+    assert invalid.status_code == 422
+
+
+def test_night_timeline_from_climatology(client):
+    response = client.get("/v1/night", params={"lat": 36.1, "lon": -79.95,
+                                               "date": "2026-01-15"})
+    assert response.status_code == 200, response.text
+    night = response.json()
+    steps = night["timeline"]
+    assert len(steps) > 40  # a January night is long
+    assert all(s["sun_altitude_deg"] < 0 for s in steps)
+    assert {s["twilight"] for s in steps} >= {"civil twilight", "night"}
+    assert night["p_clear_source"] == "climatology of greensboro_nc"
+    for window in night["best_windows"]:
+        assert window["start"] < window["end"] and window["mean_score"] > 0
+
+
+def test_night_with_observations_uses_the_nowcast(client, observations):
+    body = request_body(observations, start=8000, hours=10)
+    payload = {"station": body["station"], "observations": body["observations"],
+               "date": "2001-12-01"}
+    night = client.post("/v1/night", json=payload).json()
+    assert night["p_clear_source"].startswith("nowcast for the next 12 h")
+    assert night["prediction_id"]
+
+
+def test_night_date_outside_the_ephemeris_is_422(client):
+    response = client.get("/v1/night", params={"lat": 36.1, "lon": -79.95,
+                                               "date": "2080-01-01"})
+    assert response.status_code == 422
+    assert "ephemeris" in response.text
+
+
+def test_health_and_metrics(client, observations):
+    assert client.get("/healthz").json()["model_version"] == "7"
+    client.post("/v1/nowcast", json=request_body(observations))
+    text = client.get("/metrics").text
+    assert 'starry_predictions_total{horizon_h="12"} 1.0' in text
+    assert 'starry_model_info{candidate="hist_gradient_boosting",version="7"} 1.0' in text
+    assert "starry_request_seconds_bucket" in text

@@ -1,0 +1,93 @@
+"""Batch scoring: the same features and bundle as training and the API; Dask equals local."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from starry_guide.serve import batch
+from starry_guide.serve.bundle import load_bundle
+from starry_guide.stations import WEATHER_COLUMNS
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def input_frame(observations) -> pd.DataFrame:
+    """Two real stations, one month each, as a user's file would hold them."""
+    parts = []
+    for station, start in (("greensboro_nc", 2000), ("miami_fl", 6000)):
+        part = observations[observations["station_id"] == station].iloc[start:start + 700]
+        parts.append(part[["station_id", "time", "latitude", "longitude", "elevation_m",
+                           *WEATHER_COLUMNS]])
+    frame = pd.concat(parts, ignore_index=True)
+    frame["time"] = frame["time"].map(lambda t: t.isoformat())
+    return frame
+
+
+def test_local_scores_equal_training_rows(input_frame, bundle_dir, rows):
+    loaded = load_bundle(bundle_dir)
+    frame, problems = batch.check_rows(input_frame, "input")
+    assert problems.rows == []
+    scores = batch.score_local(frame, loaded, chunk_hours=150, progress=False)
+    # every (station, hour) with enough history, times every horizon, exactly once
+    assert not scores.duplicated(["station_id", "time", "horizon_h"]).any()
+    # rows also built in training get the same P(clear) as the bundle gives training rows
+    merged = scores.merge(rows, on=["station_id", "time", "horizon_h"])
+    assert len(merged) > 1000
+    np.testing.assert_allclose(merged["p_clear"], loaded.predict(merged), atol=1e-6)
+
+
+def test_chunking_does_not_change_scores(input_frame, bundle_dir):
+    loaded = load_bundle(bundle_dir)
+    frame, _ = batch.check_rows(input_frame, "input")
+    small = batch.score_local(frame, loaded, chunk_hours=97, progress=False)
+    whole = batch.score_local(frame, loaded, chunk_hours=10_000, progress=False)
+    pd.testing.assert_frame_equal(small.reset_index(drop=True), whole.reset_index(drop=True))
+
+
+def test_dask_equals_local(input_frame, bundle_dir):
+    frame, _ = batch.check_rows(input_frame, "input")
+    local = batch.score_local(frame, load_bundle(bundle_dir), progress=False)
+    distributed = batch.score_dask(frame, bundle_dir, n_workers=2)
+    key = ["station_id", "time", "horizon_h"]
+    local = local.sort_values(key).reset_index(drop=True)
+    distributed = distributed.sort_values(key).reset_index(drop=True)
+    pd.testing.assert_frame_equal(local[key], distributed[key], check_dtype=False)
+    np.testing.assert_allclose(local["p_clear"], distributed["p_clear"], atol=1e-7)
+
+
+def test_bad_rows_are_reported_by_number(input_frame):
+    bad = input_frame.copy()
+    bad.loc[4, "time"] = "yesterday"
+    bad.loc[9, "relative_humidity"] = 130
+    frame, problems = batch.check_rows(bad, "input.csv")
+    assert problems.rows == [5, 10]
+    assert "row 5: field 'time' = 'yesterday'" in problems.messages[0]
+    assert "row 10: field 'relative_humidity' = 130" in problems.messages[1]
+    assert len(frame) == len(bad) - 2
+
+
+def test_cli_fails_or_skips_bad_rows_never_silently(input_frame, bundle_dir, tmp_path):
+    bad = input_frame.copy()
+    bad.loc[4, "opaque_cloud_tenths"] = 12
+    source = tmp_path / "obs.csv"
+    bad.to_csv(source, index=False)
+    out = tmp_path / "scores.parquet"
+    cmd = [sys.executable, "-m", "starry_guide.cli", "score", str(source), str(out),
+           "--bundle", str(bundle_dir)]
+    failed = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    assert failed.returncode == 1
+    assert "row 5: field 'opaque_cloud_tenths' = 12" in failed.stderr
+    assert not out.exists()  # nothing half-written
+    skipped = subprocess.run([*cmd, "--on-bad-rows", "skip"], cwd=ROOT, capture_output=True,
+                             text=True)
+    assert skipped.returncode == 0, skipped.stderr
+    assert "skipping 1 bad row(s)" in skipped.stderr
+    scores = pd.read_parquet(out)
+    assert set(scores["station_id"]) == {"greensboro_nc", "miami_fl"}
