@@ -6,7 +6,7 @@ export NO_MKDOCS_2_WARNING := 1
 UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 RUN := $(UV) run --frozen
 
-.PHONY: help install repro test unit nbval docs-check lint notebooks lab mlflow-ui docs-serve bench clean
+.PHONY: help install repro test unit nbval docs-check lint notebooks lab mlflow-ui docs-serve bench bench-serving serve clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -51,6 +51,12 @@ docs-serve: install ## serve the docs site on http://127.0.0.1:8000
 
 bench: install ## time a full and a no-op dvc repro (benchmarks/)
 	$(RUN) python benchmarks/repro_time.py
+
+bench-serving: install ## API, batch, night-planner and Dask benchmarks (needs make repro)
+	$(RUN) python benchmarks/serving.py
+
+serve: install ## the real-time API on http://127.0.0.1:8000 (the registry's @champion)
+	$(RUN) starry serve
 
 clean: ## remove pipeline outputs (not the MLflow store)
 	rm -rf .staging site data/processed models/champion reports/failed
