@@ -3,18 +3,19 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 export UV_COMPILE_BYTECODE := 1
 export NO_MKDOCS_2_WARNING := 1
-UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+# uv from PATH, else the one `make` installs with pip (`python3 -m uv` finds it wherever pip put it)
+UV ?= $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 RUN := $(UV) run --frozen
 
-.PHONY: help install repro test unit nbval docs-check lint notebooks lab mlflow-ui docs-serve bench bench-serving serve clean
+.PHONY: help uv-bootstrap install repro test unit nbval docs-check lint notebooks lab mlflow-ui docs-serve bench bench-serving serve clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-$(UV):
-	python3 -m pip install --user --quiet uv
+uv-bootstrap:
+	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --user --quiet uv
 
-install: $(UV) ## install everything from uv.lock into .venv/
+install: uv-bootstrap ## install everything from uv.lock into .venv/
 	$(UV) sync --frozen
 
 repro: install ## run the whole pipeline (dvc repro) and print a summary

@@ -94,8 +94,9 @@ def metrics_page(root: Path) -> str:
         by_horizon = by_horizon.sort_index().rename_axis("horizon (h)")
     loso = pd.DataFrame({name: {station: m["bss"] for station, m in per.items()}
                          for name, per in select.get("leave_one_station_out", {}).items()})
-    gate_lines = [f"- decision: **{'promoted' if decision['promoted'] else 'not promoted'}** — "
-                  f"{decision['reason']}"]
+    verdict = (f"new champion: {decision['best_candidate']}" if decision["promoted"]
+               else "the champion stays")
+    gate_lines = [f"- decision: **{verdict}** — {decision['reason']}"]
     if gate:
         gate_lines.append(f"- Brier difference (candidate − incumbent) "
                           f"{gate['brier_difference']:+.5f}, 95 % CI "
@@ -244,7 +245,8 @@ def summary(root: Path) -> str:
         "",
         f"Champion: {card['candidate']} — registered model '{card['model_name']}' "
         f"version {card['version']} (alias @champion)",
-        f"  decision: {'promoted' if decision['promoted'] else 'kept'} — {decision['reason']}",
+        f"  decision: {'new champion' if decision['promoted'] else 'champion kept'} — "
+        f"{decision['reason']}",
         f"  temporal test: Brier {test.get('brier', float('nan')):.4f}, "
         f"BSS vs calibrated persistence {test.get('bss', float('nan')):+.4f}, "
         f"accuracy {test.get('accuracy', float('nan')):.3f}",

@@ -48,7 +48,8 @@ def declared_outputs(root: Path, stage: str) -> list[Path]:
 
 
 def strip_volatile_metadata(path: Path) -> None:
-    """Remove Papermill's timestamps and absolute paths from an executed notebook."""
+    """Remove Papermill's timestamps, random ids and absolute paths from an executed
+    notebook."""
     nb = json.loads(path.read_text(encoding="utf-8"))
     papermill = nb.get("metadata", {}).get("papermill", {})
     for key in _VOLATILE_KEYS:
@@ -56,6 +57,8 @@ def strip_volatile_metadata(path: Path) -> None:
     papermill.pop("environment_variables", None)
     for cell in nb.get("cells", []):
         meta = cell.get("metadata", {})
+        if "injected-parameters" in meta.get("tags", []):
+            cell["id"] = "injected-parameters"  # Papermill draws a random id each run
         for key in _VOLATILE_KEYS:
             meta.get("papermill", {}).pop(key, None)
         meta.pop("execution", None)

@@ -290,7 +290,7 @@ def assess(station: StationData, label: LabelSettings,
     usable) and its report, whose ``verdict`` is ``usable`` or ``rejected`` with ``reasons``.
     Use :func:`require_usable` to turn rejections into an error.
     """
-    report = QualityReport(station.station_id, str(station.source), station.kind,
+    report = QualityReport(station.station_id, station.label, station.kind,
                            len(station.frame), repairs=list(station.repairs))
     _check_metadata(station, report)
     frame = _check_structure(station.frame.copy(), station, report)

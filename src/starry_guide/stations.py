@@ -69,6 +69,14 @@ class StationData:
     meta: dict
     repairs: list[dict] = field(default_factory=list)
 
+    @property
+    def label(self) -> str:
+        """The source as reports show it, the same on every machine: ``pvlib/data/NAME``
+        for a built-in station, else the file name."""
+        if self.source.parent == pvlib_data_dir():
+            return f"pvlib/data/{self.source.name}"
+        return self.source.name
+
 
 class StationFileError(ValueError):
     """A station file cannot be read; the message names file, field and remedy."""
