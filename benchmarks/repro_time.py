@@ -13,12 +13,13 @@ from __future__ import annotations
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from starry_guide.notebook import copy_project
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -37,12 +38,7 @@ def timed(args: list[str], cwd: Path, env: dict) -> float:
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="starry-bench-") as tmp:
         copy = Path(tmp) / "project"
-        copy.mkdir()
-        for name in ("params.yaml", "dvc.yaml", "mkdocs.yml", ".dvcignore"):
-            shutil.copyfile(ROOT / name, copy / name)
-        for folder in ("notebooks", "src", "docs", "data/raw"):
-            shutil.copytree(ROOT / folder, copy / folder,
-                            ignore=shutil.ignore_patterns("generated", "__pycache__"))
+        copy_project(ROOT, copy, with_code=True)
         env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{Path(tmp) / 'mlflow.db'}",
                "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "NO_MKDOCS_2_WARNING": "1"}
         subprocess.run(["git", "init", "-q"], cwd=copy, check=True)

@@ -163,13 +163,16 @@ def refresh_committed(root: Path, stages: list[str] | None = None) -> list[Path]
     return written
 
 
-def copy_project(root: Path, destination: Path) -> None:
-    """The files a pipeline run needs (params, dvc.yaml, notebooks, raw data), nothing else."""
+def copy_project(root: Path, destination: Path, with_code: bool = False) -> None:
+    """The files a pipeline run needs (params, dvc.yaml, notebooks, raw data), nothing else;
+    ``with_code`` adds what `dvc repro` hashes and builds too (src/, docs/, mkdocs.yml)."""
     destination.mkdir(parents=True)
-    for name in ("params.yaml", "dvc.yaml"):
+    names = ["params.yaml", "dvc.yaml", *(["mkdocs.yml", ".dvcignore"] if with_code else [])]
+    for name in names:
         shutil.copyfile(root / name, destination / name)
-    shutil.copytree(root / "notebooks", destination / "notebooks",
-                    ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    ignore = shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__", "generated")
+    for folder in ["notebooks", *(["src", "docs"] if with_code else [])]:
+        shutil.copytree(root / folder, destination / folder, ignore=ignore)
     raw = root / "data" / "raw"
     if raw.is_dir():
         shutil.copytree(raw, destination / "data" / "raw")

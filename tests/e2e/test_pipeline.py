@@ -6,13 +6,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+
+from starry_guide.notebook import copy_project
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -36,13 +37,7 @@ def digest(path: Path) -> str:
 def project(tmp_path_factory) -> tuple[Path, dict]:
     tmp = tmp_path_factory.mktemp("e2e")
     copy = tmp / "project"
-    copy.mkdir()
-    for name in ("params.yaml", "dvc.yaml", "mkdocs.yml", ".dvcignore"):
-        shutil.copyfile(ROOT / name, copy / name)
-    for folder in ("notebooks", "src", "docs", "data/raw"):
-        shutil.copytree(ROOT / folder, copy / folder,
-                        ignore=shutil.ignore_patterns("generated", "__pycache__",
-                                                      ".ipynb_checkpoints"))
+    copy_project(ROOT, copy, with_code=True)
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}",
            "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "NO_MKDOCS_2_WARNING": "1"}
     run(["git", "init", "-q"], copy, env)
