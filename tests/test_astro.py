@@ -35,3 +35,34 @@ def test_assessed_stations_carry_sun_and_moon(observations):
     # Miami (25.8 N) near noon in June has the sun close to overhead
     miami = observations[observations["station_id"] == "miami_fl"]
     assert miami["sun_elevation_deg"].max() > 80
+
+
+@pytest.mark.parametrize(("latitude", "longitude"), [(36.1, -79.95), (-33.9, 18.4),
+                                                     (64.8, -147.7), (0.0, 179.0)])
+def test_sun_elevation_agrees_with_skyfield_topocentric(latitude, longitude):
+    # the fast geocentric formula vs skyfield's full topocentric altitude, over a year
+    from skyfield.api import wgs84
+
+    times = pd.date_range("2023-01-01", periods=365 * 4, freq="6h", tz="UTC")
+    ours = astro.sun_elevation(times, latitude, longitude)
+    _, eph = astro._sky()
+    observer = eph["earth"] + wgs84.latlon(latitude, longitude)
+    topocentric = observer.at(astro._times(times)).observe(eph["sun"]).apparent().altaz()[0]
+    assert np.max(np.abs(ours - topocentric.degrees)) < 0.003
+
+
+def test_sun_elevation_is_the_same_cached_or_not_and_per_row():
+    times = pd.date_range("2024-06-01", periods=48, freq="h", tz="UTC")
+    first = astro.sun_elevation(times, 36.1, -79.95)
+    astro._SUN_PLACES.clear()
+    # computed in another batch (a subset, then from the cache) gives the same numbers
+    part = astro.sun_elevation(times[10:20], 36.1, -79.95)
+    np.testing.assert_array_equal(part, first[10:20])
+    np.testing.assert_array_equal(astro.sun_elevation(times, 36.1, -79.95), first)
+    # one place per row == one call per place; epoch seconds == timestamps
+    lat = np.where(np.arange(48) % 2 == 0, 36.1, -33.9)
+    lon = np.where(np.arange(48) % 2 == 0, -79.95, 18.4)
+    per_row = astro.sun_elevation(astro.epoch_seconds(times), lat, lon)
+    np.testing.assert_array_equal(per_row[::2], first[::2])
+    np.testing.assert_array_equal(per_row[1::2],
+                                  astro.sun_elevation(times, -33.9, 18.4)[1::2])

@@ -14,6 +14,8 @@ Rules that keep the rows honest:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import pandas as pd
 
@@ -55,10 +57,99 @@ def feature_columns(settings: FeatureSettings) -> list[str]:
     return [*CURRENT_COLUMNS, *derived, *lags, *rolling, *tendencies, *target]
 
 
-def _local_solar_hour(times: pd.Series, longitude: pd.Series) -> np.ndarray:
-    t = pd.DatetimeIndex(times)
-    utc_hour = t.hour.to_numpy() + t.minute.to_numpy() / 60.0
-    return np.mod(utc_hour + longitude.to_numpy() / 15.0, 24.0)
+#: what :func:`hourly_feature_arrays` reads from each observation
+INPUT_COLUMNS = [*CURRENT_COLUMNS, "longitude", "temp_dew_c", "wind_direction_deg"]
+
+_TARGET_COLUMNS = ("horizon_h", "target_sun_elevation_deg", "target_hour_sin", "target_hour_cos")
+
+
+def local_solar_hour(seconds: np.ndarray, longitude: np.ndarray | float) -> np.ndarray:
+    """Mean local solar hour (0-24) at whole minutes, from UTC epoch seconds and longitude."""
+    utc_hour = (seconds // 60 % 1440) / 60.0
+    return np.mod(utc_hour + np.asarray(longitude, dtype=float) / 15.0, 24.0)
+
+
+def _day_of_year(seconds: np.ndarray) -> np.ndarray:
+    days = (seconds // 86400).astype("datetime64[D]")
+    return (days - days.astype("datetime64[Y]").astype("datetime64[D]")).astype(np.int64) + 1
+
+
+def _lagged(values: np.ndarray, k: int, position: np.ndarray) -> np.ndarray:
+    """``values`` k rows earlier in the same run, NaN where the run is shorter than k."""
+    lagged = np.full(len(values), np.nan)
+    if k < len(values):
+        lagged[k:] = values[:len(values) - k]
+    lagged[position < k] = np.nan
+    return lagged
+
+
+def _trailing_mean_std(values: np.ndarray, window: int,
+                       position: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and population std of the last ``window`` rows of each row's run (itself
+    included), skipping missing values; NaN when the window holds none."""
+    padded = np.concatenate([np.full(window - 1, np.nan), values])
+    windows = np.lib.stride_tricks.sliding_window_view(padded, window)
+    # column j of a window is (window - 1 - j) rows back: outside the run when that's > position
+    outside = (window - 1 - np.arange(window))[None, :] > position[:, None]
+    valid = ~np.isnan(windows) & ~outside
+    count = valid.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(valid, windows, 0.0).sum(axis=1) / count
+        deviation = np.where(valid, windows - mean[:, None], 0.0)
+        std = np.sqrt((deviation**2).sum(axis=1) / count)
+    return mean, std
+
+
+def hourly_feature_arrays(columns: Mapping[str, np.ndarray], seconds: np.ndarray,
+                          run_start: np.ndarray, settings: FeatureSettings
+                          ) -> dict[str, np.ndarray]:
+    """The feature arithmetic on plain arrays — the core that training, batch scoring and
+    the API share (:func:`hourly_features` wraps it for data frames).
+
+    Parameters
+    ----------
+    columns : :data:`INPUT_COLUMNS` as float arrays, one value per row
+    seconds : UTC epoch seconds of each row
+    run_start : True where a row begins a run of consecutive hours (a new station or
+        segment); rows are in time order inside each run
+    settings : lag, window and tendency lengths
+
+    Returns
+    -------
+    The per-hour features in :func:`feature_columns` order (without the target columns),
+    and ``history_complete``.
+    """
+    n = len(seconds)
+    index = np.arange(n)
+    position = index - np.maximum.accumulate(np.where(run_start, index, 0))
+    out = {name: np.asarray(columns[name], dtype=float) for name in CURRENT_COLUMNS}
+
+    out["dew_point_spread_c"] = out["temp_air_c"] - columns["temp_dew_c"]
+    direction = np.deg2rad(columns["wind_direction_deg"])
+    out["wind_u_ms"] = -out["wind_speed_ms"] * np.sin(direction)
+    out["wind_v_ms"] = -out["wind_speed_ms"] * np.cos(direction)
+    hour = local_solar_hour(seconds, columns["longitude"])
+    out["hour_sin"] = np.sin(2 * np.pi * hour / 24)
+    out["hour_cos"] = np.cos(2 * np.pi * hour / 24)
+    # the sign of latitude flips the seasons: "winter" means the same thing everywhere
+    season = (2 * np.pi * (_day_of_year(seconds) - 1) / 365.25
+              + np.where(out["latitude"] < 0, np.pi, 0.0))
+    out["season_sin"] = np.sin(season)
+    out["season_cos"] = np.cos(season)
+
+    opaque = out["opaque_cloud_tenths"]
+    for k in settings.cloud_lags_h:
+        out[f"opaque_lag_{k}h"] = _lagged(opaque, k, position)
+    for w in settings.rolling_windows_h:
+        out[f"opaque_mean_{w}h"], out[f"opaque_std_{w}h"] = _trailing_mean_std(opaque, w,
+                                                                               position)
+    n_h = settings.tendency_h
+    for column, name in (("pressure_hpa", "pressure"), ("temp_air_c", "temp"),
+                         ("relative_humidity", "humidity"), ("opaque_cloud_tenths", "opaque")):
+        out[f"{name}_change_{n_h}h"] = out[column] - _lagged(out[column], n_h, position)
+
+    out["history_complete"] = position >= settings.history_h
+    return out
 
 
 def hourly_features(observations: pd.DataFrame, settings: FeatureSettings) -> pd.DataFrame:
@@ -73,40 +164,50 @@ def hourly_features(observations: pd.DataFrame, settings: FeatureSettings) -> pd
 
     Returns
     -------
-    One row per input row with the id columns, the per-hour features, and
-    ``history_complete`` — True when the full history window lies inside the segment.
+    One row per input row, sorted by station and time, with the id columns, the per-hour
+    features, and ``history_complete`` — True when the full history window lies inside the
+    segment.
     """
     obs = observations.sort_values(["station_id", "time"], kind="stable").reset_index(drop=True)
-    grouped = obs.groupby(GROUP, sort=False)
-    out = obs[["station_id", "time", "segment", "longitude", *CURRENT_COLUMNS]].copy()
+    station, segment = obs["station_id"].to_numpy(), obs["segment"].to_numpy()
+    run_start = np.ones(len(obs), dtype=bool)
+    run_start[1:] = (station[1:] != station[:-1]) | (segment[1:] != segment[:-1])
+    arrays = hourly_feature_arrays(
+        {name: obs[name].to_numpy(dtype=float) for name in INPUT_COLUMNS},
+        astro.epoch_seconds(obs["time"]), run_start, settings)
+    return pd.DataFrame({"station_id": obs["station_id"], "time": obs["time"],
+                         "segment": obs["segment"], "longitude": obs["longitude"], **arrays})
 
-    out["dew_point_spread_c"] = obs["temp_air_c"] - obs["temp_dew_c"]
-    direction = np.deg2rad(obs["wind_direction_deg"])
-    out["wind_u_ms"] = -obs["wind_speed_ms"] * np.sin(direction)
-    out["wind_v_ms"] = -obs["wind_speed_ms"] * np.cos(direction)
-    hour = _local_solar_hour(obs["time"], obs["longitude"])
-    out["hour_sin"] = np.sin(2 * np.pi * hour / 24)
-    out["hour_cos"] = np.cos(2 * np.pi * hour / 24)
-    day = pd.DatetimeIndex(obs["time"]).day_of_year.to_numpy()
-    # the sign of latitude flips the seasons: "winter" means the same thing everywhere
-    season = 2 * np.pi * (day - 1) / 365.25 + np.where(obs["latitude"] < 0, np.pi, 0.0)
-    out["season_sin"] = np.sin(season)
-    out["season_cos"] = np.cos(season)
 
-    opaque = grouped["opaque_cloud_tenths"]
-    for k in settings.cloud_lags_h:
-        out[f"opaque_lag_{k}h"] = opaque.shift(k)
-    for w in settings.rolling_windows_h:
-        rolling = opaque.rolling(w, min_periods=1)
-        out[f"opaque_mean_{w}h"] = rolling.mean().reset_index(level=GROUP, drop=True)
-        out[f"opaque_std_{w}h"] = rolling.std(ddof=0).reset_index(level=GROUP, drop=True)
-    n = settings.tendency_h
-    for column, name in (("pressure_hpa", "pressure"), ("temp_air_c", "temp"),
-                         ("relative_humidity", "humidity"), ("opaque_cloud_tenths", "opaque")):
-        out[f"{name}_change_{n}h"] = obs[column] - grouped[column].shift(n)
+def model_arrays(hourly: Mapping[str, np.ndarray], seconds: np.ndarray,
+                 horizons: tuple[int, ...] | list[int], settings: FeatureSettings
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Cross each hour's features with the forecast horizons — the core of
+    :func:`model_rows`, on plain arrays.
 
-    out["history_complete"] = grouped.cumcount().to_numpy() >= settings.history_h
-    return out
+    Returns
+    -------
+    The float32 feature matrix, one row per (hour, horizon) in that order with columns in
+    :func:`feature_columns` order, and the target hours' UTC epoch seconds. ONNX computes in
+    float32, so scikit-learn is trained on exactly these float32 values too.
+    """
+    n_horizons = len(horizons)
+    horizon = np.tile(np.asarray(horizons, dtype=float), len(seconds))
+    target_seconds = np.repeat(seconds, n_horizons) + (horizon * 3600).astype(np.int64)
+    latitude = np.repeat(np.asarray(hourly["latitude"], dtype=float), n_horizons)
+    longitude = np.repeat(np.asarray(hourly["longitude"], dtype=float), n_horizons)
+    # the target hour's sun and local hour are astronomy, known at t
+    target_hour = local_solar_hour(target_seconds, longitude)
+    target = {
+        "horizon_h": horizon,
+        "target_sun_elevation_deg": astro.sun_elevation(target_seconds, latitude, longitude),
+        "target_hour_sin": np.sin(2 * np.pi * target_hour / 24),
+        "target_hour_cos": np.cos(2 * np.pi * target_hour / 24),
+    }
+    matrix = np.empty((len(horizon), len(feature_columns(settings))), dtype=np.float32)
+    for j, name in enumerate(feature_columns(settings)):
+        matrix[:, j] = target[name] if name in target else np.repeat(hourly[name], n_horizons)
+    return matrix, target_seconds
 
 
 def model_rows(hourly: pd.DataFrame, horizons: tuple[int, ...] | list[int],
@@ -115,34 +216,29 @@ def model_rows(hourly: pd.DataFrame, horizons: tuple[int, ...] | list[int],
 
     Adds ``horizon_h``, ``target_time`` and the target hour's sun elevation and local hour,
     which are astronomy and so known at ``t``. Returns the id columns, ``target_time``,
-    ``history_complete`` and :func:`feature_columns`, sorted by station, time, horizon.
+    ``history_complete`` and :func:`feature_columns` (float32 values held as float64), in
+    the order of ``hourly`` (station, time — as :func:`hourly_features` sorts it), each
+    hour's horizons in order.
     """
-    parts = []
-    for h in horizons:
-        part = hourly.copy()
-        part["horizon_h"] = float(h)  # float: MLflow schemas cannot hold missing ints
-        part["target_time"] = part["time"] + pd.Timedelta(hours=int(h))
-        parts.append(part)
-    rows = pd.concat(parts, ignore_index=True)
-    rows["target_sun_elevation_deg"] = np.nan
-    for _, group in rows.groupby("station_id", sort=False):
-        first = group.iloc[0]
-        # horizons overlap: hour t+2 of one row is hour t+1 of the next, so each distinct
-        # target hour is computed once
-        codes, unique_times = pd.factorize(group["target_time"])
-        sun = astro.sun_elevation(unique_times, first["latitude"], first["longitude"])[codes]
-        rows.loc[group.index, "target_sun_elevation_deg"] = sun
-    target_hour = _local_solar_hour(rows["target_time"], rows["longitude"])
-    rows["target_hour_sin"] = np.sin(2 * np.pi * target_hour / 24)
-    rows["target_hour_cos"] = np.cos(2 * np.pi * target_hour / 24)
-    rows = rows.sort_values(["station_id", "time", "horizon_h"], kind="stable")
     columns = feature_columns(settings)
-    # Models are exported to ONNX, which computes in float32: features are float32 values
-    # (held in float64) so that scikit-learn and ONNX see exactly the same numbers.
-    rows[columns] = rows[columns].astype(np.float32).astype(np.float64)
-    keep = ["station_id", "time", "segment", "longitude", "target_time", "history_complete",
-            *columns]
-    return rows[keep].reset_index(drop=True)
+    needed = [c for c in columns if c not in _TARGET_COLUMNS]
+    matrix, target_seconds = model_arrays(
+        {name: hourly[name].to_numpy(dtype=float) for name in [*needed, "longitude"]},
+        astro.epoch_seconds(hourly["time"]), horizons, settings)
+    n_horizons = len(horizons)
+    times = pd.DatetimeIndex(hourly["time"]).repeat(n_horizons)
+    ids = {
+        "station_id": hourly["station_id"].to_numpy().repeat(n_horizons),
+        "time": times,
+        "segment": hourly["segment"].to_numpy().repeat(n_horizons),
+        "longitude": hourly["longitude"].to_numpy().repeat(n_horizons),
+        "target_time": times + pd.to_timedelta(
+            np.tile(np.asarray(horizons, dtype=np.int64), len(hourly)), unit="h"),
+        "history_complete": hourly["history_complete"].to_numpy().repeat(n_horizons),
+    }
+    frame = pd.DataFrame(ids)
+    features = pd.DataFrame(matrix.astype(np.float64), columns=columns)
+    return pd.concat([frame, features], axis=1)
 
 
 def supervised_rows(

@@ -110,7 +110,7 @@ def score_station(station: pd.DataFrame, bundle: Bundle, settings: FeatureSettin
     station = _hourly_blocks(station)
     first = station.iloc[0]
     obs = station.assign(sun_elevation_deg=astro.sun_elevation(
-        station["time"], first["latitude"], first["longitude"], first["elevation_m"]))
+        station["time"], first["latitude"], first["longitude"]))
     hourly = features.hourly_features(obs, settings)
     hourly = hourly[hourly["history_complete"]]
     if hourly.empty:

@@ -301,8 +301,11 @@ class Bundle:
 
     def predict(self, rows: pd.DataFrame) -> np.ndarray:
         """P(clear) for model rows (from :func:`starry_guide.features.model_rows`)."""
-        X = rows[self.features].to_numpy(np.float32)
-        return self.session.run([OUTPUT], {INPUT: X})[0].astype(float)
+        return self.predict_matrix(rows[self.features].to_numpy(np.float32))
+
+    def predict_matrix(self, matrix: np.ndarray) -> np.ndarray:
+        """P(clear) for a float32 matrix whose columns are :attr:`features`, in order."""
+        return self.session.run([OUTPUT], {INPUT: matrix})[0].astype(float)
 
 
 def load_bundle(path: Path) -> Bundle:
