@@ -1,4 +1,5 @@
-"""The baseline for the API benchmark: a bare FastAPI endpoint that returns a constant."""
+"""The baseline for the API benchmark: a bare FastAPI endpoint that returns a constant
+(``async``, like the real handlers, so neither pays for a thread-pool hop)."""
 
 from fastapi import FastAPI
 
@@ -6,5 +7,5 @@ app = FastAPI()
 
 
 @app.post("/v1/nowcast")
-def constant() -> dict:
+async def constant() -> dict:
     return {"p_clear": 0.5}

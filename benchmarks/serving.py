@@ -33,6 +33,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = ROOT / "models" / "champion" / "bundle"
 sys.path.insert(0, str(ROOT))
+from benchmarks import loadgen  # noqa: E402
+from benchmarks.loadgen import encode_post  # noqa: E402
 from tests.serve.conftest import request_body  # noqa: E402  (the tests' real-data request)
 
 SECONDS_PER_LEVEL = 4.0
@@ -57,30 +59,6 @@ def start(args: list[str], port: int) -> subprocess.Popen:
     raise SystemExit(f"{args} did not start")
 
 
-async def load(url: str, body: dict, clients: int, seconds: float) -> dict:
-    latencies: list[float] = []
-
-    async def client(session: httpx.AsyncClient, stop: float) -> None:
-        while time.perf_counter() < stop:
-            t0 = time.perf_counter()
-            response = await session.post(url, json=body)
-            response.raise_for_status()
-            latencies.append(time.perf_counter() - t0)
-
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(limits=limits, timeout=30) as session:
-        for _ in range(5):  # warm up connections and code paths
-            (await session.post(url, json=body)).raise_for_status()
-        start_time = time.perf_counter()
-        stop = start_time + seconds
-        await asyncio.gather(*(client(session, stop) for _ in range(clients)))
-        elapsed = time.perf_counter() - start_time
-    ms = np.array(latencies) * 1000
-    return {"requests_per_s": round(len(ms) / elapsed, 1),
-            "p50_ms": round(float(np.percentile(ms, 50)), 2),
-            "p99_ms": round(float(np.percentile(ms, 99)), 2)}
-
-
 def api_benchmark(body: dict) -> dict:
     env_python = sys.executable
     tmp = tempfile.mkdtemp(prefix="starry-bench-")
@@ -93,10 +71,12 @@ def api_benchmark(body: dict) -> dict:
     try:
         for clients in (1, 10, 50):
             results[clients] = {
-                "nowcast": asyncio.run(load(f"http://127.0.0.1:{real_port}/v1/nowcast", body,
-                                            clients, SECONDS_PER_LEVEL)),
-                "bare": asyncio.run(load(f"http://127.0.0.1:{bare_port}/v1/nowcast", body,
-                                         clients, SECONDS_PER_LEVEL)),
+                "nowcast": loadgen.closed_loop(real_port, encode_post("/v1/nowcast", body,
+                                                                      real_port),
+                                               clients, SECONDS_PER_LEVEL),
+                "bare": loadgen.closed_loop(bare_port, encode_post("/v1/nowcast", body,
+                                                                   bare_port),
+                                            clients, SECONDS_PER_LEVEL),
             }
             r = results[clients]
             r["ratio_rps"] = round(r["nowcast"]["requests_per_s"] / r["bare"]["requests_per_s"], 3)
@@ -151,11 +131,11 @@ def night_benchmark() -> dict:
         service = Service(load_bundle(BUNDLE), PredictionLog(Path(tmp) / "log.sqlite"))
         request = NightRequest(station=Station(latitude=36.1, longitude=-79.95),
                                date=dt.date(2026, 11, 27))
-        service.night(request)
+        asyncio.run(service.night(request))
         times = []
         for _ in range(20):
             t0 = time.perf_counter()
-            service.night(request)
+            asyncio.run(service.night(request))
             times.append(time.perf_counter() - t0)
     return {"median_ms": round(statistics.median(times) * 1000, 1)}
 

@@ -65,8 +65,13 @@ def _sun_places(seconds: np.ndarray) -> np.ndarray:
     a service answering many stations within the hour, or a year of hourly rows from many
     stations, pays skyfield (about 40 microseconds an instant) once per distinct instant.
     """
-    unique, inverse = np.unique(seconds, return_inverse=True)
     places = _SUN_PLACES
+    if len(seconds) <= 64:  # a request's few instants: usually all known already
+        try:
+            return np.array([places[s] for s in seconds.tolist()], dtype=float).reshape(-1, 3)
+        except KeyError:
+            pass
+    unique, inverse = np.unique(seconds, return_inverse=True)
     missing = [s for s in unique.tolist() if s not in places]
     if missing:
         _, eph = _sky()

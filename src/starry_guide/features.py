@@ -15,6 +15,7 @@ Rules that keep the rows honest:
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -42,6 +43,11 @@ CURRENT_COLUMNS = [
 
 def feature_columns(settings: FeatureSettings) -> list[str]:
     """Model input columns, in the order every model sees them."""
+    return list(_feature_columns(settings))
+
+
+@lru_cache(maxsize=16)
+def _feature_columns(settings: FeatureSettings) -> tuple[str, ...]:
     lags = [f"opaque_lag_{k}h" for k in settings.cloud_lags_h]
     rolling = [
         name
@@ -54,7 +60,7 @@ def feature_columns(settings: FeatureSettings) -> list[str]:
     derived = ["dew_point_spread_c", "wind_u_ms", "wind_v_ms", "hour_sin", "hour_cos",
                "season_sin", "season_cos"]
     target = ["horizon_h", "target_sun_elevation_deg", "target_hour_sin", "target_hour_cos"]
-    return [*CURRENT_COLUMNS, *derived, *lags, *rolling, *tendencies, *target]
+    return (*CURRENT_COLUMNS, *derived, *lags, *rolling, *tendencies, *target)
 
 
 #: what :func:`hourly_feature_arrays` reads from each observation
@@ -74,29 +80,25 @@ def _day_of_year(seconds: np.ndarray) -> np.ndarray:
     return (days - days.astype("datetime64[Y]").astype("datetime64[D]")).astype(np.int64) + 1
 
 
-def _lagged(values: np.ndarray, k: int, position: np.ndarray) -> np.ndarray:
-    """``values`` k rows earlier in the same run, NaN where the run is shorter than k."""
-    lagged = np.full(len(values), np.nan)
-    if k < len(values):
-        lagged[k:] = values[:len(values) - k]
-    lagged[position < k] = np.nan
-    return lagged
+def _history(values: np.ndarray, depth: int, position: np.ndarray) -> np.ndarray:
+    """Each row's values 0..``depth`` rows back in its own run: shape (n, depth + 1, ...),
+    NaN where that row lies before the run's start."""
+    back = np.arange(depth + 1)
+    source = np.maximum(np.arange(len(values))[:, None] - back[None, :], 0)
+    inside = back[None, :] <= position[:, None]
+    if values.ndim == 2:
+        inside = inside[:, :, None]
+    return np.where(inside, values[source], np.nan)
 
 
-def _trailing_mean_std(values: np.ndarray, window: int,
-                       position: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and population std of the last ``window`` rows of each row's run (itself
-    included), skipping missing values; NaN when the window holds none."""
-    padded = np.concatenate([np.full(window - 1, np.nan), values])
-    windows = np.lib.stride_tricks.sliding_window_view(padded, window)
-    # column j of a window is (window - 1 - j) rows back: outside the run when that's > position
-    outside = (window - 1 - np.arange(window))[None, :] > position[:, None]
-    valid = ~np.isnan(windows) & ~outside
+def _mean_std(window: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row-wise mean and population std skipping NaN; NaN for rows with no value."""
+    valid = ~np.isnan(window)
     count = valid.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.where(valid, windows, 0.0).sum(axis=1) / count
-        deviation = np.where(valid, windows - mean[:, None], 0.0)
-        std = np.sqrt((deviation**2).sum(axis=1) / count)
+        mean = np.where(valid, window, 0.0).sum(axis=1) / count
+        deviation = np.where(valid, window - mean[:, None], 0.0)
+        std = np.sqrt((deviation * deviation).sum(axis=1) / count)
     return mean, std
 
 
@@ -137,16 +139,19 @@ def hourly_feature_arrays(columns: Mapping[str, np.ndarray], seconds: np.ndarray
     out["season_sin"] = np.sin(season)
     out["season_cos"] = np.cos(season)
 
-    opaque = out["opaque_cloud_tenths"]
+    # the opaque cover 0..history_h hours back, inside the run: lags and windows read it
+    opaque = _history(out["opaque_cloud_tenths"], settings.history_h, position)
     for k in settings.cloud_lags_h:
-        out[f"opaque_lag_{k}h"] = _lagged(opaque, k, position)
+        out[f"opaque_lag_{k}h"] = opaque[:, k]
     for w in settings.rolling_windows_h:
-        out[f"opaque_mean_{w}h"], out[f"opaque_std_{w}h"] = _trailing_mean_std(opaque, w,
-                                                                               position)
+        out[f"opaque_mean_{w}h"], out[f"opaque_std_{w}h"] = _mean_std(opaque[:, :w])
     n_h = settings.tendency_h
-    for column, name in (("pressure_hpa", "pressure"), ("temp_air_c", "temp"),
-                         ("relative_humidity", "humidity"), ("opaque_cloud_tenths", "opaque")):
-        out[f"{name}_change_{n_h}h"] = out[column] - _lagged(out[column], n_h, position)
+    tendencies = (("pressure_hpa", "pressure"), ("temp_air_c", "temp"),
+                  ("relative_humidity", "humidity"), ("opaque_cloud_tenths", "opaque"))
+    now = np.column_stack([out[column] for column, _ in tendencies])
+    change = now - _history(now, n_h, position)[:, n_h]
+    for j, (_, name) in enumerate(tendencies):
+        out[f"{name}_change_{n_h}h"] = change[:, j]
 
     out["history_complete"] = position >= settings.history_h
     return out
@@ -204,9 +209,13 @@ def model_arrays(hourly: Mapping[str, np.ndarray], seconds: np.ndarray,
         "target_hour_sin": np.sin(2 * np.pi * target_hour / 24),
         "target_hour_cos": np.cos(2 * np.pi * target_hour / 24),
     }
-    matrix = np.empty((len(horizon), len(feature_columns(settings))), dtype=np.float32)
-    for j, name in enumerate(feature_columns(settings)):
-        matrix[:, j] = target[name] if name in target else np.repeat(hourly[name], n_horizons)
+    columns = _feature_columns(settings)
+    hourly_names = [name for name in columns if name not in target]
+    matrix = np.empty((len(horizon), len(columns)), dtype=np.float32)
+    matrix[:, [columns.index(name) for name in hourly_names]] = np.repeat(
+        np.column_stack([hourly[name] for name in hourly_names]), n_horizons, axis=0)
+    for name, values in target.items():
+        matrix[:, columns.index(name)] = values
     return matrix, target_seconds
 
 

@@ -10,11 +10,14 @@ from __future__ import annotations
 import datetime as dt
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Literal
 
 import numpy as np
 import pandas as pd
-from fastapi import FastAPI, HTTPException, Query
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -24,7 +27,8 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import to_json
 
 from starry_guide import astro, features
 from starry_guide.config import FeatureSettings
@@ -167,8 +171,9 @@ def recent_hours(station: Station, observations: list[Observation],
     # the latest hour's features need only its history window
     recent = observations[-(history_h + 1):]
     seconds = seconds[-(history_h + 1):]
-    columns = {name: np.array([getattr(o, name) for o in recent], dtype=float)
-               for name in WEATHER_COLUMNS}
+    values = np.array([[getattr(o, name) for name in WEATHER_COLUMNS] for o in recent],
+                      dtype=float)
+    columns = dict(zip(WEATHER_COLUMNS, values.T, strict=True))
     columns["latitude"] = np.full(len(recent), station.latitude)
     columns["longitude"] = np.full(len(recent), station.longitude)
     columns["sun_elevation_deg"] = astro.sun_elevation(seconds, station.latitude,
@@ -201,41 +206,48 @@ class Service:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
         self.predictions = Counter("starry_predictions", "predictions served", ["horizon_h"],
                                    registry=self.registry)
+        self.predictions_by_horizon = [self.predictions.labels(str(h)) for h in self.horizons]
         self.feedback = Counter("starry_feedback", "feedback received", ["observed"],
                                 registry=self.registry)
         info = Gauge("starry_model_info", "the model being served", ["version", "candidate"],
                      registry=self.registry)
         info.labels(bundle.version, str(bundle.card.get("candidate", ""))).set(1)
 
-    def nowcast(self, station: Station, observations: list[Observation]) -> NowcastResponse:
+    def forecast(self, station: Station, observations: list[Observation]) -> dict:
+        """The nowcast as a JSON-ready :class:`NowcastResponse` (not yet logged)."""
         seconds, columns = recent_hours(station, observations, self.features.history_h)
         run_start = np.zeros(len(seconds), dtype=bool)
         run_start[0] = True
         hourly = features.hourly_feature_arrays(columns, seconds, run_start, self.features)
         latest = {name: values[-1:] for name, values in hourly.items()}
         latest["longitude"] = columns["longitude"][-1:]
-        matrix, target_seconds = features.model_arrays(latest, seconds[-1:], self.horizons,
-                                                       self.features)
-        p = self.bundle.predict_matrix(matrix)
-        target_sun = matrix[:, self.target_sun_column]
-        prediction_id = uuid.uuid4().hex
+        matrix, _ = features.model_arrays(latest, seconds[-1:], self.horizons, self.features)
+        p = self.bundle.predict_matrix(matrix).tolist()
+        target_sun = matrix[:, self.target_sun_column].tolist()
         issued = dt.datetime.fromtimestamp(int(seconds[-1]), dt.UTC)
-        forecasts = [
-            HorizonForecast(horizon_h=h, target_time=issued + dt.timedelta(hours=h),
-                            p_clear=round(float(pi), 6),
-                            target_is_night=bool(sun < self.night_max_sun))
-            for h, pi, sun in zip(self.horizons, p, target_sun, strict=True)
-        ]
-        self.log.log_predictions(prediction_id, self.bundle.version, station.latitude,
-                                 station.longitude, issued.isoformat(),
-                                 [(f.horizon_h, f.target_time.isoformat(), f.p_clear)
-                                  for f in forecasts])
-        for f in forecasts:
-            self.predictions.labels(str(f.horizon_h)).inc()
-        return NowcastResponse(prediction_id=prediction_id, model_version=self.bundle.version,
-                               issued_for=issued, forecasts=forecasts)
+        return {
+            "prediction_id": uuid.uuid4().hex,
+            "model_version": self.bundle.version,
+            "issued_for": issued,
+            "forecasts": [{"horizon_h": h, "target_time": issued + dt.timedelta(hours=h),
+                           "p_clear": round(pi, 6), "target_is_night": sun < self.night_max_sun}
+                          for h, pi, sun in zip(self.horizons, p, target_sun, strict=True)],
+        }
 
-    def night(self, request: NightRequest) -> NightResponse:
+    async def nowcast(self, station: Station, observations: list[Observation]) -> dict:
+        """P(clear) for each horizon (a :class:`NowcastResponse` as a dict), returned once
+        the prediction is committed to the log."""
+        nowcast = self.forecast(station, observations)
+        await self.log.append(
+            nowcast["prediction_id"], self.bundle.version, station.latitude, station.longitude,
+            nowcast["issued_for"].isoformat(),
+            [(f["horizon_h"], f["target_time"].isoformat(), f["p_clear"])
+             for f in nowcast["forecasts"]])
+        for counter in self.predictions_by_horizon:
+            counter.inc()
+        return nowcast
+
+    async def night(self, request: NightRequest) -> NightResponse:
         if not MIN_DATE <= request.date <= MAX_DATE:
             raise _unprocessable(["date"], f"{request.date} is outside {MIN_DATE}..{MAX_DATE}, "
                                  "the range of the bundled ephemeris")
@@ -246,12 +258,12 @@ class Service:
         source = f"climatology of {source}"
         prediction_id = None
         if request.observations:
-            nowcast = self.nowcast(s, request.observations)
-            prediction_id = nowcast.prediction_id
-            hours = pd.DatetimeIndex([f.target_time for f in nowcast.forecasts])
+            nowcast = await self.nowcast(s, request.observations)
+            prediction_id = nowcast["prediction_id"]
+            hours = pd.DatetimeIndex([f["target_time"] for f in nowcast["forecasts"]])
             step_hour = times.floor("h")
-            for hour, f in zip(hours, nowcast.forecasts, strict=True):
-                p = np.where(step_hour == hour, f.p_clear, p)
+            for hour, f in zip(hours, nowcast["forecasts"], strict=True):
+                p = np.where(step_hour == hour, f["p_clear"], p)
             source = f"nowcast for the next {len(hours)} h, then {source}"
         frame = planner.timeline(s.latitude, s.longitude, request.date, p, times,
                                  request.dark_sky_mag)
@@ -261,6 +273,32 @@ class Service:
             timeline=[Step(**row) for row in frame.to_dict("records")],
             best_windows=[Window(**w) for w in planner.best_windows(frame)],
         )
+
+
+def json_body(model: type[BaseModel]) -> Callable[[Request], Awaitable[BaseModel]]:
+    """A dependency that validates the request body straight from its JSON bytes.
+
+    pydantic-core parses and validates in one pass (``model_validate_json``), where a
+    FastAPI body parameter first builds Python objects with ``json.loads`` — measured, that
+    alone cost 40 % of a bare endpoint's throughput for a nowcast body. Errors are FastAPI's
+    usual 422 with ``loc`` starting at ``body``.
+    """
+
+    async def validated(request: Request) -> BaseModel:
+        try:
+            return model.model_validate_json(await request.body())
+        except ValidationError as exc:
+            raise RequestValidationError(
+                [{**error, "loc": ("body", *error["loc"])}
+                 for error in exc.errors(include_url=False)]) from None
+
+    return validated
+
+
+def body_schema(model: type[BaseModel]) -> dict:
+    """``openapi_extra`` declaring ``model`` as the required JSON body."""
+    return {"requestBody": {"required": True, "content": {"application/json": {
+        "schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}}
 
 
 class LimitsAndMetrics:
@@ -318,13 +356,36 @@ def create_app(service: Service) -> FastAPI:
     app.add_middleware(LimitsAndMetrics, service=service)
 
     too_large = {413: {"description": f"request body over {MAX_BODY_BYTES} bytes"}}
+    invalid = {422: {"description": "Validation Error", "content": {"application/json": {
+        "schema": {"$ref": "#/components/schemas/HTTPValidationError"}}}}}
+
+    def openapi() -> dict:
+        # the JSON bodies parsed by json_body() are documented here, where FastAPI's own
+        # body parameters would have put them
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version,
+                                 description=app.description, routes=app.routes)
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for model in (NowcastRequest, NightRequest):
+                model_schema = model.model_json_schema(
+                    ref_template="#/components/schemas/{model}")
+                components.update(model_schema.pop("$defs", {}))
+                components[model.__name__] = model_schema
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi
 
     # CPU-bound handlers run on the event loop: in a thread pool they would only contend for
     # the GIL (measured: 10 clients got half the throughput of one)
-    @app.post("/v1/nowcast", response_model=NowcastResponse, responses=too_large)
-    async def nowcast(body: NowcastRequest) -> NowcastResponse:
+    @app.post("/v1/nowcast", response_model=NowcastResponse,
+              responses={**too_large, **invalid}, openapi_extra=body_schema(NowcastRequest))
+    async def nowcast(body: Annotated[NowcastRequest, Depends(json_body(NowcastRequest))]
+                      ) -> Response:
         """P(clear sky) at each hour 1-12 ahead of the latest observation."""
-        return service.nowcast(body.station, body.observations)
+        nowcast = await service.nowcast(body.station, body.observations)
+        # built with the response's types: serialise once instead of re-validating
+        return Response(to_json(nowcast), media_type="application/json")
 
     @app.get("/v1/night", response_model=NightResponse)
     async def night(
@@ -335,14 +396,17 @@ def create_app(service: Service) -> FastAPI:
         dark_sky_mag: Annotated[float, Query(ge=15, le=22.5)] = 21.587,
     ) -> NightResponse:
         """Tonight's timeline from the station climatology (no observations)."""
-        return service.night(NightRequest(
+        return await service.night(NightRequest(
             station=Station(latitude=lat, longitude=lon, elevation_m=elevation_m), date=date,
             dark_sky_mag=dark_sky_mag))
 
-    @app.post("/v1/night", response_model=NightResponse, responses=too_large)
-    async def night_with_observations(body: NightRequest) -> NightResponse:
+    @app.post("/v1/night", response_model=NightResponse,
+              responses={**too_large, **invalid}, openapi_extra=body_schema(NightRequest))
+    async def night_with_observations(
+        body: Annotated[NightRequest, Depends(json_body(NightRequest))],
+    ) -> NightResponse:
         """Tonight's timeline, with P(clear) nowcast from recent observations."""
-        return service.night(body)
+        return await service.night(body)
 
     @app.post("/v1/feedback", response_model=FeedbackResponse,
               responses={**too_large, 404: {"description": "unknown prediction_id"}})
