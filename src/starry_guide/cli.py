@@ -6,6 +6,7 @@ after ``dvc repro`` and ``starry notebooks`` to refresh the committed notebook o
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -85,6 +86,7 @@ def serve(
     port: int = typer.Option(8000),
     prediction_log: str = typer.Option("reports/prediction_log.sqlite",
                                        help="SQLite file every prediction is appended to"),
+    workers: int = typer.Option(1, min=1, help="server processes (one core each)"),
 ) -> None:
     """Serve the champion over HTTP (FastAPI + uvicorn); docs at /docs."""
     from pathlib import Path
@@ -115,7 +117,15 @@ def serve(
     log = PredictionLog(Path(prediction_log))
     typer.echo(f"serving {loaded.card.get('candidate')} version {loaded.version} from {path}; "
                f"prediction log {log.path}")
-    uvicorn.run(create_app(Service(loaded, log)), host=host, port=port, log_level="warning")
+    if workers == 1:
+        uvicorn.run(create_app(Service(loaded, log)), host=host, port=port,
+                    log_level="warning")
+        return
+    # each worker process opens the verified bundle itself (a session cannot be forked)
+    os.environ["STARRY_BUNDLE"] = str(Path(path).resolve())
+    os.environ["STARRY_PREDICTION_LOG"] = str(log.path.resolve())
+    uvicorn.run("starry_guide.serve.api:app_from_environment", factory=True, workers=workers,
+                host=host, port=port, log_level="warning")
 
 
 @app.command()
@@ -127,7 +137,7 @@ def score(
     scheduler: str = typer.Option(None, help="Dask scheduler address (default: LocalCluster)"),
     workers: int = typer.Option(2, help="LocalCluster workers (engine dask)"),
     on_bad_rows: str = typer.Option("fail", help="fail, or skip (and report) bad rows"),
-    chunk_hours: int = typer.Option(2000, help="hours per chunk (engine local)"),
+    chunk_hours: int = typer.Option(20_000, help="hours per chunk (engine local)"),
 ) -> None:
     """Score a file of hourly observations: P(clear) per station, hour and horizon."""
     from pathlib import Path

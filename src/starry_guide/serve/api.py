@@ -430,3 +430,16 @@ def create_app(service: Service) -> FastAPI:
         return Response(generate_latest(service.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """The app for one of several uvicorn worker processes (``starry serve --workers N``):
+    the bundle and prediction log come from ``STARRY_BUNDLE`` and ``STARRY_PREDICTION_LOG``,
+    set by ``starry serve`` after it has checked them."""
+    import os
+    from pathlib import Path
+
+    from starry_guide.serve.bundle import load_bundle
+
+    return create_app(Service(load_bundle(Path(os.environ["STARRY_BUNDLE"])),
+                              PredictionLog(Path(os.environ["STARRY_PREDICTION_LOG"]))))

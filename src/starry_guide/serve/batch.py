@@ -95,29 +95,37 @@ def _show(value) -> str:
     return repr(value)
 
 
-def _hourly_blocks(station: pd.DataFrame) -> pd.DataFrame:
-    """Number runs of consecutive hours as segments: history never spans a gap."""
-    station = station.sort_values("time", kind="stable")
-    gap = station["time"].diff() != pd.Timedelta(hours=1)
-    return station.assign(segment=gap.cumsum().astype("int64"))
-
-
 def score_station(station: pd.DataFrame, bundle: Bundle, settings: FeatureSettings,
                   horizons: tuple[int, ...]) -> pd.DataFrame:
-    """Score one station's rows (any length): features, then ONNX."""
+    """Score one station's rows (any length): the training feature core on its arrays, then
+    ONNX. Runs of consecutive hours are scored apart: history never spans a gap."""
     if station.empty:
-        return pd.DataFrame(columns=OUTPUT_COLUMNS)
-    station = _hourly_blocks(station)
+        return _empty_output()
+    station = station.sort_values("time", kind="stable")
+    seconds = astro.epoch_seconds(station["time"])
+    run_start = np.ones(len(seconds), dtype=bool)
+    run_start[1:] = np.diff(seconds) != 3600
     first = station.iloc[0]
-    obs = station.assign(sun_elevation_deg=astro.sun_elevation(
-        station["time"], first["latitude"], first["longitude"]))
-    hourly = features.hourly_features(obs, settings)
-    hourly = hourly[hourly["history_complete"]]
-    if hourly.empty:
-        return pd.DataFrame(columns=OUTPUT_COLUMNS)
-    rows = features.model_rows(hourly, horizons, settings)
-    rows["p_clear"] = bundle.predict(rows)
-    return rows[OUTPUT_COLUMNS]
+    columns = {name: station[name].to_numpy(dtype=float)
+               for name in [*WEATHER_COLUMNS, "latitude", "longitude"]}
+    columns["sun_elevation_deg"] = astro.sun_elevation(seconds, first["latitude"],
+                                                       first["longitude"])
+    hourly = features.hourly_feature_arrays(columns, seconds, run_start, settings)
+    complete = hourly.pop("history_complete")
+    if not complete.any():
+        return _empty_output()
+    hourly = {name: values[complete] for name, values in hourly.items()}
+    hourly["longitude"] = columns["longitude"][complete]
+    matrix, _ = features.model_arrays(hourly, seconds[complete], horizons, settings)
+    times = pd.DatetimeIndex(station["time"])[complete].repeat(len(horizons))
+    horizon = np.tile(np.asarray(horizons, dtype=float), int(complete.sum()))
+    return pd.DataFrame({
+        "station_id": np.repeat(station["station_id"].to_numpy()[complete], len(horizons)),
+        "time": times,
+        "horizon_h": horizon,
+        "target_time": times + pd.to_timedelta(horizon, unit="h"),
+        "p_clear": bundle.predict_matrix(matrix),
+    })
 
 
 def station_chunks(frame: pd.DataFrame, chunk_hours: int,
@@ -131,7 +139,7 @@ def station_chunks(frame: pd.DataFrame, chunk_hours: int,
             yield chunk, station["time"].iloc[start]
 
 
-def score_local(frame: pd.DataFrame, bundle: Bundle, chunk_hours: int = 2000,
+def score_local(frame: pd.DataFrame, bundle: Bundle, chunk_hours: int = 20_000,
                 progress: bool = True) -> pd.DataFrame:
     """Score in memory-bounded chunks with a progress bar."""
     spec = bundle.spec
