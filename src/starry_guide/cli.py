@@ -151,22 +151,36 @@ def score(
         _fail("--engine must be local or dask")
     try:
         loaded = load_bundle(Path(bundle))
-        frame, problems = batch.check_rows(batch.read_observations(Path(input)), input)
-    except (BundleError, batch.BadRows) as exc:
+    except BundleError as exc:
         _fail(str(exc))
-    if problems.rows:
+
+    def report(problems: batch.Problems) -> None:
+        if not problems.rows:
+            return
         listed = "\n".join(f"  {m}" for m in problems.messages[:50])
         if on_bad_rows == "fail":
             _fail(f"{input}: {len(problems.rows)} bad row(s); nothing written "
                   f"(--on-bad-rows skip scores the rest):\n{listed}")
         typer.echo(f"{input}: skipping {len(problems.rows)} bad row(s):\n{listed}", err=True)
+
     if engine == "dask":
-        scores = batch.score_dask(frame, Path(bundle), scheduler, workers)
+        try:
+            with batch.dask_client(scheduler, workers):
+                report(batch.check_dask(Path(input)))
+                n_scores, n_stations = batch.score_dask(Path(input), Path(output),
+                                                        Path(bundle))
+        except batch.BadRows as exc:
+            _fail(str(exc))
     else:
+        try:
+            frame, problems = batch.check_rows(batch.read_observations(Path(input)), input)
+        except batch.BadRows as exc:
+            _fail(str(exc))
+        report(problems)
         scores = batch.score_local(frame, loaded, chunk_hours)
-    batch.write_output(scores, Path(output))
-    typer.echo(f"wrote {len(scores)} scores for {scores['station_id'].nunique()} station(s) "
-               f"to {output}")
+        batch.write_output(scores, Path(output))
+        n_scores, n_stations = len(scores), scores["station_id"].nunique()
+    typer.echo(f"wrote {n_scores} scores for {n_stations} station(s) to {output}")
 
 
 @app.command()

@@ -51,15 +51,46 @@ def test_chunking_does_not_change_scores(input_frame, bundle_dir):
     pd.testing.assert_frame_equal(small.reset_index(drop=True), whole.reset_index(drop=True))
 
 
-def test_dask_equals_local(input_frame, bundle_dir):
+@pytest.fixture(scope="module")
+def dask_cluster():
+    with batch.dask_client(n_workers=2) as client:
+        yield client
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_dask_equals_local(input_frame, bundle_dir, tmp_path, dask_cluster, suffix):
     frame, _ = batch.check_rows(input_frame, "input")
     local = batch.score_local(frame, load_bundle(bundle_dir), progress=False)
-    distributed = batch.score_dask(frame, bundle_dir, n_workers=2)
+    source = tmp_path / f"obs{suffix}"
+    if suffix == ".csv":
+        input_frame.to_csv(source, index=False)
+    else:
+        input_frame.to_parquet(source, index=False)
+    target = tmp_path / "scores.parquet"
+    # small blocks: the workers read the file in several parts and a shuffle regroups them
+    assert batch.check_dask(source, blocksize=40_000).rows == []
+    n_scores, n_stations = batch.score_dask(source, target, bundle_dir, blocksize=40_000)
+    distributed = pd.read_parquet(target)
+    assert (n_scores, n_stations) == (len(local), 2) == (len(distributed), 2)
     key = ["station_id", "time", "horizon_h"]
     local = local.sort_values(key).reset_index(drop=True)
     distributed = distributed.sort_values(key).reset_index(drop=True)
     pd.testing.assert_frame_equal(local[key], distributed[key], check_dtype=False)
     np.testing.assert_allclose(local["p_clear"], distributed["p_clear"], atol=1e-7)
+
+
+def test_dask_reports_bad_rows_by_file_row_number(input_frame, tmp_path, dask_cluster):
+    bad = input_frame.copy()
+    bad.loc[1200, "relative_humidity"] = 130
+    # the same station and hour again, far away in the file: another partition
+    bad = pd.concat([bad, bad.iloc[[3]]], ignore_index=True)
+    source = tmp_path / "obs.csv"
+    bad.to_csv(source, index=False)
+    problems = batch.check_dask(source, blocksize=40_000)
+    assert problems.rows == [1201, len(bad)]
+    assert "row 1201: field 'relative_humidity' = 130 is outside" in problems.messages[0]
+    assert f"row {len(bad)}: station 'greensboro_nc' already has an observation" in \
+        problems.messages[1]
 
 
 def test_bad_rows_are_reported_by_number(input_frame):
@@ -73,14 +104,15 @@ def test_bad_rows_are_reported_by_number(input_frame):
     assert len(frame) == len(bad) - 2
 
 
-def test_cli_fails_or_skips_bad_rows_never_silently(input_frame, bundle_dir, tmp_path):
+@pytest.mark.parametrize("engine", ["local", "dask"])
+def test_cli_fails_or_skips_bad_rows_never_silently(input_frame, bundle_dir, tmp_path, engine):
     bad = input_frame.copy()
     bad.loc[4, "opaque_cloud_tenths"] = 12
     source = tmp_path / "obs.csv"
     bad.to_csv(source, index=False)
     out = tmp_path / "scores.parquet"
     cmd = [sys.executable, "-m", "starry_guide.cli", "score", str(source), str(out),
-           "--bundle", str(bundle_dir)]
+           "--bundle", str(bundle_dir), "--engine", engine, "--workers", "1"]
     failed = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     assert failed.returncode == 1
     assert "row 5: field 'opaque_cloud_tenths' = 12" in failed.stderr
