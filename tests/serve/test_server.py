@@ -26,14 +26,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(bundle_dir, tmp_path_factory):
+@pytest.fixture(scope="module", params=[1, 2], ids=["1-worker", "2-workers"])
+def server(bundle_dir, tmp_path_factory, request):
+    # two worker processes share one prediction log: SQLite's locking must lose nothing
     log = tmp_path_factory.mktemp("server") / "predictions.sqlite"
     port = free_port()
     process = subprocess.Popen(
         [*STARRY, "serve", "--bundle", str(bundle_dir), "--port", str(port),
-         "--prediction-log", str(log)], cwd=ROOT, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True)
+         "--prediction-log", str(log), "--workers", str(request.param)], cwd=ROOT,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
     while time.time() < deadline:
