@@ -1,7 +1,16 @@
-"""The baseline for the API benchmark: a bare FastAPI endpoint that returns a constant
-(``async``, like the real handlers, so neither pays for a thread-pool hop)."""
+"""Baselines for the API benchmark, served the same way as the real app.
 
-from fastapi import FastAPI
+* ``/v1/nowcast``: a bare FastAPI endpoint returning a constant (``async``, like the real
+  handlers, so neither pays for a thread-pool hop);
+* ``/v1/validated``: the same, after validating the request body exactly as the real
+  ``/v1/nowcast`` does — the cost of the HTTP contract before any forecasting.
+"""
+
+from typing import Annotated
+
+from fastapi import Depends, FastAPI
+
+from starry_guide.serve.api import NowcastRequest, json_body
 
 app = FastAPI()
 
@@ -9,3 +18,8 @@ app = FastAPI()
 @app.post("/v1/nowcast")
 async def constant() -> dict:
     return {"p_clear": 0.5}
+
+
+@app.post("/v1/validated")
+async def validated(body: Annotated[NowcastRequest, Depends(json_body(NowcastRequest))]) -> dict:
+    return {"p_clear": 0.5, "hours": len(body.observations)}

@@ -1,12 +1,14 @@
 """Serving benchmarks, each against a baseline measured in the same run.
 
 1. API: requests/s and p50/p99 latency of POST /v1/nowcast (a real uvicorn process serving
-   the champion bundle) at 1, 10 and 50 concurrent clients, side by side with a bare FastAPI
-   endpoint returning a constant (benchmarks/bare_app.py) under the same load.
-2. Batch: rows/s of `score_local` end to end (CSV in -> Parquet out) vs raw onnxruntime on an
-   in-memory array of the same model rows.
+   the champion bundle) at 1, 10 and 50 concurrent clients (benchmarks/loadgen.py), side by
+   side with a bare FastAPI endpoint returning a constant, and with one that only validates
+   the same body (benchmarks/bare_app.py), under the same load.
+2. Batch: rows/s end to end (file in -> Parquet out; CSV with the sun's places not yet
+   computed, then Parquet with them cached) with the time of each step, vs raw onnxruntime
+   on an in-memory array of the same number of model rows.
 3. The night planner: latency of one location-night (GET /v1/night logic, in process).
-4. Dask: the same batch on a LocalCluster of 1 vs 2 workers.
+4. Dask: 24 stations (2.5 M scores) checked and scored by a LocalCluster of 1 vs 2 workers.
 
     uv run python benchmarks/serving.py      # needs models/champion/bundle (make repro)
 """
@@ -77,6 +79,9 @@ def api_benchmark(body: dict) -> dict:
                 "bare": loadgen.closed_loop(bare_port, encode_post("/v1/nowcast", body,
                                                                    bare_port),
                                             clients, SECONDS_PER_LEVEL),
+                "bare_validated": loadgen.closed_loop(
+                    bare_port, encode_post("/v1/validated", body, bare_port), clients,
+                    SECONDS_PER_LEVEL),
             }
             r = results[clients]
             r["ratio_rps"] = round(r["nowcast"]["requests_per_s"] / r["bare"]["requests_per_s"], 3)

@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 import yaml
+from traitlets.config import Config
 
 #: stage name -> notebook under notebooks/
 STAGE_NOTEBOOKS = {
@@ -30,6 +31,11 @@ FAILED_DIR = Path("reports") / "failed"
 STAGING_DIR = Path(".staging")
 
 _VOLATILE_KEYS = ("start_time", "end_time", "duration", "input_path", "output_path")
+
+# CurveZMQ-encrypt kernel traffic when the kernel supports it; ipykernel >= 7.3 otherwise
+# prints a plain-TCP warning on every stage run
+_KERNEL_CONFIG = Config()
+_KERNEL_CONFIG.KernelManager.transport_encryption = "auto"
 
 
 class StageFailed(RuntimeError):
@@ -92,6 +98,7 @@ def execute(notebook: Path, output: Path, cwd: Path, parameters: dict | None = N
         papermill.execute_notebook(
             str(notebook), str(output), parameters=parameters or {}, cwd=str(cwd),
             kernel_name="python3", progress_bar=False, log_output=False,
+            config=_KERNEL_CONFIG,
         )
     except papermill.PapermillExecutionError as exc:
         raise StageFailed(
