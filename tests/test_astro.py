@@ -54,7 +54,7 @@ def test_sun_elevation_agrees_with_skyfield_topocentric(latitude, longitude):
 def test_sun_elevation_is_the_same_cached_or_not_and_per_row():
     times = pd.date_range("2024-06-01", periods=48, freq="h", tz="UTC")
     first = astro.sun_elevation(times, 36.1, -79.95)
-    astro._SUN_PLACES.clear()
+    astro._SUN_NODES.clear()
     # computed in another batch (a subset, then from the cache) gives the same numbers
     part = astro.sun_elevation(times[10:20], 36.1, -79.95)
     np.testing.assert_array_equal(part, first[10:20])
@@ -66,3 +66,20 @@ def test_sun_elevation_is_the_same_cached_or_not_and_per_row():
     np.testing.assert_array_equal(per_row[::2], first[::2])
     np.testing.assert_array_equal(per_row[1::2],
                                   astro.sun_elevation(times, -33.9, 18.4)[1::2])
+
+
+def test_interpolated_sun_place_equals_skyfield_at_the_instant():
+    # random instants over the ephemeris' range, and minutes around a leap second (UTC
+    # pauses there; interpolating in UTC would be off by a second's turn, 0.004 degrees)
+    rng = np.random.default_rng(7)
+    start = pd.Timestamp("1950-01-01", tz="UTC").value // 10**9
+    seconds = start + rng.integers(0, 99 * 365 * 86400, 2000)
+    leap = pd.Timestamp("2017-01-01", tz="UTC").value // 10**9
+    seconds = np.concatenate([seconds, leap + np.arange(-7200, 7200, 300)]).astype(np.int64)
+    sin_dec, _, hour_angle = astro._sun_places(seconds)
+    _, eph = astro._sky()
+    t = astro._times(pd.to_datetime(seconds, unit="s", utc=True))
+    ra, dec, _ = eph["earth"].at(t).observe(eph["sun"]).apparent().radec(epoch="date")
+    exact_hour_angle = np.deg2rad((t.gast - ra.hours) * 15)
+    assert np.rad2deg(np.max(np.abs(np.arcsin(sin_dec) - dec.radians))) < 1e-6
+    assert np.rad2deg(np.max(np.abs(astro._wrap(hour_angle - exact_hour_angle)))) < 1e-6
