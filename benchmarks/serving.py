@@ -3,12 +3,14 @@
 1. API: requests/s and p50/p99 latency of POST /v1/nowcast (a real uvicorn process serving
    the champion bundle) at 1, 10 and 50 concurrent clients (benchmarks/loadgen.py), side by
    side with a bare FastAPI endpoint returning a constant, and with one that only validates
-   the same body (benchmarks/bare_app.py), under the same load.
-2. Batch: rows/s end to end (file in -> Parquet out; CSV with the sun's places not yet
-   computed, then Parquet with them cached) with the time of each step, vs raw onnxruntime
-   on an in-memory array of the same number of model rows.
+   the same body (benchmarks/bare_app.py), under the same load: 3 alternating rounds of 2 s
+   per server and level, the best round of each kept.
+2. Batch: rows/s end to end (file in -> Parquet out; CSV with the sun's nodes not yet
+   computed, then Parquet with them cached, best of 3) with the time of each step, vs raw
+   onnxruntime on an in-memory array of the same number of model rows.
 3. The night planner: latency of one location-night (GET /v1/night logic, in process).
-4. Dask: 24 stations (2.5 M scores) checked and scored by a LocalCluster of 1 vs 2 workers.
+4. Dask: 24 stations (2.5 M scores) checked and scored by a LocalCluster of 1 vs 2 workers
+   (best of 3 runs each; the first run includes the workers computing the sun nodes).
 
     uv run python benchmarks/serving.py      # needs models/champion/bundle (make repro)
 """
@@ -39,7 +41,9 @@ from benchmarks import loadgen  # noqa: E402
 from benchmarks.loadgen import encode_post  # noqa: E402
 from tests.serve.conftest import request_body  # noqa: E402  (the tests' real-data request)
 
-SECONDS_PER_LEVEL = 4.0
+SECONDS_PER_LEVEL = 6.0  # per server and level, split into rounds
+ROUNDS = 3
+DASK_REPEATS = 3
 
 
 def free_port() -> int:
@@ -69,20 +73,21 @@ def api_benchmark(body: dict) -> dict:
                   "--port", str(real_port), "--prediction-log", f"{tmp}/log.sqlite"], real_port)
     bare = start([env_python, "-m", "uvicorn", "benchmarks.bare_app:app", "--port",
                   str(bare_port), "--log-level", "warning"], bare_port)
+    targets = {"nowcast": (real_port, "/v1/nowcast"), "bare": (bare_port, "/v1/nowcast"),
+               "bare_validated": (bare_port, "/v1/validated")}
     results = {}
     try:
         for clients in (1, 10, 50):
-            results[clients] = {
-                "nowcast": loadgen.closed_loop(real_port, encode_post("/v1/nowcast", body,
-                                                                      real_port),
-                                               clients, SECONDS_PER_LEVEL),
-                "bare": loadgen.closed_loop(bare_port, encode_post("/v1/nowcast", body,
-                                                                   bare_port),
-                                            clients, SECONDS_PER_LEVEL),
-                "bare_validated": loadgen.closed_loop(
-                    bare_port, encode_post("/v1/validated", body, bare_port), clients,
-                    SECONDS_PER_LEVEL),
-            }
+            # rounds alternate between the servers so that a slow spell of this shared VM
+            # hits all of them; each keeps its best round
+            rounds: dict[str, list[dict]] = {name: [] for name in targets}
+            for _ in range(ROUNDS):
+                for name, (port, path) in targets.items():
+                    rounds[name].append(loadgen.closed_loop(
+                        port, encode_post(path, body, port), clients,
+                        SECONDS_PER_LEVEL / ROUNDS))
+            results[clients] = {name: max(runs, key=lambda run: run["requests_per_s"])
+                                for name, runs in rounds.items()}
             r = results[clients]
             r["ratio_rps"] = round(r["nowcast"]["requests_per_s"] / r["bare"]["requests_per_s"], 3)
     finally:
@@ -104,9 +109,10 @@ def batch_benchmark(observations: pd.DataFrame) -> dict:
         csv, parquet = Path(tmp) / "obs.csv", Path(tmp) / "obs.parquet"
         frame.assign(time=frame["time"].map(lambda t: t.isoformat())).to_csv(csv, index=False)
         frame.to_parquet(parquet, index=False)
-        # CSV first, in this fresh process: it pays for the sun's places (skyfield), which
-        # the Parquet run then finds cached, as a long-running service would
-        for name, source in (("csv_cold_sun", csv), ("parquet_warm_sun", parquet)):
+        # CSV first, in this fresh process: it pays for the sun's nodes (skyfield), which the
+        # Parquet runs (best of 3) then find cached, as a long-running service would
+        runs = (("csv_cold_sun", csv), *(("parquet_warm_sun", parquet),) * 3)
+        for name, source in runs:
             marks = [time.perf_counter()]
             raw_rows = batch.read_observations(source)
             marks.append(time.perf_counter())
@@ -117,6 +123,8 @@ def batch_benchmark(observations: pd.DataFrame) -> dict:
             batch.write_output(scores, Path(tmp) / "scores.parquet")
             marks.append(time.perf_counter())
             steps = np.diff(marks)
+            if name in results and results[name]["rows_per_s"] >= len(scores) / steps.sum():
+                continue  # keep the best of the repeated runs
             results[name] = {"rows_per_s": round(len(scores) / (marks[-1] - marks[0])),
                              **{f"{step}_s": round(float(t), 3) for step, t in
                                 zip(("read", "check", "score", "write"), steps, strict=True)}}
@@ -141,10 +149,14 @@ def batch_benchmark(observations: pd.DataFrame) -> dict:
         copies.to_parquet(source, index=False, row_group_size=len(frame))
         for workers in (1, 2):
             with batch.dask_client(n_workers=workers):
-                t0 = time.perf_counter()
-                batch.check_dask(source)
-                n_scores, _ = batch.score_dask(source, Path(tmp) / "scores.parquet", BUNDLE)
-                results[f"dask_{workers}_worker_s"] = round(time.perf_counter() - t0, 2)
+                times = []
+                for _ in range(DASK_REPEATS):  # the best of a few: this VM's timings wander
+                    t0 = time.perf_counter()
+                    batch.check_dask(source)
+                    n_scores, _ = batch.score_dask(source, Path(tmp) / "scores.parquet",
+                                                   BUNDLE)
+                    times.append(time.perf_counter() - t0)
+                results[f"dask_{workers}_worker_s"] = round(min(times), 2)
     results["dask_scores"] = n_scores
     return results
 

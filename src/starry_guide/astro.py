@@ -113,7 +113,9 @@ def _sun_places(seconds: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
             return known[:, 0], known[:, 1], known[:, 2]
         except KeyError:
             pass
-    tai = _tai_seconds(seconds)
+    # rows repeat instants (stations share hours; horizons overlap): interpolate each once
+    instants, repeated = np.unique(seconds, return_inverse=True)
+    tai = _tai_seconds(instants)
     node = tai // SUN_NODE_SECONDS
     x = (tai - node * SUN_NODE_SECONDS) / SUN_NODE_SECONDS
     around = node[:, None] + np.arange(-1, 3)[None, :]
@@ -131,7 +133,8 @@ def _sun_places(seconds: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
         weights[0] * values[:, 0, q] + weights[1] * values[:, 1, q]
         + weights[2] * values[:, 2, q] + weights[3] * values[:, 3, q] for q in (0, 1))
     hour_angle = residual + np.pi + 2 * np.pi * (tai % 86400) / 86400.0
-    places = np.sin(declination), np.cos(declination), hour_angle
+    places = tuple(place[repeated.reshape(-1)] for place in
+                   (np.sin(declination), np.cos(declination), hour_angle))
     if len(seconds) <= 64:
         if len(_SUN_INSTANTS) > 100_000:
             _SUN_INSTANTS.clear()

@@ -279,9 +279,10 @@ def json_body(model: type[BaseModel]) -> Callable[[Request], Awaitable[BaseModel
     """A dependency that validates the request body straight from its JSON bytes.
 
     pydantic-core parses and validates in one pass (``model_validate_json``), where a
-    FastAPI body parameter first builds Python objects with ``json.loads`` — measured, that
-    alone cost 40 % of a bare endpoint's throughput for a nowcast body. Errors are FastAPI's
-    usual 422 with ``loc`` starting at ``body``.
+    FastAPI body parameter first builds Python objects with ``json.loads`` — measured on a
+    nowcast body, an endpoint that only validates kept 73 % of a bare endpoint's throughput
+    this way and 43 % FastAPI's way. Errors are FastAPI's usual 422 with ``loc`` starting
+    at ``body``.
     """
 
     async def validated(request: Request) -> BaseModel:
@@ -306,7 +307,8 @@ class LimitsAndMetrics:
     responses by endpoint and status, and times the ``/v1/`` endpoints.
 
     Plain ASGI rather than Starlette's ``BaseHTTPMiddleware``, which wraps every request in
-    extra tasks and streams (measured: a third of a bare endpoint's throughput).
+    extra tasks and streams (measured: a pass-through one left a bare endpoint 40 % of its
+    throughput).
     """
 
     ENDPOINTS = frozenset({"/v1/nowcast", "/v1/night", "/v1/feedback", "/healthz",
