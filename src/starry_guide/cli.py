@@ -112,14 +112,14 @@ def serve(
             tracking.configure(settings, tracking.SELECT_EXPERIMENT)
             path = resolve_alias(settings.select.model_name, alias, root / ".staging" / "serve")
         loaded = load_bundle(path)
+        log = PredictionLog(Path(prediction_log))
+        service = Service(loaded, log)  # refuses a bundle this code cannot feed
     except (BundleError, ConfigError) as exc:
         _fail(f"cannot start: {exc}")
-    log = PredictionLog(Path(prediction_log))
     typer.echo(f"serving {loaded.card.get('candidate')} version {loaded.version} from {path}; "
                f"prediction log {log.path}")
     if workers == 1:
-        uvicorn.run(create_app(Service(loaded, log)), host=host, port=port,
-                    log_level="warning")
+        uvicorn.run(create_app(service), host=host, port=port, log_level="warning")
         return
     # each worker process opens the verified bundle itself (a session cannot be forked)
     os.environ["STARRY_BUNDLE"] = str(Path(path).resolve())

@@ -121,3 +121,25 @@ def test_health_and_metrics(client, observations):
     assert 'starry_predictions_total{horizon_h="12"} 1.0' in text
     assert 'starry_model_info{candidate="hist_gradient_boosting",version="7"} 1.0' in text
     assert "starry_request_seconds_bucket" in text
+
+
+def test_service_refuses_a_bundle_whose_features_this_code_does_not_build(bundle_dir,
+                                                                        tmp_path):
+    # a valid bundle exported by another version of the feature function
+    import dataclasses
+
+    from starry_guide.serve.bundle import BundleError
+
+    loaded = load_bundle(bundle_dir)
+    older = dataclasses.replace(loaded, features=[*loaded.features[:-1], "moon_phase"])
+    with pytest.raises(BundleError, match="features differ"):
+        Service(older, PredictionLog(tmp_path / "log.sqlite"))
+
+
+def test_a_failed_log_write_fails_the_request(client, observations):
+    # the prediction log's table is gone: the nowcast must fail, not answer unlogged
+    client.service.log._connect().execute("DROP TABLE predictions")
+    with pytest.raises(Exception, match="no such table"):
+        client.post("/v1/nowcast", json=request_body(observations))
+    metrics = client.get("/metrics").text
+    assert 'starry_predictions_total{horizon_h="1"} 0.0' in metrics
