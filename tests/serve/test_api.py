@@ -143,3 +143,43 @@ def test_a_failed_log_write_fails_the_request(client, observations):
         client.post("/v1/nowcast", json=request_body(observations))
     metrics = client.get("/metrics").text
     assert 'starry_predictions_total{horizon_h="1"} 0.0' in metrics
+
+
+def test_concurrent_nowcasts_are_batched_and_equal_one_by_one(bundle_dir, tmp_path,
+                                                              observations):
+    import asyncio
+
+    import httpx
+
+    service = Service(load_bundle(bundle_dir), PredictionLog(tmp_path / "log.sqlite"))
+    batch_sizes = []
+    forecast_many = service.forecast_many
+
+    def observed(requests):
+        batch_sizes.append(len(requests))
+        return forecast_many(requests)
+
+    service.forecast_many = observed
+    bodies = [request_body(observations, station=station, start=start)
+              for station in ("greensboro_nc", "miami_fl") for start in (500, 3000, 7000)]
+
+    async def post_all(concurrently: bool) -> list[dict]:
+        transport = httpx.ASGITransport(app=create_app(service))
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            if concurrently:
+                responses = await asyncio.gather(
+                    *(client.post("/v1/nowcast", json=b) for b in bodies))
+            else:
+                responses = [await client.post("/v1/nowcast", json=b) for b in bodies]
+        assert all(r.status_code == 200 for r in responses)
+        return [r.json() for r in responses]
+
+    one_by_one = asyncio.run(post_all(concurrently=False))
+    assert set(batch_sizes) == {1}
+    together = asyncio.run(post_all(concurrently=True))
+    assert max(batch_sizes) > 1  # several requests did share one feature pass
+    for alone, batched in zip(one_by_one, together, strict=True):
+        assert alone["issued_for"] == batched["issued_for"]
+        assert [f["p_clear"] for f in alone["forecasts"]] == \
+            [f["p_clear"] for f in batched["forecasts"]]
+    assert service.log.count("predictions") == 2 * len(bodies) * 12

@@ -7,6 +7,7 @@ Start it with ``starry serve`` (see the Serving page of the docs).
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import time
 import uuid
@@ -207,45 +208,85 @@ class Service:
         self.predictions = Counter("starry_predictions", "predictions served", ["horizon_h"],
                                    registry=self.registry)
         self.predictions_by_horizon = [self.predictions.labels(str(h)) for h in self.horizons]
+        self._pending: list[tuple[Station, np.ndarray, dict, asyncio.Future]] = []
         self.feedback = Counter("starry_feedback", "feedback received", ["observed"],
                                 registry=self.registry)
         info = Gauge("starry_model_info", "the model being served", ["version", "candidate"],
                      registry=self.registry)
         info.labels(bundle.version, str(bundle.card.get("candidate", ""))).set(1)
 
-    def forecast(self, station: Station, observations: list[Observation]) -> dict:
-        """The nowcast as a JSON-ready :class:`NowcastResponse` (not yet logged)."""
-        seconds, columns = recent_hours(station, observations, self.features.history_h)
+    def forecast_many(self, requests: list[tuple[np.ndarray, dict[str, np.ndarray]]]
+                      ) -> list[dict]:
+        """Nowcasts for several requests' latest hours (as :func:`recent_hours` returns
+        them), as JSON-ready :class:`NowcastResponse` dicts, not yet logged: one pass of the
+        feature core over all of them (each request is a run of its own), one onnxruntime
+        call."""
+        lengths = np.array([len(seconds) for seconds, _ in requests])
+        ends = np.cumsum(lengths)
+        seconds = np.concatenate([seconds for seconds, _ in requests])
+        columns = {name: np.concatenate([c[name] for _, c in requests])
+                   for name in requests[0][1]}
         run_start = np.zeros(len(seconds), dtype=bool)
-        run_start[0] = True
+        run_start[ends - lengths] = True
         hourly = features.hourly_feature_arrays(columns, seconds, run_start, self.features)
-        latest = {name: values[-1:] for name, values in hourly.items()}
-        latest["longitude"] = columns["longitude"][-1:]
-        matrix, _ = features.model_arrays(latest, seconds[-1:], self.horizons, self.features)
-        p = self.bundle.predict_matrix(matrix).tolist()
-        target_sun = matrix[:, self.target_sun_column].tolist()
-        issued = dt.datetime.fromtimestamp(int(seconds[-1]), dt.UTC)
-        return {
-            "prediction_id": uuid.uuid4().hex,
-            "model_version": self.bundle.version,
-            "issued_for": issued,
-            "forecasts": [{"horizon_h": h, "target_time": issued + dt.timedelta(hours=h),
-                           "p_clear": round(pi, 6), "target_is_night": sun < self.night_max_sun}
-                          for h, pi, sun in zip(self.horizons, p, target_sun, strict=True)],
-        }
+        last = ends - 1
+        latest = {name: values[last] for name, values in hourly.items()}
+        latest["longitude"] = columns["longitude"][last]
+        matrix, _ = features.model_arrays(latest, seconds[last], self.horizons, self.features)
+        p = self.bundle.predict_matrix(matrix).reshape(len(requests), -1).tolist()
+        target_sun = matrix[:, self.target_sun_column].reshape(len(requests), -1).tolist()
+        nowcasts = []
+        for issued_second, p_request, sun_request in zip(seconds[last].tolist(), p,
+                                                         target_sun, strict=True):
+            issued = dt.datetime.fromtimestamp(issued_second, dt.UTC)
+            nowcasts.append({
+                "prediction_id": uuid.uuid4().hex,
+                "model_version": self.bundle.version,
+                "issued_for": issued,
+                "forecasts": [
+                    {"horizon_h": h, "target_time": issued + dt.timedelta(hours=h),
+                     "p_clear": round(pi, 6), "target_is_night": sun < self.night_max_sun}
+                    for h, pi, sun in zip(self.horizons, p_request, sun_request, strict=True)],
+            })
+        return nowcasts
 
     async def nowcast(self, station: Station, observations: list[Observation]) -> dict:
         """P(clear) for each horizon (a :class:`NowcastResponse` as a dict), returned once
-        the prediction is committed to the log."""
-        nowcast = self.forecast(station, observations)
-        await self.log.append(
-            nowcast["prediction_id"], self.bundle.version, station.latitude, station.longitude,
-            nowcast["issued_for"].isoformat(),
-            [(f["horizon_h"], f["target_time"].isoformat(), f["p_clear"])
-             for f in nowcast["forecasts"]])
+        the prediction is committed to the log.
+
+        Requests that reach this point in the same turn of the event loop are answered
+        together (dynamic batching): one feature pass, one onnxruntime call and one log
+        transaction for all of them, scheduled right after the turn.
+        """
+        seconds, columns = recent_hours(station, observations, self.features.history_h)
+        loop = asyncio.get_running_loop()
+        answered = loop.create_future()
+        self._pending.append((station, seconds, columns, answered))
+        if len(self._pending) == 1:  # the first of this turn schedules the batch
+            loop.call_soon(self._answer_pending)
+        return await answered
+
+    def _answer_pending(self) -> None:
+        batch, self._pending = self._pending, []
+        try:
+            nowcasts = self.forecast_many([(seconds, columns)
+                                           for _, seconds, columns, _ in batch])
+            self.log.log_many([
+                (n["prediction_id"], self.bundle.version, station.latitude, station.longitude,
+                 n["issued_for"].isoformat(),
+                 [(f["horizon_h"], f["target_time"].isoformat(), f["p_clear"])
+                  for f in n["forecasts"]])
+                for n, (station, *_) in zip(nowcasts, batch, strict=True)])
+        except Exception as exc:  # noqa: BLE001 - every request of the batch fails with it
+            for *_, answered in batch:
+                if not answered.done():  # done: the request was cancelled meanwhile
+                    answered.set_exception(exc)
+            return
         for counter in self.predictions_by_horizon:
-            counter.inc()
-        return nowcast
+            counter.inc(len(batch))
+        for nowcast, (*_, answered) in zip(nowcasts, batch, strict=True):
+            if not answered.done():
+                answered.set_result(nowcast)
 
     async def night(self, request: NightRequest) -> NightResponse:
         if not MIN_DATE <= request.date <= MAX_DATE:

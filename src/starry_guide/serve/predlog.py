@@ -3,7 +3,6 @@ in WAL mode — the ground truth the monitoring stage will read."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import sqlite3
 import threading
@@ -34,13 +33,13 @@ CREATE TABLE IF NOT EXISTS feedback (
 
 class PredictionLog:
     """Appender for predictions and feedback: SQLite in WAL mode, so readers never block the
-    writer, with a connection per thread.
+    writer, with a connection per thread (and per process: several server processes may
+    share one log).
 
-    In the API, :meth:`append` commits with *group commit*: a request is answered only once
-    its prediction is committed, and the requests that reach the log in the same turn of
-    the event loop share one transaction — under load one commit serves a burst of requests
-    instead of one each, and nothing is lost. A failing write fails every request it
-    carried; nothing is dropped silently.
+    The API commits a batch of predictions in one transaction (:meth:`log_many`) before it
+    answers any of them: under load one commit serves a burst of requests instead of one
+    each, and nothing is lost. A failing write fails every request it carried; nothing is
+    dropped silently.
     """
 
     def __init__(self, path: Path):
@@ -50,7 +49,6 @@ class PredictionLog:
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)
-        self._pending: list[tuple[list[tuple], asyncio.Future]] = []
 
     def _connect(self) -> sqlite3.Connection:
         connection = getattr(self._local, "connection", None)
@@ -64,13 +62,6 @@ class PredictionLog:
     @staticmethod
     def _now() -> str:
         return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
-
-    def _rows(self, prediction_id: str, model_version: str, latitude: float,
-              longitude: float, issued_for: str,
-              horizons: list[tuple[int, str, float]]) -> list[tuple]:
-        now = self._now()
-        return [(prediction_id, now, model_version, latitude, longitude, issued_for, h, t, p)
-                for h, t, p in horizons]
 
     def _insert(self, rows: list[tuple]) -> None:
         db = self._connect()
@@ -86,33 +77,17 @@ class PredictionLog:
                         longitude: float, issued_for: str,
                         horizons: list[tuple[int, str, float]]) -> None:
         """Append one prediction (one row per horizon ``(h, target_time, p_clear)``)."""
-        self._insert(self._rows(prediction_id, model_version, latitude, longitude,
-                                issued_for, horizons))
+        self.log_many([(prediction_id, model_version, latitude, longitude, issued_for,
+                        horizons)])
 
-    async def append(self, prediction_id: str, model_version: str, latitude: float,
-                     longitude: float, issued_for: str,
-                     horizons: list[tuple[int, str, float]]) -> None:
-        """:meth:`log_predictions` with group commit; returns once committed."""
-        loop = asyncio.get_running_loop()
-        committed = loop.create_future()
-        self._pending.append((self._rows(prediction_id, model_version, latitude, longitude,
-                                         issued_for, horizons), committed))
-        if len(self._pending) == 1:  # the first in this turn schedules the commit
-            loop.call_soon(self._commit_pending)
-        await committed
-
-    def _commit_pending(self) -> None:
-        batch, self._pending = self._pending, []
-        try:
-            self._insert([row for rows, _ in batch for row in rows])
-        except Exception as exc:  # noqa: BLE001 - handed to every waiting request
-            for _, committed in batch:
-                if not committed.done():  # done: the request was cancelled meanwhile
-                    committed.set_exception(exc)
-            return
-        for _, committed in batch:
-            if not committed.done():
-                committed.set_result(None)
+    def log_many(self, predictions: list[tuple[str, str, float, float, str,
+                                               list[tuple[int, str, float]]]]) -> None:
+        """Append several predictions (arguments of :meth:`log_predictions`) in one
+        transaction: all or none."""
+        now = self._now()
+        self._insert([(prediction_id, now, version, latitude, longitude, issued_for, h, t, p)
+                       for prediction_id, version, latitude, longitude, issued_for, horizons
+                       in predictions for h, t, p in horizons])
 
     def has_prediction(self, prediction_id: str) -> bool:
         row = self._connect().execute(
