@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import gc
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Annotated, Literal
 
 import numpy as np
@@ -391,7 +393,16 @@ class LimitsAndMetrics:
 
 def create_app(service: Service) -> FastAPI:
     """The FastAPI application around a loaded :class:`Service`."""
-    app = FastAPI(title="Starry Guide", version="1",
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        # everything loaded so far (pandas, skyfield, onnxruntime, the bundle) lives as long
+        # as the process: keep it out of the cyclic GC's full collections, which otherwise
+        # walk those millions of objects in the middle of requests
+        gc.collect()
+        gc.freeze()
+        yield
+
+    app = FastAPI(title="Starry Guide", version="1", lifespan=lifespan,
                   description="Will the night sky be clear in the next 1-12 hours, and when "
                               "is the best time to look up?")
     app.state.service = service
