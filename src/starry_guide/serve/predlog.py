@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 SCHEMA = """
@@ -42,6 +43,9 @@ class PredictionLog:
     dropped silently.
     """
 
+    #: how often the background thread folds the WAL back into the database
+    CHECKPOINT_SECONDS = 1.0
+
     def __init__(self, path: Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -49,6 +53,18 @@ class PredictionLog:
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)
+        # Checkpoints copy the WAL into the database and fsync it: tens of milliseconds on a
+        # busy disk. SQLite runs them inside whichever commit crosses 1000 pages — on the
+        # server's event loop, stalling every request in flight. Here a thread does them.
+        self._checkpointer = threading.Thread(target=self._checkpoint_forever,
+                                              name="prediction-log-checkpoint", daemon=True)
+        self._checkpointer.start()
+
+    def _checkpoint_forever(self) -> None:
+        db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        while True:
+            time.sleep(self.CHECKPOINT_SECONDS)
+            db.execute("PRAGMA wal_checkpoint(PASSIVE)")  # never waits for the writers
 
     def _connect(self) -> sqlite3.Connection:
         connection = getattr(self._local, "connection", None)
@@ -56,6 +72,7 @@ class PredictionLog:
             connection = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
             connection.execute("PRAGMA busy_timeout=30000")
             connection.execute("PRAGMA synchronous=NORMAL")
+            connection.execute("PRAGMA wal_autocheckpoint=0")  # the checkpoint thread's job
             self._local.connection = connection
         return connection
 
