@@ -72,7 +72,7 @@ def api_benchmark(body: dict) -> dict:
     real = start([env_python, "-m", "starry_guide.cli", "serve", "--bundle", str(BUNDLE),
                   "--port", str(real_port), "--prediction-log", f"{tmp}/log.sqlite"], real_port)
     bare = start([env_python, "-m", "uvicorn", "benchmarks.bare_app:app", "--port",
-                  str(bare_port), "--log-level", "warning"], bare_port)
+                  str(bare_port), "--log-level", "warning", "--no-access-log"], bare_port)
     targets = {"nowcast": (real_port, "/v1/nowcast"), "bare": (bare_port, "/v1/nowcast"),
                "bare_validated": (bare_port, "/v1/validated")}
     results = {}

@@ -59,6 +59,7 @@ SUN_NODE_SECONDS = 6 * 3600
 _SUN_NODES: dict[int, tuple[float, float]] = {}
 #: Unix second -> the three values of _sun_places, for the API's repeated few instants
 _SUN_INSTANTS: dict[int, tuple[float, float, float]] = {}
+_MEMO_MAX = 1024
 _UNIX_EPOCH_JD = 2440587.5
 
 
@@ -107,7 +108,7 @@ def _sun_places(seconds: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     which other instants were asked for together. Interpolation error: below 1e-6 degrees
     (tested against skyfield at the instants themselves).
     """
-    if len(seconds) <= 64:  # a request's few instants: most often asked for before
+    if len(seconds) <= _MEMO_MAX:  # a batch of requests' instants: most often asked before
         try:
             known = np.array([_SUN_INSTANTS[s] for s in seconds.tolist()], dtype=float)
             return known[:, 0], known[:, 1], known[:, 2]
@@ -135,7 +136,7 @@ def _sun_places(seconds: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     hour_angle = residual + np.pi + 2 * np.pi * (tai % 86400) / 86400.0
     places = tuple(place[repeated.reshape(-1)] for place in
                    (np.sin(declination), np.cos(declination), hour_angle))
-    if len(seconds) <= 64:
+    if len(seconds) <= _MEMO_MAX:
         if len(_SUN_INSTANTS) > 100_000:
             _SUN_INSTANTS.clear()
         _SUN_INSTANTS.update(zip(seconds.tolist(), zip(*(p.tolist() for p in places),

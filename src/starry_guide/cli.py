@@ -119,13 +119,14 @@ def serve(
     typer.echo(f"serving {loaded.card.get('candidate')} version {loaded.version} from {path}; "
                f"prediction log {log.path}")
     if workers == 1:
-        uvicorn.run(create_app(service), host=host, port=port, log_level="warning")
+        uvicorn.run(create_app(service), host=host, port=port, log_level="warning",
+                    access_log=False)  # the prediction log and /metrics record requests
         return
     # each worker process opens the verified bundle itself (a session cannot be forked)
     os.environ["STARRY_BUNDLE"] = str(Path(path).resolve())
     os.environ["STARRY_PREDICTION_LOG"] = str(log.path.resolve())
     uvicorn.run("starry_guide.serve.api:app_from_environment", factory=True, workers=workers,
-                host=host, port=port, log_level="warning")
+                host=host, port=port, log_level="warning", access_log=False)
 
 
 @app.command()

@@ -150,7 +150,8 @@ def recent_hours(station: Station, observations: list[Observation],
     :func:`starry_guide.features.hourly_feature_arrays` reads, after checking that all of
     them are on the hour, consecutive and enough for the features' history.
 
-    Returns UTC epoch seconds and the input columns (missing values as NaN).
+    Returns UTC epoch seconds and the input columns (missing values as NaN), all but the
+    sun's elevation, which :meth:`Service.forecast_many` adds for a whole batch at once.
     """
     # offsets may differ between rows (a DST change): compare in UTC
     times = [o.time.astimezone(dt.UTC) for o in observations]
@@ -179,8 +180,6 @@ def recent_hours(station: Station, observations: list[Observation],
     columns = dict(zip(WEATHER_COLUMNS, values.T, strict=True))
     columns["latitude"] = np.full(len(recent), station.latitude)
     columns["longitude"] = np.full(len(recent), station.longitude)
-    columns["sun_elevation_deg"] = astro.sun_elevation(seconds, station.latitude,
-                                                       station.longitude)
     return seconds, columns
 
 
@@ -228,6 +227,8 @@ class Service:
         seconds = np.concatenate([seconds for seconds, _ in requests])
         columns = {name: np.concatenate([c[name] for _, c in requests])
                    for name in requests[0][1]}
+        columns["sun_elevation_deg"] = astro.sun_elevation(seconds, columns["latitude"],
+                                                           columns["longitude"])
         run_start = np.zeros(len(seconds), dtype=bool)
         run_start[ends - lengths] = True
         hourly = features.hourly_feature_arrays(columns, seconds, run_start, self.features)
