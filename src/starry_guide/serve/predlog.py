@@ -4,6 +4,7 @@ in WAL mode — the ground truth the monitoring stage will read."""
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import sqlite3
 import threading
 import time
@@ -64,7 +65,11 @@ class PredictionLog:
         db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
         while True:
             time.sleep(self.CHECKPOINT_SECONDS)
-            db.execute("PRAGMA wal_checkpoint(PASSIVE)")  # never waits for the writers
+            try:
+                db.execute("PRAGMA wal_checkpoint(PASSIVE)")  # never waits for the writers
+            except sqlite3.Error as exc:  # say so and try again; the WAL keeps every row
+                logging.getLogger(__name__).warning("prediction log %s: checkpoint failed "
+                                                    "(%s); retrying", self.path, exc)
 
     def _connect(self) -> sqlite3.Connection:
         connection = getattr(self._local, "connection", None)
