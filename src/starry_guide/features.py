@@ -1,7 +1,9 @@
 """The one feature function: hourly observations -> model rows (t, h).
 
-Training (prepare stage), batch scoring and the API all call :func:`model_rows`, so a model
-never sees features computed two different ways.
+The arithmetic lives in one NumPy core, :func:`hourly_feature_arrays` and
+:func:`model_arrays`; training (prepare stage) reaches it through the DataFrame wrappers
+:func:`hourly_features` and :func:`model_rows`, batch scoring and the API call it on arrays.
+So a model never sees features computed two different ways (tests compare the paths).
 
 Rules that keep the rows honest:
 
@@ -22,8 +24,6 @@ import pandas as pd
 
 from starry_guide import astro
 from starry_guide.config import FeatureSettings, LabelSettings
-
-GROUP = ["station_id", "segment"]
 
 #: observation columns used as they are, at time t
 CURRENT_COLUMNS = [
