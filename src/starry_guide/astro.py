@@ -6,6 +6,7 @@ skyfield's built-in tables, so nothing is downloaded at run time.
 
 from __future__ import annotations
 
+import datetime as dt
 import warnings
 from functools import lru_cache
 
@@ -13,6 +14,9 @@ import numpy as np
 import pandas as pd
 from skyfield import almanac
 from skyfield.api import Loader, wgs84
+
+#: the dates the bundled DE421 ephemeris covers, with a day's margin for horizons
+FIRST_DATE, LAST_DATE = dt.date(1900, 1, 2), dt.date(2049, 12, 30)
 
 
 @lru_cache(maxsize=1)

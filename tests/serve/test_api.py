@@ -54,6 +54,8 @@ def test_nowcast_matches_the_training_features(client, observations, rows, bundl
     (lambda b: b.update(observations=b["observations"][:3]), "observations", "7 consecutive"),
     (lambda b: b["observations"].pop(4), "time", "does not follow"),
     (lambda b: b["observations"][0].update(time="2001-05-06T10:00:00"), "time", "timezone"),
+    (lambda b: [o.update(time=f"2070-01-01T{i:02d}:00:00+00:00")
+                for i, o in enumerate(b["observations"])], "time", "bundled ephemeris"),
 ])
 def test_bad_requests_get_field_level_422(client, observations, change, field, message):
     body = request_body(observations)

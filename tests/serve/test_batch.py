@@ -97,11 +97,14 @@ def test_bad_rows_are_reported_by_number(input_frame):
     bad = input_frame.copy()
     bad.loc[4, "time"] = "yesterday"
     bad.loc[9, "relative_humidity"] = 130
+    bad.loc[12, "time"] = "2071-03-01T05:00:00+00:00"  # beyond the bundled ephemeris
     frame, problems = batch.check_rows(bad, "input.csv")
-    assert problems.rows == [5, 10]
+    assert problems.rows == [5, 10, 13]
     assert "row 5: field 'time' = 'yesterday'" in problems.messages[0]
-    assert "row 10: field 'relative_humidity' = 130" in problems.messages[1]
-    assert len(frame) == len(bad) - 2
+    assert "row 13: field 'time' = '2071-03-01T05:00:00+00:00' is outside" in \
+        problems.messages[1]
+    assert "row 10: field 'relative_humidity' = 130" in problems.messages[2]
+    assert len(frame) == len(bad) - 3
 
 
 @pytest.mark.parametrize("engine", ["local", "dask"])

@@ -43,8 +43,7 @@ from starry_guide.stations import WEATHER_COLUMNS
 #: request limits: what one client may ask of one call
 MAX_BODY_BYTES = 256 * 1024
 MAX_OBSERVATIONS = 240
-#: skyfield-data's DE421 ephemeris covers 1900-2050
-MIN_DATE, MAX_DATE = dt.date(1900, 1, 2), dt.date(2049, 12, 30)
+MIN_DATE, MAX_DATE = astro.FIRST_DATE, astro.LAST_DATE
 
 
 class Strict(BaseModel):
@@ -156,6 +155,11 @@ def recent_hours(station: Station, observations: list[Observation],
     # offsets may differ between rows (a DST change): compare in UTC
     times = [o.time.astimezone(dt.UTC) for o in observations]
     seconds = np.array([int(t.timestamp()) for t in times], dtype=np.int64)
+    for i, t in enumerate(times):
+        if not MIN_DATE <= t.date() <= MAX_DATE:
+            raise _unprocessable(["body", "observations", i, "time"],
+                                 f"{t.isoformat()} is outside {MIN_DATE}..{MAX_DATE}, the "
+                                 "range of the bundled ephemeris")
     off_the_hour = np.flatnonzero(seconds % 3600 != 0)
     if len(off_the_hour):
         i = int(off_the_hour[0])

@@ -71,6 +71,14 @@ def check_rows(frame: pd.DataFrame, source: str,
         messages.append(f"row {first_row + i + 1}: field 'time' = {frame['time'].iloc[i]!r} "
                         "is not an ISO 8601 time with offset")
     bad |= times.isna().to_numpy()
+    first = pd.Timestamp(astro.FIRST_DATE, tz="UTC")
+    last = pd.Timestamp(astro.LAST_DATE, tz="UTC") + pd.Timedelta(days=1)
+    outside = (times.notna() & ((times < first) | (times >= last))).to_numpy()
+    for i in np.flatnonzero(outside)[:20]:
+        messages.append(f"row {first_row + i + 1}: field 'time' = {frame['time'].iloc[i]!r} "
+                        f"is outside {astro.FIRST_DATE}..{astro.LAST_DATE}, the range of the "
+                        "bundled ephemeris")
+    bad |= outside
     frame["time"] = times
     for column in WEATHER_COLUMNS:
         if column not in frame.columns:
