@@ -34,7 +34,6 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 from pydantic_core import to_json
 
 from starry_guide import astro, features
-from starry_guide.config import FeatureSettings
 from starry_guide.serve import planner
 from starry_guide.serve.bundle import Bundle, BundleError
 from starry_guide.serve.predlog import PredictionLog
@@ -193,17 +192,15 @@ class Service:
     def __init__(self, bundle: Bundle, log: PredictionLog):
         self.bundle = bundle
         self.log = log
-        spec = bundle.spec
-        self.features = FeatureSettings(tuple(spec["cloud_lags_h"]),
-                                        tuple(spec["rolling_windows_h"]), spec["tendency_h"])
-        if features.feature_columns(self.features) != bundle.features:
+        self.features = bundle.feature_settings
+        columns = features.feature_columns(self.features)
+        if columns != bundle.features:
             raise BundleError(f"{bundle.path}: the bundle's features differ from this code's "
                               "feature function; re-export it with `dvc repro` from this "
                               "version of Starry Guide")
-        self.horizons = tuple(int(h) for h in spec["horizons"])
-        self.target_sun_column = features.feature_columns(self.features).index(
-            "target_sun_elevation_deg")
-        self.night_max_sun = float(spec["night_max_sun_elevation_deg"])
+        self.horizons = bundle.horizons
+        self.target_sun_column = columns.index("target_sun_elevation_deg")
+        self.night_max_sun = float(bundle.spec["night_max_sun_elevation_deg"])
         self.registry = CollectorRegistry()
         self.requests = Counter("starry_requests", "HTTP requests", ["endpoint", "status"],
                                 registry=self.registry)

@@ -167,10 +167,7 @@ def station_chunks(frame: pd.DataFrame, chunk_hours: int,
 def score_local(frame: pd.DataFrame, bundle: Bundle, chunk_hours: int = 20_000,
                 progress: bool = True) -> pd.DataFrame:
     """Score in memory-bounded chunks with a progress bar."""
-    spec = bundle.spec
-    settings = FeatureSettings(tuple(spec["cloud_lags_h"]), tuple(spec["rolling_windows_h"]),
-                               spec["tendency_h"])
-    horizons = tuple(spec["horizons"])
+    settings, horizons = bundle.feature_settings, bundle.horizons
     parts = []
     chunks = list(station_chunks(frame, chunk_hours, settings.history_h))
     for chunk, first_time in tqdm(chunks, desc="scoring", unit="chunk", disable=not progress):
@@ -183,12 +180,9 @@ def score_local(frame: pd.DataFrame, bundle: Bundle, chunk_hours: int = 20_000,
 
 def _score_partition(partition: pd.DataFrame, bundle_path: str) -> pd.DataFrame:
     bundle = _worker_bundle(bundle_path)
-    spec = bundle.spec
-    settings = FeatureSettings(tuple(spec["cloud_lags_h"]), tuple(spec["rolling_windows_h"]),
-                               spec["tendency_h"])
     # a repeated (station, hour) keeps its first row, as check_rows does for the local engine
     partition = partition.sort_values("_row").drop_duplicates(["station_id", "time"])
-    parts = [score_station(station, bundle, settings, tuple(spec["horizons"]))
+    parts = [score_station(station, bundle, bundle.feature_settings, bundle.horizons)
              for _, station in partition.groupby("station_id", sort=True)]
     parts = [p for p in parts if len(p)]
     if not parts:

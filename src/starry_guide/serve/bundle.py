@@ -29,6 +29,7 @@ from onnx import TensorProto, helper, numpy_helper
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.pipeline import Pipeline
 
+from starry_guide.config import FeatureSettings
 from starry_guide.models import (
     CalibratedPersistenceClassifier,
     PersistenceClassifier,
@@ -298,6 +299,16 @@ class Bundle:
     @property
     def version(self) -> str:
         return str(self.card.get("version", "unknown"))
+
+    @property
+    def feature_settings(self) -> FeatureSettings:
+        """The lag, window and tendency lengths the model was trained with."""
+        return FeatureSettings(tuple(self.spec["cloud_lags_h"]),
+                               tuple(self.spec["rolling_windows_h"]), self.spec["tendency_h"])
+
+    @property
+    def horizons(self) -> tuple[int, ...]:
+        return tuple(int(h) for h in self.spec["horizons"])
 
     def predict(self, rows: pd.DataFrame) -> np.ndarray:
         """P(clear) for model rows (from :func:`starry_guide.features.model_rows`)."""

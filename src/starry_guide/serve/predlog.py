@@ -95,17 +95,10 @@ class PredictionLog:
             db.execute("ROLLBACK")
             raise
 
-    def log_predictions(self, prediction_id: str, model_version: str, latitude: float,
-                        longitude: float, issued_for: str,
-                        horizons: list[tuple[int, str, float]]) -> None:
-        """Append one prediction (one row per horizon ``(h, target_time, p_clear)``)."""
-        self.log_many([(prediction_id, model_version, latitude, longitude, issued_for,
-                        horizons)])
-
     def log_many(self, predictions: list[tuple[str, str, float, float, str,
                                                list[tuple[int, str, float]]]]) -> None:
-        """Append several predictions (arguments of :meth:`log_predictions`) in one
-        transaction: all or none."""
+        """Append predictions ``(prediction_id, model_version, latitude, longitude,
+        issued_for, [(h, target_time, p_clear), ...])`` in one transaction: all or none."""
         now = self._now()
         self._insert([(prediction_id, now, version, latitude, longitude, issued_for, h, t, p)
                        for prediction_id, version, latitude, longitude, issued_for, horizons
