@@ -64,7 +64,8 @@ def _feature_columns(settings: FeatureSettings) -> tuple[str, ...]:
 
 
 #: what :func:`hourly_feature_arrays` reads from each observation
-INPUT_COLUMNS = [*CURRENT_COLUMNS, "longitude", "temp_dew_c", "wind_direction_deg"]
+INPUT_COLUMNS = [*(c for c in CURRENT_COLUMNS if c != "sun_elevation_deg"), "longitude",
+                 "temp_dew_c", "wind_direction_deg"]
 
 _TARGET_COLUMNS = ("horizon_h", "target_sun_elevation_deg", "target_hour_sin", "target_hour_cos")
 
@@ -124,7 +125,10 @@ def hourly_feature_arrays(columns: Mapping[str, np.ndarray], seconds: np.ndarray
     n = len(seconds)
     index = np.arange(n)
     position = index - np.maximum.accumulate(np.where(run_start, index, 0))
-    out = {name: np.asarray(columns[name], dtype=float) for name in CURRENT_COLUMNS}
+    # the sun at t is astronomy: computed here, the same way for training, batch and the API
+    sun = astro.sun_elevation(seconds, columns["latitude"], columns["longitude"])
+    out = {name: sun if name == "sun_elevation_deg" else np.asarray(columns[name], dtype=float)
+           for name in CURRENT_COLUMNS}
 
     out["dew_point_spread_c"] = out["temp_air_c"] - columns["temp_dew_c"]
     direction = np.deg2rad(columns["wind_direction_deg"])
@@ -162,8 +166,7 @@ def hourly_features(observations: pd.DataFrame, settings: FeatureSettings) -> pd
 
     Parameters
     ----------
-    observations : canonical hourly frame (see :mod:`starry_guide.stations`) with
-        ``sun_elevation_deg`` (added by :func:`starry_guide.quality.assess`), one or many
+    observations : canonical hourly frame (see :mod:`starry_guide.stations`), one or many
         stations, hourly and contiguous inside each ``(station_id, segment)``.
     settings : lag, window and tendency lengths.
 

@@ -148,8 +148,7 @@ def recent_hours(station: Station, observations: list[Observation],
     :func:`starry_guide.features.hourly_feature_arrays` reads, after checking that all of
     them are on the hour, consecutive and enough for the features' history.
 
-    Returns UTC epoch seconds and the input columns (missing values as NaN), all but the
-    sun's elevation, which :meth:`Service.forecast_many` adds for a whole batch at once.
+    Returns UTC epoch seconds and the input columns (missing values as NaN).
     """
     # offsets may differ between rows (a DST change): compare in UTC
     times = [o.time.astimezone(dt.UTC) for o in observations]
@@ -228,8 +227,6 @@ class Service:
         seconds = np.concatenate([seconds for seconds, _ in requests])
         columns = {name: np.concatenate([c[name] for _, c in requests])
                    for name in requests[0][1]}
-        columns["sun_elevation_deg"] = astro.sun_elevation(seconds, columns["latitude"],
-                                                           columns["longitude"])
         run_start = np.zeros(len(seconds), dtype=bool)
         run_start[ends - lengths] = True
         hourly = features.hourly_feature_arrays(columns, seconds, run_start, self.features)

@@ -130,11 +130,7 @@ def score_station(station: pd.DataFrame, bundle: Bundle, settings: FeatureSettin
     seconds = astro.epoch_seconds(station["time"])
     run_start = np.ones(len(seconds), dtype=bool)
     run_start[1:] = np.diff(seconds) != 3600
-    first = station.iloc[0]
-    columns = {name: station[name].to_numpy(dtype=float)
-               for name in [*WEATHER_COLUMNS, "latitude", "longitude"]}
-    columns["sun_elevation_deg"] = astro.sun_elevation(seconds, first["latitude"],
-                                                       first["longitude"])
+    columns = {name: station[name].to_numpy(dtype=float) for name in features.INPUT_COLUMNS}
     hourly = features.hourly_feature_arrays(columns, seconds, run_start, settings)
     complete = hourly.pop("history_complete")
     if not complete.any():
