@@ -19,6 +19,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -45,14 +46,28 @@ class Problems:
     messages: list[str]
 
 
+def _file_format(path: Path) -> str:
+    """``"parquet"`` or ``"csv"``, by the file's suffix."""
+    suffix = Path(path).suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        return "parquet"
+    if suffix == ".csv":
+        return "csv"
+    raise BadRows(f"{path}: use a .csv or .parquet file (got '{Path(path).suffix}')")
+
+
+def _require_columns(columns, source: str) -> None:
+    missing = [c for c in REQUIRED if c not in columns]
+    if missing:
+        raise BadRows(f"{source}: required column(s) {', '.join(missing)} missing; "
+                      f"expected {', '.join(REQUIRED)} and weather columns")
+
+
 def read_observations(path: Path) -> pd.DataFrame:
     """Read the input file (CSV or Parquet)."""
-    path = Path(path)
-    if path.suffix.lower() in (".parquet", ".pq"):
+    if _file_format(path) == "parquet":
         return pd.read_parquet(path)
-    if path.suffix.lower() == ".csv":
-        return pd.read_csv(path, dtype={"station_id": str, "time": str})
-    raise BadRows(f"{path}: use a .csv or .parquet file (got '{path.suffix}')")
+    return pd.read_csv(path, dtype={"station_id": str, "time": str})
 
 
 def check_rows(frame: pd.DataFrame, source: str,
@@ -60,10 +75,7 @@ def check_rows(frame: pd.DataFrame, source: str,
     """Parse and check every row; return the good rows and the problems (1-based data row
     numbers, as a spreadsheet shows them below the header; ``first_row`` rows come before
     ``frame`` in the file)."""
-    missing = [c for c in REQUIRED if c not in frame.columns]
-    if missing:
-        raise BadRows(f"{source}: required column(s) {', '.join(missing)} missing; "
-                      f"expected {', '.join(REQUIRED)} and weather columns")
+    _require_columns(frame.columns, source)
     frame = frame.copy()
     messages, bad = [], np.zeros(len(frame), dtype=bool)
     times = pd.to_datetime(frame["time"], errors="coerce", utc=True, format="ISO8601")
@@ -228,14 +240,20 @@ def dask_client(scheduler: str | None = None, n_workers: int = 2) -> Iterator:
 def _read_dask(path: Path, blocksize: str | int):
     import dask.dataframe as dd
 
-    suffix = path.suffix.lower()
-    if suffix in (".parquet", ".pq"):
+    if _file_format(path) == "parquet":
         return dd.read_parquet(path, split_row_groups=True)  # a partition per row group
-    if suffix == ".csv":
-        # every column as text: blocks cannot disagree about types, and check_rows converts
-        # and reports each bad value by row, as it does for the local engine
-        return dd.read_csv(path, dtype=str, blocksize=blocksize)
-    raise BadRows(f"{path}: use a .csv or .parquet file (got '{path.suffix}')")
+    # every column as text: blocks cannot disagree about types, and check_rows converts and
+    # reports each bad value by row, as it does for the local engine
+    return dd.read_csv(path, dtype=str, blocksize=blocksize)
+
+
+@lru_cache(maxsize=8)
+def _row_offsets(path: str, modified_ns: int, size: int,
+                 blocksize: str | int) -> tuple[int, ...]:
+    """How many rows come before each block of the file: one counting pass, shared by
+    :func:`check_dask` and :func:`score_dask` (the file's time and size are in the key)."""
+    lengths = _read_dask(Path(path), blocksize).map_partitions(len).compute().tolist()
+    return tuple(np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(int).tolist())
 
 
 def _check_partition(part: pd.DataFrame, source: str,
@@ -260,12 +278,9 @@ def _checked_rows(source: Path, blocksize: str | int):
     import dask.dataframe as dd
 
     raw = _read_dask(source, blocksize)
-    missing = [c for c in REQUIRED if c not in raw.columns]
-    if missing:
-        raise BadRows(f"{source}: required column(s) {', '.join(missing)} missing; "
-                      f"expected {', '.join(REQUIRED)} and weather columns")
-    lengths = raw.map_partitions(len).compute().tolist()
-    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(int).tolist()
+    _require_columns(raw.columns, str(source))
+    stat = source.stat()
+    offsets = _row_offsets(str(source.resolve()), stat.st_mtime_ns, stat.st_size, blocksize)
     checked = [dask.delayed(_check_partition, nout=2)(part, str(source), offset)
                for part, offset in zip(raw.to_delayed(), offsets, strict=True)]
     meta = _check_partition(raw._meta, str(source), 0)[0]
