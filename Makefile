@@ -7,7 +7,7 @@ export NO_MKDOCS_2_WARNING := 1
 UV ?= $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 RUN := $(UV) run --frozen
 
-.PHONY: help uv-bootstrap install repro test unit nbval docs-check lint notebooks lab mlflow-ui docs-serve bench bench-serving serve clean
+.PHONY: help uv-bootstrap system-deps install repro test unit nbval docs-check lint notebooks lab mlflow-ui docs-serve bench bench-serving serve clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -22,7 +22,10 @@ repro: install ## run the whole pipeline (dvc repro) and print a summary
 	$(RUN) dvc repro
 	$(RUN) starry summary
 
-test: install lint ## everything CI runs: ruff, unit + e2e tests, nbval over notebooks/, mkdocs build --strict
+system-deps: ## Debian packages the tests need (Chromium, PostgreSQL 15), installed when missing
+	bash scripts/system-deps.sh
+
+test: install system-deps lint ## everything CI runs: ruff, unit + e2e tests, nbval over notebooks/, mkdocs build --strict
 	$(RUN) pytest tests
 	$(MAKE) --no-print-directory docs-check
 
