@@ -70,7 +70,7 @@ def api_benchmark(body: dict) -> dict:
     tmp = tempfile.mkdtemp(prefix="starry-bench-")
     real_port, bare_port = free_port(), free_port()
     real = start([env_python, "-m", "starry_guide.cli", "serve", "--bundle", str(BUNDLE),
-                  "--port", str(real_port), "--prediction-log", f"{tmp}/log.sqlite"], real_port)
+                  "--port", str(real_port), "--store", f"{tmp}/store.sqlite"], real_port)
     bare = start([env_python, "-m", "uvicorn", "benchmarks.bare_app:app", "--port",
                   str(bare_port), "--log-level", "warning", "--no-access-log"], bare_port)
     targets = {"nowcast": (real_port, "/v1/nowcast"), "bare": (bare_port, "/v1/nowcast"),
@@ -164,10 +164,10 @@ def batch_benchmark(observations: pd.DataFrame) -> dict:
 def night_benchmark() -> dict:
     from starry_guide.serve.api import NightRequest, Service, Station
     from starry_guide.serve.bundle import load_bundle
-    from starry_guide.serve.predlog import PredictionLog
+    from starry_guide.serve.store import Store
 
     with tempfile.TemporaryDirectory() as tmp:
-        service = Service(load_bundle(BUNDLE), PredictionLog(Path(tmp) / "log.sqlite"))
+        service = Service(load_bundle(BUNDLE), Store(Path(tmp) / "store.sqlite"))
         request = NightRequest(station=Station(latitude=36.1, longitude=-79.95),
                                date=dt.date(2026, 11, 27))
         asyncio.run(service.night(request))

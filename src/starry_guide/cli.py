@@ -104,8 +104,9 @@ def serve(
     alias: str = typer.Option("champion", help="registry alias whose bundle to serve"),
     host: str = typer.Option("127.0.0.1"),
     port: int = typer.Option(8000),
-    prediction_log: str = typer.Option("reports/prediction_log.sqlite",
-                                       help="SQLite file every prediction is appended to"),
+    store: str = typer.Option(None, help="the serving store: a SQLite file or a "
+                              "postgresql+psycopg:// URL (default: env STARRY_STORE_URL, "
+                              "else reports/serving_store.sqlite)"),
     workers: int = typer.Option(1, min=1, help="server processes (one core each)"),
 ) -> None:
     """Serve the champion over HTTP (FastAPI + uvicorn); docs at /docs."""
@@ -115,7 +116,7 @@ def serve(
 
     from starry_guide.serve.api import Service, create_app
     from starry_guide.serve.bundle import BundleError, load_bundle, resolve_alias
-    from starry_guide.serve.predlog import PredictionLog
+    from starry_guide.serve.store import URL_ENV, Store, StoreError
 
     try:
         root = find_project_root()
@@ -132,19 +133,20 @@ def serve(
             tracking.configure(settings, tracking.SELECT_EXPERIMENT)
             path = resolve_alias(settings.select.model_name, alias, root / ".staging" / "serve")
         loaded = load_bundle(path)
-        log = PredictionLog(Path(prediction_log))
-        service = Service(loaded, log)  # refuses a bundle this code cannot feed
-    except (BundleError, ConfigError) as exc:
+        opened = Store(store)  # creates or upgrades its schema
+        service = Service(loaded, opened)  # refuses a bundle this code cannot feed
+    except (BundleError, ConfigError, StoreError) as exc:
         _fail(f"cannot start: {exc}")
     typer.echo(f"serving {loaded.card.get('candidate')} version {loaded.version} from {path}; "
-               f"prediction log {log.path}")
+               f"store {opened.display_url}")
     if workers == 1:
         uvicorn.run(create_app(service), host=host, port=port, log_level="warning",
-                    access_log=False)  # the prediction log and /metrics record requests
+                    access_log=False)  # the store and /metrics record requests
         return
     # each worker process opens the verified bundle itself (a session cannot be forked)
     os.environ["STARRY_BUNDLE"] = str(Path(path).resolve())
-    os.environ["STARRY_PREDICTION_LOG"] = str(log.path.resolve())
+    opened.close()
+    os.environ[URL_ENV] = opened.url
     uvicorn.run("starry_guide.serve.api:app_from_environment", factory=True, workers=workers,
                 host=host, port=port, log_level="warning", access_log=False)
 

@@ -50,3 +50,26 @@ def request_body(observations: pd.DataFrame, station: str = "greensboro_nc", sta
              **{c: (None if pd.isna(row[c]) else float(row[c])) for c in WEATHER_COLUMNS}}
             for _, row in part.iterrows()],
     }
+
+
+def fresh_postgres_database(server_url: str) -> str:
+    """A new, empty database on the session's PostgreSQL server; its SQLAlchemy URL."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    name = f"store_{uuid.uuid4().hex[:12]}"
+    engine = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as db:
+        db.exec_driver_sql(f"CREATE DATABASE {name}")
+    engine.dispose()
+    return server_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path) -> str:
+    """An empty store's URL: a SQLite file, or a fresh database on the real PostgreSQL
+    server of the session (the same tests run on both)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.sqlite'}"
+    return fresh_postgres_database(request.getfixturevalue("postgres_url"))

@@ -1,4 +1,4 @@
-"""The API in process (FastAPI's TestClient over the real app, bundle and SQLite log)."""
+"""The API in process (FastAPI's TestClient over the real app, bundle and SQLite store)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ from fastapi.testclient import TestClient
 
 from starry_guide.serve.api import Service, create_app
 from starry_guide.serve.bundle import load_bundle
-from starry_guide.serve.predlog import PredictionLog
+from starry_guide.serve.store import Store
 from tests.serve.conftest import request_body
 
 
 @pytest.fixture()
 def client(bundle_dir, tmp_path):
-    service = Service(load_bundle(bundle_dir), PredictionLog(tmp_path / "log.sqlite"))
+    service = Service(load_bundle(bundle_dir), Store(tmp_path / "store.sqlite"))
     with TestClient(create_app(service)) as c:
         c.service = service
         yield c
@@ -31,7 +31,7 @@ def test_nowcast_returns_every_horizon_and_logs_it(client, observations, setting
     last = pd.Timestamp(body["observations"][-1]["time"])
     assert pd.Timestamp(result["issued_for"]) == last
     assert pd.Timestamp(result["forecasts"][0]["target_time"]) == last + pd.Timedelta(hours=1)
-    assert client.service.log.count("predictions") == len(settings.label.horizons)
+    assert client.service.store.count("prediction_horizons") == len(settings.label.horizons)
 
 
 def test_nowcast_matches_the_training_features(client, observations, rows, bundle_dir):
@@ -64,7 +64,7 @@ def test_bad_requests_get_field_level_422(client, observations, change, field, m
     assert response.status_code == 422
     detail = response.json()["detail"]
     assert any(field in map(str, d["loc"]) and message in d["msg"] for d in detail), detail
-    assert client.service.log.count("predictions") == 0
+    assert client.service.store.count("predictions") == 0
 
 
 def test_oversized_body_is_refused(client):
@@ -78,12 +78,34 @@ def test_feedback_is_logged_for_a_known_prediction(client, observations):
         "prediction_id"]
     ok = client.post("/v1/feedback", json={"prediction_id": prediction_id, "observed": "clear"})
     assert ok.status_code == 200 and ok.json()["prediction_id"] == prediction_id
-    assert client.service.log.count("feedback") == 1
+    assert client.service.store.count("feedback") == 1
     unknown = client.post("/v1/feedback", json={"prediction_id": "nope", "observed": "clear"})
     assert unknown.status_code == 404
     invalid = client.post("/v1/feedback", json={"prediction_id": prediction_id,
                                                 "observed": "foggy"})
     assert invalid.status_code == 422
+    again = client.post("/v1/feedback", json={"prediction_id": prediction_id,
+                                              "observed": "partly"})
+    assert again.status_code == 409 and "already has feedback" in again.json()["detail"]
+    assert client.service.store.count("feedback") == 1
+
+
+def test_every_prediction_records_its_inputs(client, observations):
+    import json
+
+    import sqlalchemy as sa
+
+    from starry_guide.serve import store
+
+    body = request_body(observations)
+    prediction_id = client.post("/v1/nowcast", json=body).json()["prediction_id"]
+    with client.service.store.engine.connect() as db:
+        inputs = json.loads(db.execute(sa.select(store.prediction_inputs.c.features)).scalar())
+        head = db.execute(sa.select(store.predictions)).one()
+    assert head.prediction_id == prediction_id and head.kind == "nowcast"
+    assert head.latitude == round(body["station"]["latitude"], 2)
+    assert inputs["opaque_cloud_tenths"] == body["observations"][-1]["opaque_cloud_tenths"]
+    assert "dew_point_spread_c" in inputs
 
 
 def test_night_timeline_from_climatology(client):
@@ -135,12 +157,13 @@ def test_service_refuses_a_bundle_whose_features_this_code_does_not_build(bundle
     loaded = load_bundle(bundle_dir)
     older = dataclasses.replace(loaded, features=[*loaded.features[:-1], "moon_phase"])
     with pytest.raises(BundleError, match="features differ"):
-        Service(older, PredictionLog(tmp_path / "log.sqlite"))
+        Service(older, Store(tmp_path / "store.sqlite"))
 
 
 def test_a_failed_log_write_fails_the_request(client, observations):
-    # the prediction log's table is gone: the nowcast must fail, not answer unlogged
-    client.service.log._connect().execute("DROP TABLE predictions")
+    # a table of the store is gone: the nowcast must fail, not answer unrecorded
+    with client.service.store.engine.begin() as db:
+        db.exec_driver_sql("DROP TABLE prediction_horizons")
     with pytest.raises(Exception, match="no such table"):
         client.post("/v1/nowcast", json=request_body(observations))
     metrics = client.get("/metrics").text
@@ -153,13 +176,13 @@ def test_concurrent_nowcasts_are_batched_and_equal_one_by_one(bundle_dir, tmp_pa
 
     import httpx
 
-    service = Service(load_bundle(bundle_dir), PredictionLog(tmp_path / "log.sqlite"))
+    service = Service(load_bundle(bundle_dir), Store(tmp_path / "store.sqlite"))
     batch_sizes = []
     forecast_many = service.forecast_many
 
-    def observed(requests):
+    def observed(requests, **options):
         batch_sizes.append(len(requests))
-        return forecast_many(requests)
+        return forecast_many(requests, **options)
 
     service.forecast_many = observed
     bodies = [request_body(observations, station=station, start=start)
@@ -184,4 +207,4 @@ def test_concurrent_nowcasts_are_batched_and_equal_one_by_one(bundle_dir, tmp_pa
         assert alone["issued_for"] == batched["issued_for"]
         assert [f["p_clear"] for f in alone["forecasts"]] == \
             [f["p_clear"] for f in batched["forecasts"]]
-    assert service.log.count("predictions") == 2 * len(bodies) * 12
+    assert service.store.count("prediction_horizons") == 2 * len(bodies) * 12

@@ -6,11 +6,11 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from starry_guide.serve.api import Service, create_app
 from starry_guide.serve.bundle import load_bundle
-from starry_guide.serve.predlog import PredictionLog
+from starry_guide.serve.store import Store
 
 
 def test_api_conforms_to_its_schema(bundle_dir, tmp_path):
-    app = create_app(Service(load_bundle(bundle_dir), PredictionLog(tmp_path / "log.sqlite")))
+    app = create_app(Service(load_bundle(bundle_dir), Store(tmp_path / "store.sqlite")))
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     operations = [result.ok() for result in schema.get_all_operations()]
     assert {op.path for op in operations} >= {"/v1/nowcast", "/v1/night", "/v1/feedback",

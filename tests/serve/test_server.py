@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -13,8 +12,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
-from tests.serve.conftest import request_body
+from tests.serve.conftest import fresh_postgres_database, request_body
 
 STARRY = [sys.executable, "-m", "starry_guide.cli"]
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,14 +26,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module", params=[1, 2], ids=["1-worker", "2-workers"])
+@pytest.fixture(scope="module", params=[(1, "sqlite"), (2, "sqlite"), (2, "postgresql")],
+                ids=["1-worker-sqlite", "2-workers-sqlite", "2-workers-postgresql"])
 def server(bundle_dir, tmp_path_factory, request):
-    # two worker processes share one prediction log: SQLite's locking must lose nothing
-    log = tmp_path_factory.mktemp("server") / "predictions.sqlite"
+    # two worker processes share one store: its locking must lose nothing
+    workers, backend = request.param
+    if backend == "sqlite":
+        log = f"sqlite:///{tmp_path_factory.mktemp('server') / 'store.sqlite'}"
+    else:
+        log = fresh_postgres_database(request.getfixturevalue("postgres_url"))
     port = free_port()
     process = subprocess.Popen(
         [*STARRY, "serve", "--bundle", str(bundle_dir), "--port", str(port),
-         "--prediction-log", str(log), "--workers", str(request.param)], cwd=ROOT,
+         "--store", log, "--workers", str(workers)], cwd=ROOT,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
@@ -61,18 +66,21 @@ def test_nowcast_over_http(server, observations):
 
 def test_concurrent_requests_all_reach_the_log(server, observations):
     url, log = server
-    before = sqlite3.connect(log).execute(
-        "SELECT COUNT(DISTINCT prediction_id) FROM predictions").fetchone()[0]
+    engine = sa.create_engine(log)
+    with engine.connect() as db:
+        before = db.exec_driver_sql("SELECT COUNT(*) FROM predictions").scalar()
     bodies = [request_body(observations, start=1000 + 13 * i) for i in range(60)]
     with httpx.Client(timeout=30) as client, ThreadPoolExecutor(max_workers=12) as pool:
         responses = list(pool.map(lambda b: client.post(f"{url}/v1/nowcast", json=b), bodies))
     assert all(r.status_code == 200 for r in responses)
     ids = {r.json()["prediction_id"] for r in responses}
     assert len(ids) == 60
-    with sqlite3.connect(log) as db:
-        logged = {row[0] for row in db.execute("SELECT DISTINCT prediction_id FROM predictions")}
-        rows = db.execute("SELECT COUNT(*) FROM predictions").fetchone()[0]
-        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    with engine.connect() as db:
+        logged = {row[0] for row in db.exec_driver_sql("SELECT prediction_id FROM predictions")}
+        rows = db.exec_driver_sql("SELECT COUNT(*) FROM prediction_horizons").scalar()
+        if engine.dialect.name == "sqlite":
+            assert db.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    engine.dispose()
     assert ids <= logged
     assert len(logged) == before + 60 and rows == (before + 60) * 12
 

@@ -1,6 +1,7 @@
 """The real-time API (FastAPI): nowcasts, the night planner, user feedback, health and
 Prometheus metrics. It predicts through onnxruntime from a verified bundle — it never
-unpickles a model — and appends every prediction and feedback to the prediction log.
+unpickles a model — and records every prediction (with its inputs) and feedback in the
+serving store (:mod:`starry_guide.serve.store`).
 
 Start it with ``starry serve`` (see the Serving page of the docs).
 """
@@ -8,6 +9,7 @@ Start it with ``starry serve`` (see the Serving page of the docs).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import gc
 import time
@@ -36,7 +38,7 @@ from pydantic_core import to_json
 from starry_guide import astro, features
 from starry_guide.serve import planner
 from starry_guide.serve.bundle import Bundle, BundleError
-from starry_guide.serve.predlog import PredictionLog
+from starry_guide.serve.store import FeedbackExists, Prediction, Store, UnknownPrediction
 from starry_guide.stations import WEATHER_COLUMNS
 
 #: request limits: what one client may ask of one call
@@ -128,7 +130,7 @@ class NightResponse(BaseModel):
 
 class FeedbackRequest(Strict):
     prediction_id: str = Field(min_length=1, max_length=64)
-    observed: Literal["clear", "cloudy"]
+    observed: Literal["clear", "partly", "cloudy"]
     observed_at: AwareDatetime | None = None
 
 
@@ -185,12 +187,22 @@ def recent_hours(station: Station, observations: list[Observation],
     return seconds, columns
 
 
-class Service:
-    """The loaded bundle, its feature settings, the prediction log and the metrics."""
+@dataclasses.dataclass(frozen=True)
+class _Origin:
+    """Where a nowcast request came from, as the store records it."""
 
-    def __init__(self, bundle: Bundle, log: PredictionLog):
+    latitude: float
+    longitude: float
+    kind: str = "nowcast"
+    station_id: str | None = None
+
+
+class Service:
+    """The loaded bundle, its feature settings, the serving store and the metrics."""
+
+    def __init__(self, bundle: Bundle, store: Store):
         self.bundle = bundle
-        self.log = log
+        self.store = store
         self.features = bundle.feature_settings
         columns = features.feature_columns(self.features)
         if columns != bundle.features:
@@ -209,19 +221,19 @@ class Service:
         self.predictions = Counter("starry_predictions", "predictions served", ["horizon_h"],
                                    registry=self.registry)
         self.predictions_by_horizon = [self.predictions.labels(str(h)) for h in self.horizons]
-        self._pending: list[tuple[Station, np.ndarray, dict, asyncio.Future]] = []
+        self._pending: list[tuple[_Origin, np.ndarray, dict, asyncio.Future]] = []
         self.feedback = Counter("starry_feedback", "feedback received", ["observed"],
                                 registry=self.registry)
         info = Gauge("starry_model_info", "the model being served", ["version", "candidate"],
                      registry=self.registry)
         info.labels(bundle.version, str(bundle.card.get("candidate", ""))).set(1)
 
-    def forecast_many(self, requests: list[tuple[np.ndarray, dict[str, np.ndarray]]]
-                      ) -> list[dict]:
+    def forecast_many(self, requests: list[tuple[np.ndarray, dict[str, np.ndarray]]],
+                      with_inputs: bool = False) -> list[dict] | tuple[list[dict], list[dict]]:
         """Nowcasts for several requests' latest hours (as :func:`recent_hours` returns
         them), as JSON-ready :class:`NowcastResponse` dicts, not yet logged: one pass of the
         feature core over all of them (each request is a run of its own), one onnxruntime
-        call."""
+        call. ``with_inputs``: also each request's hourly feature values at issue time."""
         lengths = np.array([len(seconds) for seconds, _ in requests])
         ends = np.cumsum(lengths)
         seconds = np.concatenate([seconds for seconds, _ in requests])
@@ -249,20 +261,31 @@ class Service:
                      "p_clear": round(pi, 6), "target_is_night": sun < self.night_max_sun}
                     for h, pi, sun in zip(self.horizons, p_request, sun_request, strict=True)],
             })
-        return nowcasts
+        if not with_inputs:
+            return nowcasts
+        names = list(latest)
+        values = np.column_stack([np.asarray(latest[n], dtype=float) for n in names]).tolist()
+        return nowcasts, [dict(zip(names, row, strict=True)) for row in values]
 
-    async def nowcast(self, station: Station, observations: list[Observation]) -> dict:
+    async def nowcast(self, station: Station, observations: list[Observation],
+                      kind: str = "nowcast", station_id: str | None = None) -> dict:
         """P(clear) for each horizon (a :class:`NowcastResponse` as a dict), returned once
-        the prediction is committed to the log.
+        the prediction is committed to the store.
 
         Requests that reach this point in the same turn of the event loop are answered
-        together (dynamic batching): one feature pass, one onnxruntime call and one log
+        together (dynamic batching): one feature pass, one onnxruntime call and one store
         transaction for all of them, scheduled right after the turn.
         """
         seconds, columns = recent_hours(station, observations, self.features.history_h)
+        return await self.nowcast_arrays(
+            _Origin(station.latitude, station.longitude, kind, station_id), seconds, columns)
+
+    async def nowcast_arrays(self, origin: _Origin, seconds: np.ndarray,
+                             columns: dict[str, np.ndarray]) -> dict:
+        """:meth:`nowcast` from checked arrays (as :func:`recent_hours` returns them)."""
         loop = asyncio.get_running_loop()
         answered = loop.create_future()
-        self._pending.append((station, seconds, columns, answered))
+        self._pending.append((origin, seconds, columns, answered))
         if len(self._pending) == 1:  # the first of this turn schedules the batch
             loop.call_soon(self._answer_pending)
         return await answered
@@ -270,14 +293,17 @@ class Service:
     def _answer_pending(self) -> None:
         batch, self._pending = self._pending, []
         try:
-            nowcasts = self.forecast_many([(seconds, columns)
-                                           for _, seconds, columns, _ in batch])
-            self.log.log_many([
-                (n["prediction_id"], self.bundle.version, station.latitude, station.longitude,
-                 n["issued_for"].isoformat(),
-                 [(f["horizon_h"], f["target_time"].isoformat(), f["p_clear"])
-                  for f in n["forecasts"]])
-                for n, (station, *_) in zip(nowcasts, batch, strict=True)])
+            nowcasts, inputs = self.forecast_many([(seconds, columns)
+                                                   for _, seconds, columns, _ in batch],
+                                                  with_inputs=True)
+            self.store.log_predictions([
+                Prediction(n["prediction_id"], self.bundle.version, origin.kind,
+                           origin.latitude, origin.longitude, n["issued_for"],
+                           [(f["horizon_h"], f["target_time"], f["p_clear"])
+                            for f in n["forecasts"]],
+                           station_id=origin.station_id, features=features_at_issue)
+                for n, features_at_issue, (origin, *_) in zip(nowcasts, inputs, batch,
+                                                              strict=True)])
         except Exception as exc:  # noqa: BLE001 - every request of the batch fails with it
             for *_, answered in batch:
                 if not answered.done():  # done: the request was cancelled meanwhile
@@ -300,7 +326,7 @@ class Service:
         source = f"climatology of {source}"
         prediction_id = None
         if request.observations:
-            nowcast = await self.nowcast(s, request.observations)
+            nowcast = await self.nowcast(s, request.observations, kind="night")
             prediction_id = nowcast["prediction_id"]
             hours = pd.DatetimeIndex([f["target_time"] for f in nowcast["forecasts"]])
             step_hour = times.floor("h")
@@ -462,21 +488,33 @@ def create_app(service: Service) -> FastAPI:
         return await service.night(body)
 
     @app.post("/v1/feedback", response_model=FeedbackResponse,
-              responses={**too_large, 404: {"description": "unknown prediction_id"}})
+              responses={**too_large, 404: {"description": "unknown prediction_id"},
+                         409: {"description": "this prediction already has feedback"}})
     def feedback(body: FeedbackRequest) -> FeedbackResponse:
-        """What the user actually saw: ground truth for monitoring."""
-        if not service.log.has_prediction(body.prediction_id):
-            raise HTTPException(404, detail=f"unknown prediction_id {body.prediction_id!r}")
-        observed_at = body.observed_at.isoformat() if body.observed_at else None
-        feedback_id = service.log.log_feedback(body.prediction_id, body.observed, observed_at)
+        """What the user actually saw (once per prediction): a signal for monitoring,
+        independent of the feed's observations."""
+        try:
+            feedback_id = service.store.add_feedback(body.prediction_id, body.observed,
+                                                     body.observed_at)
+        except UnknownPrediction as exc:
+            raise HTTPException(404, detail=str(exc)) from None
+        except FeedbackExists as exc:
+            raise HTTPException(409, detail=str(exc)) from None
         service.feedback.labels(body.observed).inc()
         return FeedbackResponse(feedback_id=feedback_id, prediction_id=body.prediction_id)
 
     @app.get("/healthz")
-    def healthz() -> dict:
-        """Liveness and the model being served."""
-        return {"status": "ok", "model_version": service.bundle.version,
-                "candidate": service.bundle.card.get("candidate")}
+    def healthz() -> Response:
+        """Liveness, the model being served and the store's upkeep (503 while the store's
+        maintenance is failing)."""
+        maintenance = service.store.maintenance.status()
+        failing = maintenance["state"] == "failing"
+        return JSONResponse({"status": "degraded" if failing else "ok",
+                             "model_version": service.bundle.version,
+                             "candidate": service.bundle.card.get("candidate"),
+                             "store": {"backend": service.store.dialect,
+                                       "maintenance": maintenance}},
+                            status_code=503 if failing else 200)
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:
@@ -487,12 +525,13 @@ def create_app(service: Service) -> FastAPI:
 
 def app_from_environment() -> FastAPI:
     """The app for one of several uvicorn worker processes (``starry serve --workers N``):
-    the bundle and prediction log come from ``STARRY_BUNDLE`` and ``STARRY_PREDICTION_LOG``,
-    set by ``starry serve`` after it has checked them."""
+    the bundle and store come from ``STARRY_BUNDLE`` and ``STARRY_STORE_URL``, set by
+    ``starry serve`` after it has checked them."""
     import os
     from pathlib import Path
 
+    from starry_guide.serve import store
     from starry_guide.serve.bundle import load_bundle
 
     return create_app(Service(load_bundle(Path(os.environ["STARRY_BUNDLE"])),
-                              PredictionLog(Path(os.environ["STARRY_PREDICTION_LOG"]))))
+                              Store(os.environ[store.URL_ENV])))

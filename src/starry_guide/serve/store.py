@@ -1,0 +1,538 @@
+"""The serving store: what production sees — stations, their hourly observations, every
+prediction served (with the model's inputs) and users' feedback — behind SQLAlchemy Core.
+
+SQLite in WAL mode by default (one file, zero set-up; several server processes of one machine
+share it); PostgreSQL by URL (``postgresql+psycopg://user@host/db``) for serving on several
+machines. The schema is versioned with Alembic: the migrations ship inside the package
+(``starry_guide/serve/migrations``) and a store upgrades itself to the newest revision when it
+is opened (several processes opening it at once are serialised by a lock).
+
+Tables
+------
+``stations``
+    ``station_id`` (primary key), ``latitude``, ``longitude``, ``elevation_m``, ``name``,
+    ``registered_at``, ``updated_at``.
+``observations``
+    one row per (``station_id``, ``time``) — the hour, UTC — with the canonical weather
+    columns (:data:`starry_guide.stations.WEATHER_COLUMNS`, NULL = missing), ``received_at``
+    and ``revision`` (0 when first received, +1 per correction). A resent identical hour
+    changes nothing; a changed one replaces the values and keeps the previous ones in
+    ``observation_corrections``.
+``observation_corrections``
+    ``correction_id``, ``station_id``, ``time``, ``revision`` (the revision replaced), the
+    replaced weather values, their ``received_at`` and ``corrected_at``.
+``predictions``
+    one row per served prediction: ``prediction_id`` (primary key), ``created_at``,
+    ``model_version``, ``kind`` (``nowcast`` or ``night``), ``station_id`` (feed stations;
+    NULL for ad-hoc requests), ``latitude``/``longitude`` (rounded to the store's
+    ``location_decimals``), ``issued_for`` (the hour of the latest observation).
+``prediction_horizons``
+    (``prediction_id``, ``horizon_h``) -> ``target_time``, ``p_clear``.
+``prediction_inputs``
+    ``prediction_id`` -> ``features``: JSON object of the hourly feature values at issue time
+    (the model's inputs before the per-horizon target columns; NaN as null), so drift can be
+    computed on served traffic.
+``feedback``
+    ``feedback_id``, ``prediction_id`` (unique: one answer per prediction), ``received_at``,
+    ``observed_at``, ``observed`` (``clear``, ``partly`` or ``cloudy``).
+
+All times are stored as UTC without offset and returned as aware UTC datetimes.
+
+Durability: SQLite runs with ``synchronous=FULL`` (a commit returns after the WAL is fsynced),
+PostgreSQL with its default ``synchronous_commit=on``; the API answers a prediction only
+after its transaction committed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from starry_guide.stations import WEATHER_COLUMNS
+
+log = logging.getLogger(__name__)
+
+#: where ``starry serve`` keeps the store unless told otherwise (``--store`` or the env var)
+DEFAULT_PATH = "reports/serving_store.sqlite"
+#: the environment variable holding a store URL
+URL_ENV = "STARRY_STORE_URL"
+#: predictions record their place to this many decimals (0.01° ≈ 1 km) unless told otherwise
+LOCATION_DECIMALS = 2
+KINDS = ("nowcast", "night")
+OBSERVED = ("clear", "partly", "cloudy")
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+class StoreError(RuntimeError):
+    """The store cannot be opened or used as asked (the message says why and what to do)."""
+
+
+class UnknownPrediction(StoreError):
+    pass
+
+
+class FeedbackExists(StoreError):
+    pass
+
+
+class UTCDateTime(sa.types.TypeDecorator):
+    """Aware datetimes in, stored as naive UTC (both dialects), aware UTC out."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = dt.datetime.fromisoformat(value)
+        if value.tzinfo is None:
+            raise ValueError(f"{value!r}: a naive datetime; pass an aware one (UTC)")
+        return value.astimezone(dt.UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC)
+
+
+metadata = sa.MetaData()
+
+stations = sa.Table(
+    "stations", metadata,
+    sa.Column("station_id", sa.String(64), primary_key=True),
+    sa.Column("latitude", sa.Float, nullable=False),
+    sa.Column("longitude", sa.Float, nullable=False),
+    sa.Column("elevation_m", sa.Float, nullable=False),
+    sa.Column("name", sa.String(200)),
+    sa.Column("registered_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+observations = sa.Table(
+    "observations", metadata,
+    sa.Column("station_id", sa.String(64), sa.ForeignKey("stations.station_id"),
+              primary_key=True),
+    sa.Column("time", UTCDateTime, primary_key=True),
+    *(sa.Column(name, sa.Float) for name in WEATHER_COLUMNS),
+    sa.Column("received_at", UTCDateTime, nullable=False),
+    sa.Column("revision", sa.Integer, nullable=False),
+)
+
+observation_corrections = sa.Table(
+    "observation_corrections", metadata,
+    sa.Column("correction_id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("station_id", sa.String(64), nullable=False),
+    sa.Column("time", UTCDateTime, nullable=False),
+    sa.Column("revision", sa.Integer, nullable=False),
+    *(sa.Column(name, sa.Float) for name in WEATHER_COLUMNS),
+    sa.Column("received_at", UTCDateTime, nullable=False),
+    sa.Column("corrected_at", UTCDateTime, nullable=False),
+    sa.Index("ix_observation_corrections_station_time", "station_id", "time"),
+)
+
+predictions = sa.Table(
+    "predictions", metadata,
+    sa.Column("prediction_id", sa.String(64), primary_key=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("model_version", sa.String(64), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("station_id", sa.String(64)),
+    sa.Column("latitude", sa.Float, nullable=False),
+    sa.Column("longitude", sa.Float, nullable=False),
+    sa.Column("issued_for", UTCDateTime, nullable=False),
+    sa.CheckConstraint("kind IN ('nowcast', 'night')", name="ck_predictions_kind"),
+    sa.Index("ix_predictions_created_at", "created_at"),
+    sa.Index("ix_predictions_station_issued", "station_id", "issued_for"),
+)
+
+prediction_horizons = sa.Table(
+    "prediction_horizons", metadata,
+    sa.Column("prediction_id", sa.String(64), sa.ForeignKey("predictions.prediction_id"),
+              primary_key=True),
+    sa.Column("horizon_h", sa.Integer, primary_key=True),
+    sa.Column("target_time", UTCDateTime, nullable=False),
+    sa.Column("p_clear", sa.Float, nullable=False),
+    sa.Index("ix_prediction_horizons_target_time", "target_time"),
+)
+
+prediction_inputs = sa.Table(
+    "prediction_inputs", metadata,
+    sa.Column("prediction_id", sa.String(64), sa.ForeignKey("predictions.prediction_id"),
+              primary_key=True),
+    sa.Column("features", sa.Text, nullable=False),
+)
+
+feedback = sa.Table(
+    "feedback", metadata,
+    sa.Column("feedback_id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("prediction_id", sa.String(64), sa.ForeignKey("predictions.prediction_id"),
+              nullable=False, unique=True),
+    sa.Column("received_at", UTCDateTime, nullable=False),
+    sa.Column("observed_at", UTCDateTime),
+    sa.Column("observed", sa.String(16), nullable=False),
+    sa.CheckConstraint("observed IN ('clear', 'partly', 'cloudy')", name="ck_feedback_observed"),
+)
+
+TABLES = {t.name: t for t in metadata.sorted_tables}
+
+
+@dataclasses.dataclass(frozen=True)
+class Prediction:
+    """One served prediction, as :meth:`Store.log_predictions` records it.
+
+    ``horizons`` holds ``(horizon_h, target_time, p_clear)``; ``features`` the hourly feature
+    values at issue time (the model's inputs), or None.
+    """
+
+    prediction_id: str
+    model_version: str
+    kind: str
+    latitude: float
+    longitude: float
+    issued_for: dt.datetime
+    horizons: Sequence[tuple[int, dt.datetime, float]]
+    station_id: str | None = None
+    features: dict[str, float] | None = None
+
+
+def resolve_url(store: str | os.PathLike | None = None) -> str:
+    """A SQLAlchemy URL from ``--store`` (a URL or a file path), else the env variable
+    :data:`URL_ENV`, else :data:`DEFAULT_PATH` (a SQLite file)."""
+    value = str(store) if store else os.environ.get(URL_ENV) or DEFAULT_PATH
+    if "://" in value:
+        return value
+    return f"sqlite:///{Path(value).resolve()}"
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _json_number(value: Any) -> float | None:
+    value = float(value)
+    return None if math.isnan(value) or math.isinf(value) else value
+
+
+class Store:
+    """The serving store at ``url`` (see :func:`resolve_url`), upgraded to the newest schema.
+
+    Parameters
+    ----------
+    url : a SQLAlchemy URL (``sqlite:///path``, ``postgresql+psycopg://...``) or a file path
+    location_decimals : decimals kept of a prediction's latitude/longitude
+    maintenance : run the background maintenance thread (SQLite WAL checkpoints)
+    """
+
+    #: how often the maintenance thread checkpoints the SQLite WAL
+    CHECKPOINT_SECONDS = 1.0
+
+    def __init__(self, url: str | os.PathLike, *, location_decimals: int = LOCATION_DECIMALS,
+                 maintenance: bool = True):
+        self.url = resolve_url(url)
+        self.location_decimals = int(location_decimals)
+        parsed = sa.engine.make_url(self.url)
+        self.dialect = parsed.get_backend_name()
+        self.path: Path | None = None
+        if self.dialect == "sqlite":
+            if not parsed.database or parsed.database == ":memory:":
+                raise StoreError(f"{self.url}: a SQLite store needs a file path")
+            self.path = Path(parsed.database)
+            _create_private(self.path)
+            self.engine = sa.create_engine(parsed, connect_args={"timeout": 30.0,
+                                                                 "check_same_thread": False})
+            _sqlite_pragmas(self.engine)
+        elif self.dialect == "postgresql":
+            self.engine = sa.create_engine(parsed, pool_pre_ping=True)
+        else:
+            raise StoreError(f"{parsed.render_as_string(hide_password=True)}: unsupported "
+                             "store; use a SQLite file path or a postgresql+psycopg:// URL")
+        self._writer = self.engine.execution_options(starry_write=True)
+        try:
+            upgrade(self.engine)
+        except sa.exc.OperationalError as exc:
+            raise StoreError(f"cannot open the store {self.display_url}: {exc.orig}") from None
+        self.maintenance = Maintenance(self)
+        if maintenance:
+            self.maintenance.start()
+
+    @property
+    def display_url(self) -> str:
+        """The URL without its password (for logs and messages)."""
+        return sa.engine.make_url(self.url).render_as_string(hide_password=True)
+
+    def close(self) -> None:
+        self.maintenance.stop()
+        self.engine.dispose()
+
+    def write(self):
+        """A write transaction (``BEGIN IMMEDIATE`` on SQLite, so writers queue up front)."""
+        return self._writer.begin()
+
+    # ------------------------------------------------------------------ predictions
+
+    def log_predictions(self, batch: Iterable[Prediction]) -> None:
+        """Record predictions in one transaction: all or none."""
+        stamp = now()
+        heads, horizons, inputs = [], [], []
+        d = self.location_decimals
+        for p in batch:
+            if p.kind not in KINDS:
+                raise ValueError(f"kind {p.kind!r} is not one of {KINDS}")
+            heads.append({"prediction_id": p.prediction_id, "created_at": stamp,
+                          "model_version": p.model_version, "kind": p.kind,
+                          "station_id": p.station_id, "latitude": round(p.latitude, d),
+                          "longitude": round(p.longitude, d), "issued_for": p.issued_for})
+            horizons.extend({"prediction_id": p.prediction_id, "horizon_h": h,
+                             "target_time": t, "p_clear": float(pc)}
+                            for h, t, pc in p.horizons)
+            if p.features is not None:
+                inputs.append({"prediction_id": p.prediction_id, "features": json.dumps(
+                    {k: _json_number(v) for k, v in p.features.items()},
+                    separators=(",", ":"))})
+        if not heads:
+            return
+        with self.write() as db:
+            db.execute(predictions.insert(), heads)
+            if horizons:
+                db.execute(prediction_horizons.insert(), horizons)
+            if inputs:
+                db.execute(prediction_inputs.insert(), inputs)
+
+    def has_prediction(self, prediction_id: str) -> bool:
+        with self.engine.connect() as db:
+            return db.execute(sa.select(predictions.c.prediction_id).where(
+                predictions.c.prediction_id == prediction_id)).first() is not None
+
+    def add_feedback(self, prediction_id: str, observed: str,
+                     observed_at: dt.datetime | None = None) -> int:
+        """Record what the user saw; one answer per prediction.
+
+        Raises
+        ------
+        UnknownPrediction, FeedbackExists
+        """
+        if observed not in OBSERVED:
+            raise ValueError(f"observed {observed!r} is not one of {OBSERVED}")
+        with self.write() as db:
+            if db.execute(sa.select(predictions.c.prediction_id).where(
+                    predictions.c.prediction_id == prediction_id)).first() is None:
+                raise UnknownPrediction(f"unknown prediction_id {prediction_id!r}")
+            earlier = db.execute(sa.select(feedback.c.observed, feedback.c.received_at).where(
+                feedback.c.prediction_id == prediction_id)).first()
+            if earlier is not None:
+                raise FeedbackExists(
+                    f"prediction {prediction_id!r} already has feedback ({earlier.observed!r}, "
+                    f"received {earlier.received_at.isoformat()}); one answer per prediction")
+            try:
+                result = db.execute(feedback.insert().values(
+                    prediction_id=prediction_id, received_at=now(), observed_at=observed_at,
+                    observed=observed))
+            except sa.exc.IntegrityError:  # a concurrent answer won the race (PostgreSQL)
+                raise FeedbackExists(f"prediction {prediction_id!r} already has feedback; "
+                                     "one answer per prediction") from None
+            return int(result.inserted_primary_key[0])
+
+    def count(self, table: str) -> int:
+        """Rows in one of the store's tables."""
+        if table not in TABLES:
+            raise ValueError(f"{table!r} is not one of the store's tables {sorted(TABLES)}")
+        with self.engine.connect() as db:
+            return int(db.execute(sa.select(sa.func.count()).select_from(TABLES[table]))
+                       .scalar_one())
+
+    # ------------------------------------------------------------------ maintenance
+
+    def file_sizes(self) -> dict[str, int]:
+        """Bytes on disk of a SQLite store (database, WAL); empty for PostgreSQL."""
+        if self.path is None:
+            return {}
+        sizes = {}
+        for part, suffix in (("database", ""), ("wal", "-wal")):
+            try:
+                sizes[part] = (self.path.parent / (self.path.name + suffix)).stat().st_size
+            except FileNotFoundError:
+                sizes[part] = 0
+        return sizes
+
+
+def _create_private(path: Path) -> None:
+    """Create the SQLite file readable by its owner only (SQLite gives the WAL and shared-
+    memory files the database's permissions)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+    if path.stat().st_mode & 0o077:
+        os.chmod(path, 0o600)
+
+
+def _sqlite_pragmas(engine: Engine) -> None:
+    @sa.event.listens_for(engine, "connect")
+    def configure(dbapi_connection, _record) -> None:
+        # pysqlite's own transaction handling is off: SQLAlchemy's begin() below decides
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")  # a commit is on disk when it returns
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA wal_autocheckpoint=0")  # the maintenance thread's job
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def begin(connection: Connection) -> None:
+        immediate = connection.get_execution_options().get("starry_write")
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def alembic_config(connection: Connection):
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Bring the store's schema to ``revision`` (default: the newest), under a lock so that
+    several processes opening one store at once migrate it once.
+
+    A prediction log written before the store existed (``predictions`` with ``horizon_h``,
+    no ``alembic_version``) is recognised as the first revision and migrated forward.
+    """
+    from alembic import command
+    from alembic.util.exc import CommandError
+
+    with engine.execution_options(starry_write=True).begin() as db:
+        if db.dialect.name == "postgresql":
+            db.exec_driver_sql("SELECT pg_advisory_xact_lock(8261120)")
+        config = alembic_config(db)
+        inspector = sa.inspect(db)
+        names = set(inspector.get_table_names())
+        if "alembic_version" not in names and "predictions" in names and "horizon_h" in {
+                c["name"] for c in inspector.get_columns("predictions")}:
+            command.stamp(config, "0001")
+        try:
+            command.upgrade(config, revision)
+        except CommandError as exc:
+            raise StoreError(f"the store's schema is not one this version knows ({exc}); "
+                             "was it written by a newer Starry Guide?") from None
+
+
+def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as db:
+        return MigrationContext.configure(db).get_current_revision()
+
+
+class Maintenance:
+    """Background upkeep of the store, reported by :meth:`status` (``/healthz``, ``/metrics``).
+
+    SQLite: every :attr:`Store.CHECKPOINT_SECONDS` a PASSIVE checkpoint copies the WAL into
+    the database without waiting for writers. Under a steady stream of writes a passive
+    checkpoint never catches up with the end of the WAL, so the WAL is never restarted and
+    grows without bound; once it exceeds :attr:`WAL_LIMIT_BYTES` a TRUNCATE checkpoint
+    waits for the writer of the moment, holds new writers back while it copies the rest,
+    and truncates the WAL to zero bytes — a short stall that bounds the file.
+    """
+
+    WAL_LIMIT_BYTES = 16 * 1024 * 1024
+    #: consecutive failures after which the store reports itself failing
+    FAILING_AFTER = 3
+
+    def __init__(self, store: Store):
+        self.store = store
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.runs = 0
+        self.failures = 0
+        self.consecutive_failures = 0
+        self.truncations = 0
+        self.last_success: float | None = None
+        self.last_error: str | None = None
+        self.last_duration_s = 0.0
+
+    def start(self) -> None:
+        if self.store.dialect != "sqlite" or self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run_forever, name="store-maintenance",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+
+    def _run_forever(self) -> None:
+        while not self._stop.wait(self.store.CHECKPOINT_SECONDS):
+            self.run_once()
+
+    def run_once(self) -> None:
+        """One round of upkeep; a failure is logged, counted and reported, then retried."""
+        start = time.monotonic()
+        try:
+            self._checkpoint()
+        except Exception as exc:  # noqa: BLE001 - reported in status(), retried next round
+            with self._lock:
+                self.runs += 1
+                self.failures += 1
+                self.consecutive_failures += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"
+            log.warning("store %s: maintenance failed (%s); retrying", self.store.display_url,
+                        exc)
+            return
+        with self._lock:
+            self.runs += 1
+            self.consecutive_failures = 0
+            self.last_success = time.time()
+            self.last_duration_s = time.monotonic() - start
+
+    def _checkpoint(self) -> None:
+        if self.store.dialect != "sqlite":
+            return
+        raw = self.store.engine.raw_connection()
+        try:
+            wal = self.store.file_sizes().get("wal", 0)
+            mode = "TRUNCATE" if wal > self.WAL_LIMIT_BYTES else "PASSIVE"
+            busy, _, _ = raw.driver_connection.execute(f"PRAGMA wal_checkpoint({mode})"
+                                                       ).fetchone()
+            if mode == "TRUNCATE":
+                if busy:
+                    raise StoreError(f"the WAL is {wal} bytes and a TRUNCATE checkpoint could "
+                                     "not finish (a reader or writer held it for 30 s)")
+                with self._lock:
+                    self.truncations += 1
+        finally:
+            raw.close()
+
+    def status(self) -> dict[str, Any]:
+        """``state`` (``ok``, ``failing`` or ``off``), counters, last error and file sizes."""
+        with self._lock:
+            running = self._thread is not None
+            state = ("failing" if self.consecutive_failures >= self.FAILING_AFTER else
+                     "ok" if running or self.store.dialect != "sqlite" else "off")
+            out = {"state": state, "runs": self.runs, "failures": self.failures,
+                   "consecutive_failures": self.consecutive_failures,
+                   "wal_truncations": self.truncations, "last_error": self.last_error,
+                   "last_success_age_s": (None if self.last_success is None
+                                          else round(time.time() - self.last_success, 3))}
+        out["bytes"] = self.store.file_sizes()
+        return out
