@@ -108,8 +108,12 @@ def serve(
                               "postgresql+psycopg:// URL (default: env STARRY_STORE_URL, "
                               "else reports/serving_store.sqlite)"),
     workers: int = typer.Option(1, min=1, help="server processes (one core each)"),
+    max_station_km: float = typer.Option(
+        300.0, min=1, help="use a station's climatology for places at most this far away; "
+        "farther, a latitude/season climatology (labelled as such)"),
 ) -> None:
-    """Serve the champion over HTTP (FastAPI + uvicorn); docs at /docs."""
+    """Serve the champion over HTTP (FastAPI + uvicorn) with the web app at /; API docs at
+    /docs."""
     from pathlib import Path
 
     import uvicorn
@@ -134,7 +138,8 @@ def serve(
             path = resolve_alias(settings.select.model_name, alias, root / ".staging" / "serve")
         loaded = load_bundle(path)
         opened = Store(store)  # creates or upgrades its schema
-        service = Service(loaded, opened)  # refuses a bundle this code cannot feed
+        # refuses a bundle this code cannot feed
+        service = Service(loaded, opened, max_station_km=max_station_km)
     except (BundleError, ConfigError, StoreError) as exc:
         _fail(f"cannot start: {exc}")
     typer.echo(f"serving {loaded.card.get('candidate')} version {loaded.version} from {path}; "
@@ -147,6 +152,7 @@ def serve(
     os.environ["STARRY_BUNDLE"] = str(Path(path).resolve())
     opened.close()
     os.environ[URL_ENV] = opened.url
+    os.environ["STARRY_MAX_STATION_KM"] = str(max_station_km)
     uvicorn.run("starry_guide.serve.api:app_from_environment", factory=True, workers=workers,
                 host=host, port=port, log_level="warning", access_log=False)
 

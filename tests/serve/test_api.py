@@ -117,7 +117,7 @@ def test_night_timeline_from_climatology(client):
     assert len(steps) > 40  # a January night is long
     assert all(s["sun_altitude_deg"] < 0 for s in steps)
     assert {s["twilight"] for s in steps} >= {"civil twilight", "night"}
-    assert night["p_clear_source"] == "climatology of greensboro_nc"
+    assert night["p_clear_source"] == "climatology of station greensboro_nc, 0 km away"
     for window in night["best_windows"]:
         assert window["start"] < window["end"] and window["mean_score"] > 0
 

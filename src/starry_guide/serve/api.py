@@ -36,8 +36,9 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 from pydantic_core import to_json
 
 from starry_guide import astro, features
-from starry_guide.serve import planner
+from starry_guide.serve import place, planner
 from starry_guide.serve.bundle import Bundle, BundleError
+from starry_guide.serve.night import NightResponse, Step, Window, assemble  # noqa: F401
 from starry_guide.serve.store import FeedbackExists, Prediction, Store, UnknownPrediction
 from starry_guide.stations import WEATHER_COLUMNS
 
@@ -45,6 +46,8 @@ from starry_guide.stations import WEATHER_COLUMNS
 MAX_BODY_BYTES = 256 * 1024
 MAX_OBSERVATIONS = 240
 MIN_DATE, MAX_DATE = astro.FIRST_DATE, astro.LAST_DATE
+DARK_SKY_MAG = ("the site's moonless zenith sky brightness, V mag/arcsec²: 21.6 pristine, "
+                "18-19 suburb, 16-17 city centre")
 
 
 class Strict(BaseModel):
@@ -52,91 +55,142 @@ class Strict(BaseModel):
 
 
 class Station(Strict):
-    latitude: float = Field(ge=-90, le=90, description="degrees, north positive")
-    longitude: float = Field(ge=-180, le=180, description="degrees, east positive")
-    elevation_m: float = Field(0.0, ge=-500, le=9000)
+    latitude: float = Field(ge=-90, le=90, description="degrees, north positive",
+                            examples=[36.1])
+    longitude: float = Field(ge=-180, le=180, description="degrees, east positive",
+                             examples=[-79.95])
+    elevation_m: float = Field(0.0, ge=-500, le=9000, description="metres above sea level",
+                               examples=[273.0])
+
+
+def _hour(time: str, opaque: float, total: float, temp: float, dew: float, rh: float,
+          pressure: float, wind: float, direction: float, visibility: float,
+          ceiling: float) -> dict:
+    return {"time": time, "opaque_cloud_tenths": opaque, "total_cloud_tenths": total,
+            "temp_air_c": temp, "temp_dew_c": dew, "relative_humidity": rh,
+            "pressure_hpa": pressure, "wind_speed_ms": wind, "wind_direction_deg": direction,
+            "visibility_km": visibility, "ceiling_m": ceiling, "precipitable_water_cm": 2.2}
+
+
+#: seven real consecutive hours of Greensboro's TMY3 file (27 November, overcast)
+NOWCAST_EXAMPLE = {
+    "station": {"latitude": 36.1, "longitude": -79.95, "elevation_m": 273.0},
+    "observations": [
+        _hour("2001-11-27T12:00:00-05:00", 10, 10, 3.9, 3.3, 96, 994, 4.1, 30, 4.0, 183),
+        _hour("2001-11-27T13:00:00-05:00", 10, 10, 4.4, 3.9, 97, 993, 5.2, 50, 4.0, 152),
+        _hour("2001-11-27T14:00:00-05:00", 10, 10, 4.4, 3.9, 97, 992, 4.1, 40, 4.0, 122),
+        _hour("2001-11-27T15:00:00-05:00", 10, 10, 4.4, 3.9, 97, 991, 5.2, 50, 2.4, 122),
+        _hour("2001-11-27T16:00:00-05:00", 10, 10, 4.4, 3.9, 97, 991, 4.1, 40, 2.4, 91),
+        _hour("2001-11-27T17:00:00-05:00", 10, 10, 3.9, 3.3, 96, 991, 4.1, 10, 2.4, 91),
+        _hour("2001-11-27T18:00:00-05:00", 10, 10, 3.9, 3.3, 96, 991, 2.6, 10, 2.4, 61),
+    ]}
 
 
 class Observation(Strict):
     """One hourly observation; omitted or null fields are missing (the model copes)."""
 
-    time: AwareDatetime = Field(description="when observed, ISO 8601 with UTC offset, on the hour")
-    opaque_cloud_tenths: float | None = Field(None, ge=0, le=10)
-    total_cloud_tenths: float | None = Field(None, ge=0, le=10)
-    temp_air_c: float | None = Field(None, ge=-90, le=60)
-    temp_dew_c: float | None = Field(None, ge=-100, le=40)
-    relative_humidity: float | None = Field(None, ge=0, le=100)
-    pressure_hpa: float | None = Field(None, ge=500, le=1100)
-    wind_speed_ms: float | None = Field(None, ge=0, le=80)
-    wind_direction_deg: float | None = Field(None, ge=0, le=360)
-    visibility_km: float | None = Field(None, ge=0, le=200)
-    ceiling_m: float | None = Field(None, ge=0, le=30000)
-    precipitable_water_cm: float | None = Field(None, ge=0, le=15)
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "examples": [NOWCAST_EXAMPLE["observations"][0]]})
+
+    time: AwareDatetime = Field(description="when observed, ISO 8601 with UTC offset, on the "
+                                "hour", examples=["2001-11-27T12:00:00-05:00"])
+    opaque_cloud_tenths: float | None = Field(None, ge=0, le=10, description="opaque sky "
+                                              "cover, tenths of sky (0-10)", examples=[3])
+    total_cloud_tenths: float | None = Field(None, ge=0, le=10, description="total sky "
+                                             "cover, tenths of sky (0-10)", examples=[5])
+    temp_air_c: float | None = Field(None, ge=-90, le=60, description="air temperature, °C",
+                                     examples=[9.4])
+    temp_dew_c: float | None = Field(None, ge=-100, le=40, description="dew point, °C",
+                                     examples=[2.2])
+    relative_humidity: float | None = Field(None, ge=0, le=100, description="relative "
+                                            "humidity, %", examples=[61])
+    pressure_hpa: float | None = Field(None, ge=500, le=1100, description="station "
+                                       "pressure, hPa", examples=[985])
+    wind_speed_ms: float | None = Field(None, ge=0, le=80, description="wind speed, m/s",
+                                        examples=[3.1])
+    wind_direction_deg: float | None = Field(None, ge=0, le=360, description="wind "
+                                             "direction, degrees from north", examples=[250])
+    visibility_km: float | None = Field(None, ge=0, le=200, description="horizontal "
+                                        "visibility, km", examples=[16.1])
+    ceiling_m: float | None = Field(None, ge=0, le=30000, description="cloud ceiling, m "
+                                    "above ground (unlimited = 20000)", examples=[20000])
+    precipitable_water_cm: float | None = Field(None, ge=0, le=15, description="precipitable "
+                                                "water, cm", examples=[1.4])
 
 
 class NowcastRequest(Strict):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [NOWCAST_EXAMPLE]})
+
     station: Station
     observations: list[Observation] = Field(min_length=1, max_length=MAX_OBSERVATIONS,
-                                            description="consecutive hours, oldest first")
+                                            description="consecutive hours, oldest first: at "
+                                            "least the latest 7 (the features' history + 1)")
 
 
 class HorizonForecast(BaseModel):
-    horizon_h: int
-    target_time: dt.datetime
-    p_clear: float
-    target_is_night: bool
+    horizon_h: int = Field(ge=1, description="hours ahead of `issued_for`", examples=[1])
+    target_time: dt.datetime = Field(description="the hour forecast, UTC",
+                                     examples=["2001-11-28T00:00:00Z"])
+    p_clear: float = Field(ge=0, le=1, description="probability that the sky is clear "
+                           "(opaque cover ≤ 2 tenths) at `target_time`, 0-1", examples=[0.12])
+    target_is_night: bool = Field(description="the sun is more than 12° below the horizon at "
+                                  "`target_time` (the label is defined for night hours)",
+                                  examples=[True])
 
 
 class NowcastResponse(BaseModel):
-    prediction_id: str
-    model_version: str
-    issued_for: dt.datetime
-    forecasts: list[HorizonForecast]
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "prediction_id": "b89a9379a613443ca68edb6c9c3dc758", "model_version": "1",
+        "issued_for": "2001-11-27T23:00:00Z",
+        "forecasts": [{"horizon_h": 1, "target_time": "2001-11-28T00:00:00Z", "p_clear": 0.12,
+                       "target_is_night": True}]}]})
+
+    prediction_id: str = Field(description="id of the logged prediction, for "
+                               "`POST /v1/feedback`",
+                               examples=["b89a9379a613443ca68edb6c9c3dc758"])
+    model_version: str = Field(description="registered version of the model served",
+                               examples=["1"])
+    issued_for: dt.datetime = Field(description="the latest observed hour, UTC",
+                                    examples=["2001-11-27T23:00:00Z"])
+    forecasts: list[HorizonForecast] = Field(description="one per horizon, 1-12 h")
 
 
 class NightRequest(Strict):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"station": NOWCAST_EXAMPLE["station"], "date": "2001-11-27",
+         "observations": NOWCAST_EXAMPLE["observations"]},
+        {"station": {"latitude": 52.52, "longitude": 13.4}, "date": "tonight"}]})
+
     station: Station
-    date: dt.date = Field(description="the local date on which the night begins")
-    dark_sky_mag: float = Field(21.587, ge=15, le=22.5)
-    observations: list[Observation] = Field(default_factory=list, max_length=MAX_OBSERVATIONS)
-
-
-class Step(BaseModel):
-    time: dt.datetime
-    sun_altitude_deg: float
-    twilight: str
-    moon_altitude_deg: float
-    moon_illumination: float
-    sky_brightness_mag_arcsec2: float
-    p_clear: float
-    score: float
-
-
-class Window(BaseModel):
-    start: dt.datetime
-    end: dt.datetime
-    mean_score: float
-    minutes: int
-
-
-class NightResponse(BaseModel):
-    date: dt.date
-    model_version: str
-    p_clear_source: str
-    prediction_id: str | None
-    timeline: list[Step]
-    best_windows: list[Window]
+    date: dt.date | Literal["tonight"] = Field(
+        "tonight", description="the local date on which the night begins, or `tonight`: the "
+        "night in progress or coming at the place (from its local solar noon to the next)",
+        examples=["2026-11-27", "tonight"])
+    dark_sky_mag: float = Field(21.587, ge=15, le=22.5, description=DARK_SKY_MAG,
+                                examples=[21.587])
+    observations: list[Observation] = Field(
+        default_factory=list, max_length=MAX_OBSERVATIONS,
+        description="the station's latest consecutive hours, oldest first (optional): P(clear) "
+        "for the next 12 hours then comes from the nowcast")
 
 
 class FeedbackRequest(Strict):
-    prediction_id: str = Field(min_length=1, max_length=64)
-    observed: Literal["clear", "partly", "cloudy"]
-    observed_at: AwareDatetime | None = None
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"prediction_id": "b89a9379a613443ca68edb6c9c3dc758", "observed": "clear"}]})
+
+    prediction_id: str = Field(min_length=1, max_length=64, description="the `prediction_id` "
+                               "of a nowcast or night plan", examples=[
+                                   "b89a9379a613443ca68edb6c9c3dc758"])
+    observed: Literal["clear", "partly", "cloudy"] = Field(
+        description="what the user saw", examples=["clear"])
+    observed_at: AwareDatetime | None = Field(None, description="when (ISO 8601 with offset)",
+                                              examples=["2001-11-27T23:30:00-05:00"])
 
 
 class FeedbackResponse(BaseModel):
-    feedback_id: int
-    prediction_id: str
+    feedback_id: int = Field(description="id of the feedback record", examples=[1])
+    prediction_id: str = Field(description="the prediction it is about",
+                               examples=["b89a9379a613443ca68edb6c9c3dc758"])
 
 
 def _unprocessable(location: list, message: str) -> HTTPException:
@@ -200,9 +254,12 @@ class _Origin:
 class Service:
     """The loaded bundle, its feature settings, the serving store and the metrics."""
 
-    def __init__(self, bundle: Bundle, store: Store):
+    def __init__(self, bundle: Bundle, store: Store,
+                 max_station_km: float = place.DEFAULT_MAX_STATION_KM):
         self.bundle = bundle
         self.store = store
+        #: beyond this distance a station's climatology is not used for a place
+        self.max_station_km = max_station_km
         self.features = bundle.feature_settings
         columns = features.feature_columns(self.features)
         if columns != bundle.features:
@@ -316,14 +373,17 @@ class Service:
                 answered.set_result(nowcast)
 
     async def night(self, request: NightRequest) -> NightResponse:
-        if not MIN_DATE <= request.date <= MAX_DATE:
-            raise _unprocessable(["date"], f"{request.date} is outside {MIN_DATE}..{MAX_DATE}, "
-                                 "the range of the bundled ephemeris")
         s = request.station
-        times = planner.night_steps(s.latitude, s.longitude, request.date)
-        p, source = planner.climatology_p_clear(self.bundle.climatology, s.latitude,
-                                                s.longitude, times)
-        source = f"climatology of {source}"
+        date = (place.tonight(s.longitude, dt.datetime.now(dt.UTC))
+                if request.date == "tonight" else request.date)
+        if not MIN_DATE <= date <= MAX_DATE:
+            raise _unprocessable(["date"], f"{date} is outside {MIN_DATE}..{MAX_DATE}, "
+                                 "the range of the bundled ephemeris")
+        times = planner.night_steps(s.latitude, s.longitude, date)
+        climate = place.choose_climatology(self.bundle.climatology, s.latitude, s.longitude,
+                                           self.max_station_km)
+        p = place.p_clear_from_table(climate.table, s.longitude, times)
+        source = climate.description
         prediction_id = None
         if request.observations:
             nowcast = await self.nowcast(s, request.observations, kind="night")
@@ -333,14 +393,10 @@ class Service:
             for hour, f in zip(hours, nowcast["forecasts"], strict=True):
                 p = np.where(step_hour == hour, f["p_clear"], p)
             source = f"nowcast for the next {len(hours)} h, then {source}"
-        frame = planner.timeline(s.latitude, s.longitude, request.date, p, times,
-                                 request.dark_sky_mag)
-        return NightResponse(
-            date=request.date, model_version=self.bundle.version, p_clear_source=source,
-            prediction_id=prediction_id,
-            timeline=[Step(**row) for row in frame.to_dict("records")],
-            best_windows=[Window(**w) for w in planner.best_windows(frame)],
-        )
+        return assemble(latitude=s.latitude, longitude=s.longitude, elevation_m=s.elevation_m,
+                        date=date, times=times, p_clear=p, p_clear_source=source,
+                        climate=climate, dark_sky_mag=request.dark_sky_mag,
+                        model_version=self.bundle.version, prediction_id=prediction_id)
 
 
 def json_body(model: type[BaseModel]) -> Callable[[Request], Awaitable[BaseModel]]:
@@ -367,7 +423,9 @@ def json_body(model: type[BaseModel]) -> Callable[[Request], Awaitable[BaseModel
 def body_schema(model: type[BaseModel]) -> dict:
     """``openapi_extra`` declaring ``model`` as the required JSON body."""
     return {"requestBody": {"required": True, "content": {"application/json": {
-        "schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}}
+        "schema": {"$ref": f"#/components/schemas/{model.__name__}"},
+        "example": (model.model_config.get("json_schema_extra") or {}).get("examples", [None])[0],
+    }}}}
 
 
 class LimitsAndMetrics:
@@ -468,13 +526,21 @@ def create_app(service: Service) -> FastAPI:
 
     @app.get("/v1/night", response_model=NightResponse)
     async def night(
-        lat: Annotated[float, Query(ge=-90, le=90)],
-        lon: Annotated[float, Query(ge=-180, le=180)],
-        date: dt.date,
-        elevation_m: Annotated[float, Query(ge=-500, le=9000)] = 0.0,
-        dark_sky_mag: Annotated[float, Query(ge=15, le=22.5)] = 21.587,
+        lat: Annotated[float, Query(ge=-90, le=90, description="latitude, degrees north",
+                                    examples=[36.1])],
+        lon: Annotated[float, Query(ge=-180, le=180, description="longitude, degrees east",
+                                    examples=[-79.95])],
+        date: Annotated[dt.date | Literal["tonight"], Query(
+            description="local date the night begins (YYYY-MM-DD), or `tonight`",
+            examples=["tonight"])] = "tonight",
+        elevation_m: Annotated[float, Query(ge=-500, le=9000,
+                                            description="metres above sea level")] = 0.0,
+        dark_sky_mag: Annotated[float, Query(ge=15, le=22.5, description=DARK_SKY_MAG)
+                                ] = 21.587,
     ) -> NightResponse:
-        """Tonight's timeline from the station climatology (no observations)."""
+        """Tonight's plan for a place from climatology (no observations): the nearest
+        station's record within the server's distance limit, else a latitude/season prior,
+        said so in `climatology`."""
         return await service.night(NightRequest(
             station=Station(latitude=lat, longitude=lon, elevation_m=elevation_m), date=date,
             dark_sky_mag=dark_sky_mag))
@@ -534,4 +600,6 @@ def app_from_environment() -> FastAPI:
     from starry_guide.serve.bundle import load_bundle
 
     return create_app(Service(load_bundle(Path(os.environ["STARRY_BUNDLE"])),
-                              Store(os.environ[store.URL_ENV])))
+                              Store(os.environ[store.URL_ENV]),
+                              max_station_km=float(os.environ.get(
+                                  "STARRY_MAX_STATION_KM", place.DEFAULT_MAX_STATION_KM))))
