@@ -23,7 +23,7 @@ def _fail(message: str) -> None:
 
 
 @app.command()
-def stage(name: str = typer.Argument(..., help="prepare, train, select or drift")) -> None:
+def stage(name: str = typer.Argument(..., help="prepare, train, select or monitor")) -> None:
     """Run one pipeline stage's notebook with Papermill (what `dvc repro` calls)."""
     from starry_guide.notebook import StageFailed, run_stage
 
@@ -210,6 +210,67 @@ def score(
         batch.write_output(scores, Path(output))
         n_scores, n_stations = len(scores), scores["station_id"].nunique()
     typer.echo(f"wrote {n_scores} scores for {n_stations} station(s) to {output}")
+
+
+@app.command()
+def replay(
+    file: str = typer.Argument(..., help="a station file (EPW, TMY2, TMY3, CSV) or a built-in "
+                                         "station id"),
+    url: str = typer.Option(..., help="the running server, e.g. http://127.0.0.1:8000"),
+    token_env: str = typer.Option("STARRY_FEED_TOKEN",
+                                  help="environment variable holding the feeder token"),
+    station_id: str = typer.Option(None, help="register the station under this id "
+                                              "(default: the file's)"),
+    start: str = typer.Option(None, help="first hour to send (ISO date/time, UTC)"),
+    hours: int = typer.Option(None, help="number of hours to send (default: to the end)"),
+    speed: float = typer.Option(0.0, help="simulated hours per second; 0 = as fast as the "
+                                          "server answers"),
+    fault: list[str] = typer.Option(None, help="NAME@DATE, repeatable: stuck-cloud-sensor, "
+                                               "missing-sensor, visibility-in-metres, "
+                                               "temperature-in-fahrenheit, shift-clear-rate"),
+    feedback_rate: float = typer.Option(0.0, help="chance per night hour that a user reports "
+                                                  "the sky (0-1)"),
+    feedback_error: float = typer.Option(0.0, help="chance that a report is wrong (0-1)"),
+    seed: int = typer.Option(0, help="seeds faults and feedback"),
+) -> None:
+    """Play a station file into a running server hour by hour, as a feeder would."""
+    from starry_guide.config import load_settings
+    from starry_guide.serve import replay as player
+
+    try:
+        if speed < 0:
+            raise player.ReplayError(f"--speed {speed}: give 0 (as fast as possible) or a "
+                                     "positive number of simulated hours per second")
+        for name, value in (("--feedback-rate", feedback_rate),
+                            ("--feedback-error", feedback_error)):
+            if not 0 <= value <= 1:
+                raise player.ReplayError(f"{name} {value}: give a probability between 0 and 1")
+        token = os.environ.get(token_env)
+        if not token:
+            raise player.ReplayError(f"the environment variable {token_env} (--token-env) is "
+                                     "not set; export the feeder token the server was started "
+                                     "with")
+        faults = [player.parse_fault(text) for text in fault or []]
+        settings = load_settings()
+        frame, station = player.load_station_frame(file, settings, start, hours)
+        if station_id:
+            station["station_id"] = station_id
+            frame = frame.assign(station_id=station_id)
+        sent, world = player.apply_faults(frame, faults, seed)
+        typer.echo(f"replaying {len(sent)} hours of {station['station_id']} "
+                   f"({sent['time'].iloc[0].isoformat()} .. {sent['time'].iloc[-1].isoformat()})"
+                   f" into {url}" + "".join(f"; {f.name} from {t.isoformat()}"
+                                           for f, t in faults))
+        stats = player.replay(
+            sent, world, station, url, token, speed=speed, feedback_rate=feedback_rate,
+            feedback_error=feedback_error, clear_max=settings.label.clear_max_opaque_tenths,
+            seed=seed, progress=lambda s: typer.echo(f"  {s.hours_sent} hours sent", err=True))
+    except (player.ReplayError, ConfigError) as exc:
+        _fail(str(exc))
+    typer.echo(f"sent {stats.hours_sent} hours ({stats.rate:.0f} hours/s), "
+               f"{stats.hours_rejected} rejected, {stats.feedback_sent} feedback reports")
+    for line in stats.rejected:
+        typer.echo(f"  rejected {line}", err=True)
 
 
 @app.command()

@@ -89,13 +89,23 @@ class SelectSettings:
 
 
 @dataclass(frozen=True)
-class DriftSettings:
-    psi_bins: int
-    psi_threshold: float
-    ks_alpha: float
-    ks_min_statistic: float
-    drifted_share_threshold: float
-    brier_degradation_threshold: float
+class MonitorSettings:
+    """The monitor stage's knobs (see :mod:`starry_guide.monitor`)."""
+
+    chunk_days: int
+    min_chunk_hours: int
+    min_labelled_rows: int
+    threshold_sigma: float
+    drift_bins: int
+    drift_consecutive_chunks: int
+    performance_window_chunks: int
+    performance_consecutive_chunks: int
+    missing_min_increase: float
+    stuck_run_factor: float
+    stuck_min_hours: int
+    feedback_min_count: int
+    feedback_min_agreement: float
+    reliability_bins: int
 
 
 @dataclass(frozen=True)
@@ -160,7 +170,7 @@ class Settings:
     split: SplitSettings
     train: TrainSettings
     select: SelectSettings
-    drift: DriftSettings
+    monitor: MonitorSettings
     project_root: Path
 
     @property
@@ -235,7 +245,7 @@ def load_settings(project_dir: Path | str | None = None) -> Settings:
     sp = _section(raw, "split", source)
     t = _section(raw, "train", source)
     se = _section(raw, "select", source)
-    dr = _section(raw, "drift", source)
+    mo = _section(raw, "monitor", source)
 
     candidates = _get(t, "candidates", tuple, source, "train")
     search = dict(t.get("search") or {})
@@ -289,16 +299,10 @@ def load_settings(project_dir: Path | str | None = None) -> Settings:
             confidence=_get(se, "confidence", float, source, "select"),
             horizon_tolerance_bss=_get(se, "horizon_tolerance_bss", float, source, "select"),
         ),
-        drift=DriftSettings(
-            psi_bins=_get(dr, "psi_bins", int, source, "drift"),
-            psi_threshold=_get(dr, "psi_threshold", float, source, "drift"),
-            ks_alpha=_get(dr, "ks_alpha", float, source, "drift"),
-            ks_min_statistic=_get(dr, "ks_min_statistic", float, source, "drift"),
-            drifted_share_threshold=_get(dr, "drifted_share_threshold", float, source, "drift"),
-            brier_degradation_threshold=_get(
-                dr, "brier_degradation_threshold", float, source, "drift"
-            ),
-        ),
+        monitor=MonitorSettings(**{
+            f.name: _get(mo, f.name, f.type if isinstance(f.type, type) else
+                         {"int": int, "float": float}[f.type], source, "monitor")
+            for f in dataclasses.fields(MonitorSettings)}),
         project_root=root,
     )
     _check(settings, source)
@@ -335,6 +339,14 @@ def _check(s: Settings, source: Path) -> None:
             f"{source}: 'train.candidates' must include calibrated_persistence — the baseline "
             "every skill score and the champion gate are measured against"
         )
+    if s.monitor.chunk_days < 1 or s.monitor.threshold_sigma <= 0:
+        raise ConfigError(f"{source}: 'monitor.chunk_days' = {s.monitor.chunk_days} and "
+                          f"'monitor.threshold_sigma' = {s.monitor.threshold_sigma} must be > 0")
+    if min(s.monitor.drift_consecutive_chunks, s.monitor.performance_window_chunks,
+           s.monitor.performance_consecutive_chunks) < 1:
+        raise ConfigError(f"{source}: 'monitor' chunk counts (drift_consecutive_chunks, "
+                          "performance_window_chunks, performance_consecutive_chunks) must be "
+                          ">= 1")
     if s.train.threshold_metric not in {"f1", "accuracy"}:
         raise ConfigError(f"{source}: 'train.threshold_metric' = {s.train.threshold_metric!r}; "
                           "use f1 or accuracy")
