@@ -23,7 +23,7 @@ from starry_guide.notebook import copy_project
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-STAGES = ["prepare", "train", "select", "drift", "docs"]
+STAGES = ["prepare", "train", "select", "monitor", "docs"]
 
 
 def timed(args: list[str], cwd: Path, env: dict) -> float:

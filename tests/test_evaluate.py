@@ -45,3 +45,23 @@ def test_reliability_bins_observed_rate():
     table = evaluate.reliability(y, p, bins=10)
     assert table["observed"].tolist() == [0.5, 1.0]
     assert table["rows"].tolist() == [2, 2]
+
+
+def test_population_stability_index():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=5000)
+    assert evaluate.population_stability_index(x, x) == 0
+    assert evaluate.population_stability_index(x, rng.normal(1.0, size=5000)) > 0.2
+    assert evaluate.population_stability_index(x, rng.normal(size=5000)) < 0.02
+    gone = rng.normal(size=5000)
+    gone[:2500] = np.nan
+    assert evaluate.population_stability_index(x, gone) > 0.2  # going missing is a shift
+
+
+def test_unseen_station_shift_ranks_the_moved_feature_first():
+    rng = np.random.default_rng(0)
+    reference = pd.DataFrame({"same": rng.normal(size=3000), "moved": rng.normal(size=3000)})
+    unseen = pd.DataFrame({"same": rng.normal(size=3000), "moved": rng.normal(2, size=3000)})
+    table = evaluate.unseen_station_shift(reference, unseen, ["same", "moved"])
+    assert table.index[0] == "moved" and table.loc["moved", "ks_statistic"] > 0.5
+    assert table.loc["same", "psi"] < 0.05

@@ -2,7 +2,7 @@
 
 Modules, one per concern: ``config`` (params.yaml), ``stations`` (station files), ``quality``
 (validation and repairs), ``astro`` (sun and moon), ``features`` (the one feature function),
-``splits``, ``models``, ``evaluate``, ``training``, ``champion``, ``drift``, ``tracking``
+``splits``, ``models``, ``evaluate``, ``training``, ``champion``, ``monitor``, ``tracking``
 (MLflow), ``notebook`` (the Papermill stage runner), ``docs``, ``cli``.
 """
 

@@ -128,6 +128,11 @@ class Paths:
         return self.root / "data" / "processed"
 
     @property
+    def production_dir(self) -> Path:
+        """The serving store's snapshot (``starry store snapshot``), read by the monitor."""
+        return self.root / "data" / "production"
+
+    @property
     def models_dir(self) -> Path:
         return self.root / "models"
 

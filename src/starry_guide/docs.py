@@ -76,11 +76,10 @@ def pipeline_page(root: Path) -> str:
 
 
 def metrics_page(root: Path) -> str:
-    """The champion, every candidate's validation scores, data and drift summaries."""
+    """The champion, every candidate's validation scores and the data summary."""
     metrics = root / "reports" / "metrics"
     select = read_json(metrics / "select.json")
     train = read_json(metrics / "train.json")
-    drift = read_json(metrics / "drift.json")
     data = read_json(metrics / "data.json")
     held_out = pd.DataFrame({split: select[split] for split in ("validation", "test", "unseen")
                              if split in select}).T
@@ -143,18 +142,6 @@ def metrics_page(root: Path) -> str:
         f"{data['stations']} stations, {data['observed_hours']} observed hours.",
         "",
         _table(pd.DataFrame({"rows": data["rows"], "clear rate": data["clear_rate"]})),
-        "",
-        "## Drift (training stations → unseen station)",
-        "",
-        f"- drifted features: {drift['drifted_features']} "
-        f"({drift['drifted_share']:.0%})",
-        f"- prediction PSI: {drift['prediction_psi']:.3f}",
-        f"- Brier: reference {drift['brier_reference']:.4f} → current "
-        f"{drift['brier_current']:.4f}",
-        f"- **retrain recommended: {'yes' if drift['retrain_recommended'] else 'no'}**"
-        + "".join(f"\n    - {r}" for r in drift["reasons"]),
-        "",
-        "![PSI per feature](figures/drift/feature_drift.png)",
     ]
     return "\n".join(lines) + "\n"
 
@@ -184,6 +171,61 @@ def quality_page(root: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def monitoring_page(root: Path) -> str:
+    """Production monitoring from ``reports/metrics/monitor.json`` (the ``monitor`` stage)."""
+    report = read_json(root / "reports" / "metrics" / "monitor.json")
+    lines = ["# Monitoring", "",
+             "Generated from `reports/metrics/monitor.json` (the `monitor` stage, notebook "
+             "[5 · Monitor](notebooks/05_monitor.ipynb)) by the `docs` stage. How it works: "
+             "[Monitoring production](../monitoring.md).", ""]
+    if report["status"] == "no production traffic yet":
+        return "\n".join([*lines, "**No production traffic yet**: the snapshot in "
+                          "`data/production/` is empty. Run the service with a feeder and "
+                          "take a snapshot (`starry store snapshot`).", ""])
+    production = report["production"]
+    verdict = "yes" if report["retrain_recommended"] else "no"
+    lines += [f"Snapshot: {production['stations']} station(s), {production['observations']} "
+              f"observations from {production['first_hour']} to {production['last_hour']}, "
+              f"{production['predictions']} nowcasts, {production['labelled_predictions']} "
+              f"labelled (prediction, horizon) pairs at night, {production['feedback']} "
+              "feedback reports.", "",
+              f"- status: **{report['status']}**",
+              f"- **retrain recommended: {verdict}**"]
+    lines += [f"    - {reason}" for reason in report["reasons"]]
+    perf = report.get("performance") or {}
+    if perf:
+        lines += ["", "## Realised performance", "",
+                  f"At the served threshold {report['served_threshold']:g}. *expected Brier* is "
+                  "what the served probabilities promise (mean p(1 − p)); *BSS* is against "
+                  "calibrated persistence fitted on the training months.", "",
+                  _table(pd.DataFrame([perf])[[k for k in (
+                      "rows", "clear_rate", "brier", "expected_brier", "brier_excess", "bss",
+                      "accuracy", "precision", "recall") if k in perf]]), "",
+                  _table(pd.DataFrame(report["performance_by_horizon"]).T.rename_axis(
+                      "horizon (h)")), ""]
+    stations = pd.DataFrame({s: {"status": d["status"],
+                                 "retrain recommended": d["retrain_recommended"],
+                                 "labelled": d["labelled_predictions"],
+                                 **{f"{k} alerts": n for k, n in d["alerts"].items()}}
+                             for s, d in report["stations"].items()}).T
+    lines += ["## Per station", "", stations.to_markdown(), ""]
+    alerts = report["alerts"]
+    for kind, title in (("data_quality", "Data-quality alerts"), ("drift", "Drift alerts"),
+                        ("prediction_drift", "Prediction-drift alerts"),
+                        ("performance", "Performance alerts")):
+        if alerts.get(kind):
+            frame = pd.DataFrame(alerts[kind])
+            lines += [f"## {title}", "", _table(frame.head(40)), ""]
+            if len(frame) > 40:
+                lines += [f"… and {len(frame) - 40} more (see `monitor.json`).", ""]
+    lines += ["## Over time", "",
+              "![Realised performance](figures/monitor/performance.png)", "",
+              "![Missing values per sensor](figures/monitor/quality.png)", "",
+              "![Feature drift](figures/monitor/drift.png)", "",
+              "![Reliability](figures/monitor/reliability.png)", ""]
+    return "\n".join(lines) + "\n"
+
+
 def generate(root: Path, destination: Path) -> None:
     """Write every generated page (and the figures and executed notebooks they show)."""
     destination.mkdir(parents=True)
@@ -191,6 +233,7 @@ def generate(root: Path, destination: Path) -> None:
         (destination / "pipeline.md").write_text(pipeline_page(root), encoding="utf-8")
         (destination / "metrics.md").write_text(metrics_page(root), encoding="utf-8")
         (destination / "data-quality.md").write_text(quality_page(root), encoding="utf-8")
+        (destination / "monitoring.md").write_text(monitoring_page(root), encoding="utf-8")
     except FileNotFoundError as exc:
         raise DocsError(f"{exc.filename} is missing; run `dvc repro` first") from None
     shutil.copytree(root / "reports" / "figures", destination / "figures")
@@ -238,7 +281,7 @@ def summary(root: Path) -> str:
     select = read_json(root / "reports" / "metrics" / "select.json")
     decision = read_json(root / "reports" / "select_decision.json")
     card = read_json(root / "models" / "champion" / "champion.json")
-    drift = read_json(root / "reports" / "metrics" / "drift.json")
+    monitoring = read_json(root / "reports" / "metrics" / "monitor.json")
     test = select.get("test", {})
     unseen = select.get("unseen", {})
     return "\n".join([
@@ -252,7 +295,8 @@ def summary(root: Path) -> str:
         f"accuracy {test.get('accuracy', float('nan')):.3f}",
         f"  unseen station: Brier {unseen.get('brier', float('nan')):.4f}, "
         f"BSS {unseen.get('bss', float('nan')):+.4f}",
-        f"  drift: retrain recommended = {drift['retrain_recommended']}",
+        f"  monitor: {monitoring['status']}; retrain recommended = "
+        f"{monitoring['retrain_recommended']}",
         "Where to look:",
         "  metrics     reports/metrics/*.json   (dvc metrics show)",
         "  notebooks   reports/notebooks/*.ipynb (executed), figures in reports/figures/",

@@ -166,3 +166,49 @@ def plot_by_horizon(table: pd.DataFrame, metric: str, title: str) -> plt.Figure:
     ax.legend(fontsize="small")
     fig.tight_layout()
     return fig
+
+
+def population_stability_index(reference: np.ndarray, current: np.ndarray,
+                               bins: int = 10) -> float:
+    """PSI of ``current`` against ``reference`` on the reference's quantile bins; missing
+    values get a bin of their own (empty bins floored at 1e-4: PSI is a log ratio)."""
+    ref = np.asarray(reference, dtype=float)
+    cur = np.asarray(current, dtype=float)
+    ref_ok, cur_ok = ref[~np.isnan(ref)], cur[~np.isnan(cur)]
+    if len(ref_ok) == 0 and len(cur_ok) == 0:
+        return 0.0
+    edges = (np.unique(np.quantile(ref_ok, np.linspace(0, 1, bins + 1)[1:-1]))
+             if len(ref_ok) else np.array([]))
+
+    def shares(values: np.ndarray, ok: np.ndarray) -> np.ndarray:
+        counts = np.bincount(np.searchsorted(edges, ok, side="right"),
+                             minlength=len(edges) + 1).astype(float)
+        counts = np.append(counts, len(values) - len(ok))
+        return np.maximum(counts / max(len(values), 1), 1e-4)
+
+    p, q = shares(ref, ref_ok), shares(cur, cur_ok)
+    return float(np.sum((q - p) * np.log(q / p)))
+
+
+def unseen_station_shift(reference: pd.DataFrame, unseen: pd.DataFrame,
+                         columns: list[str], bins: int = 10) -> pd.DataFrame:
+    """How different an unseen station's features are from the training stations' — a
+    research comparison for generalisation (not monitoring: production traffic is judged by
+    :mod:`starry_guide.monitor`). Per feature: PSI and the two-sample Kolmogorov-Smirnov
+    statistic on the observed values, largest shift first."""
+    from scipy import stats
+
+    records = []
+    for column in columns:
+        ref = reference[column].to_numpy(dtype=float)
+        cur = unseen[column].to_numpy(dtype=float)
+        ref_ok, cur_ok = ref[~np.isnan(ref)], cur[~np.isnan(cur)]
+        ks = (float(stats.ks_2samp(ref_ok, cur_ok).statistic)
+              if len(ref_ok) and len(cur_ok) else float("nan"))
+        records.append({"feature": column,
+                        "psi": _round(population_stability_index(ref, cur, bins)),
+                        "ks_statistic": _round(ks),
+                        "missing_reference": _round(float(np.isnan(ref).mean())),
+                        "missing_unseen": _round(float(np.isnan(cur).mean()))})
+    return (pd.DataFrame.from_records(records).set_index("feature")
+            .sort_values("psi", ascending=False))

@@ -24,7 +24,7 @@ STAGE_NOTEBOOKS = {
     "prepare": "01_prepare.ipynb",
     "train": "02_train.ipynb",
     "select": "03_select.ipynb",
-    "drift": "04_drift.ipynb",
+    "monitor": "05_monitor.ipynb",
 }
 EXECUTED_DIR = Path("reports") / "notebooks"
 FAILED_DIR = Path("reports") / "failed"
@@ -172,7 +172,8 @@ def refresh_committed(root: Path, stages: list[str] | None = None) -> list[Path]
 
 def copy_project(root: Path, destination: Path, with_code: bool = False,
                  with_packaged: bool = True) -> None:
-    """The files a pipeline run needs (params, dvc.yaml, notebooks, raw data), nothing else;
+    """The files a pipeline run needs (params, dvc.yaml, notebooks, raw data, the production
+    snapshot), nothing else;
     ``with_code`` adds what `dvc repro` hashes and builds too (src/, docs/, mkdocs.yml,
     uv.lock). ``with_packaged=False`` leaves out the ``stations`` stage's output
     (``data/raw/packaged/``), so the copy fetches it as a fresh clone does."""
@@ -188,3 +189,6 @@ def copy_project(root: Path, destination: Path, with_code: bool = False,
     if raw.is_dir():
         skip = shutil.ignore_patterns("packaged") if not with_packaged else None
         shutil.copytree(raw, destination / "data" / "raw", ignore=skip)
+    production = root / "data" / "production"
+    if production.is_dir():
+        shutil.copytree(production, destination / "data" / "production")

@@ -20,7 +20,6 @@ from starry_guide.config import Settings
 
 TRAIN_EXPERIMENT = "starry-guide/train"
 SELECT_EXPERIMENT = "starry-guide/select"
-DRIFT_EXPERIMENT = "starry-guide/drift"
 
 
 def pip_requirements() -> list[str]:

@@ -51,9 +51,9 @@ def project(tmp_path_factory) -> tuple[Path, dict]:
 def test_repro_builds_every_output(project):
     copy, _ = project
     for path in ("data/processed/rows.parquet", "reports/metrics/train.json",
-                 "reports/metrics/select.json", "reports/metrics/drift.json",
+                 "reports/metrics/select.json", "reports/metrics/monitor.json",
                  "models/champion/mlflow_model/MLmodel", "models/champion/champion.json",
-                 "reports/notebooks/04_drift.ipynb", "site/index.html",
+                 "reports/notebooks/05_monitor.ipynb", "site/index.html",
                  "site/generated/metrics/index.html", "docs/generated/pipeline.md"):
         assert (copy / path).exists(), path
     select = json.loads((copy / "reports/metrics/select.json").read_text())
