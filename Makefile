@@ -7,7 +7,7 @@ export NO_MKDOCS_2_WARNING := 1
 UV ?= $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 RUN := $(UV) run --frozen
 
-.PHONY: help uv-bootstrap system-deps install repro test unit nbval docs-check lint notebooks lab mlflow-ui docs-serve bench bench-serving serve clean
+.PHONY: help uv-bootstrap system-deps install repro test unit nbval docs-check lint notebooks lab mlflow-ui docs-serve bench bench-serving serve production-snapshot clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -61,6 +61,9 @@ bench-serving: install ## API, batch, night-planner and Dask benchmarks (needs m
 
 serve: install ## the real-time API on http://127.0.0.1:8000 (the registry's @champion)
 	$(RUN) starry serve
+
+production-snapshot: install ## replay half a year of Greensboro into a fresh server, snapshot it into data/production (needs make repro)
+	$(RUN) python scripts/production_snapshot.py
 
 clean: ## remove pipeline outputs (not the MLflow store)
 	rm -rf .staging site data/processed models/champion reports/failed

@@ -673,9 +673,14 @@ def station_verdict(station: str, performance_table: pd.DataFrame, drift: pd.Dat
                            f"in chunk(s) {_span(_chunks(unexplained))}")
             status = status if status != "ok" else "drift"
     if len(p_drift) and p_drift["alert"].any():
-        reasons.append(f"{station}: prediction drift (early warning) in chunk(s) "
-                       f"{_span(_chunks(p_drift[p_drift['alert']]))}")
-        status = status if status != "ok" else "drift"
+        chunks = _chunks(p_drift[p_drift["alert"]])
+        if len(quality) and set(chunks) & set(_chunks(quality)):
+            reasons.append(f"{station}: prediction drift in chunk(s) {_span(chunks)} — "
+                           "follows the data-quality alert(s) above")
+        else:
+            reasons.append(f"{station}: prediction drift (early warning) in chunk(s) "
+                           f"{_span(chunks)}")
+            status = status if status != "ok" else "drift"
     return StationVerdict(station, retrain, status, reasons)
 
 
@@ -961,6 +966,8 @@ def plot_quality(result: MonitorResult):
     for ax, station in zip(axes[:, 0], stations, strict=True):
         part = grid[grid["station_id"] == station]
         shares = part[list(WEATHER_COLUMNS)].isna().groupby(part["chunk"]).mean()
+        ax.plot(pd.to_datetime(shares.index), shares.mean(axis=1), color="black",
+                linestyle=":", label="mean over sensors")
         for sensor in shares.columns:
             if shares[sensor].max() > 0:
                 ax.plot(pd.to_datetime(shares.index), shares[sensor], marker=".", label=sensor)

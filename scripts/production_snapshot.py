@@ -1,0 +1,69 @@
+"""Refresh the committed production snapshot (``data/production/``) from real traffic.
+
+Starts ``starry serve`` on the champion bundle with a fresh SQLite serving store, plays a real
+station into it with ``starry replay`` (as a feeder would, with users' feedback), stops the
+server, and writes ``starry store snapshot --out data/production``. Run by
+``make production-snapshot``; the arguments after ``--`` go to ``starry replay``.
+
+    python scripts/production_snapshot.py -- greensboro_nc --start 2001-01-01 --hours 4368 \
+        --feedback-rate 0.2 --feedback-error 0.1 --seed 1
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+STARRY = [sys.executable, "-m", "starry_guide.cli"]
+DEFAULT = ["greensboro_nc", "--start", "2001-01-01", "--hours", "4368", "--feedback-rate", "0.2",
+           "--feedback-error", "0.1", "--seed", "1"]
+
+
+def main(replay_args: list[str]) -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    token = secrets.token_urlsafe(24)
+    env = {**os.environ, "STARRY_FEED_TOKEN": token}
+    with tempfile.TemporaryDirectory(prefix="starry-production-") as tmp:
+        store = f"sqlite:///{Path(tmp) / 'store.sqlite'}"
+        server = subprocess.Popen(
+            [*STARRY, "serve", "--bundle", "models/champion/bundle", "--port", str(port),
+             "--store", store], cwd=ROOT, env=env)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.time() + 60
+            while time.time() < deadline:
+                try:
+                    if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.3)
+            else:
+                print("the server did not start", file=sys.stderr)
+                return 1
+            replay = subprocess.run([*STARRY, "replay", *replay_args, "--url", url], cwd=ROOT,
+                                    env=env)
+            if replay.returncode != 0:
+                return replay.returncode
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+        return subprocess.run([*STARRY, "store", "snapshot", "--store", store, "--out",
+                               "data/production"], cwd=ROOT).returncode
+
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    if args and args[0] == "--":
+        args = args[1:]
+    sys.exit(main(args or DEFAULT))
