@@ -111,6 +111,9 @@ def serve(
     max_station_km: float = typer.Option(
         300.0, min=1, help="use a station's climatology for places at most this far away; "
         "farther, a latitude/season climatology (labelled as such)"),
+    feed_token_file: str = typer.Option(
+        None, help="file holding the observation feed's bearer token (mode 600); default: "
+                   "env STARRY_FEED_TOKEN_FILE or STARRY_FEED_TOKEN; none: the feed is off"),
 ) -> None:
     """Serve the champion over HTTP (FastAPI + uvicorn) with the web app at /; API docs at
     /docs."""
@@ -118,6 +121,7 @@ def serve(
 
     import uvicorn
 
+    from starry_guide.serve import feed
     from starry_guide.serve.api import Service, create_app
     from starry_guide.serve.bundle import BundleError, load_bundle, resolve_alias
     from starry_guide.serve.store import URL_ENV, Store, StoreError
@@ -137,13 +141,19 @@ def serve(
             tracking.configure(settings, tracking.SELECT_EXPERIMENT)
             path = resolve_alias(settings.select.model_name, alias, root / ".staging" / "serve")
         loaded = load_bundle(path)
-        opened = Store(store)  # creates or upgrades its schema
+        store_settings = _store_settings(root)
+        opened = Store(store, location_decimals=store_settings.location_decimals,
+                       retention_days=store_settings.retention_days)  # creates or upgrades
         # refuses a bundle this code cannot feed
         service = Service(loaded, opened, max_station_km=max_station_km)
-    except (BundleError, ConfigError, StoreError) as exc:
+        if feed_token_file:
+            os.environ[feed.TOKEN_FILE_ENV] = str(Path(feed_token_file).resolve())
+        has_feed = feed.load_token() is not None  # an unusable token stops here
+    except (BundleError, ConfigError, StoreError, feed.FeedTokenError) as exc:
         _fail(f"cannot start: {exc}")
     typer.echo(f"serving {loaded.card.get('candidate')} version {loaded.version} from {path}; "
-               f"store {opened.display_url}")
+               f"store {opened.display_url}; observation feed "
+               f"{'on' if has_feed else 'off (no feed token configured)'}")
     if workers == 1:
         uvicorn.run(create_app(service), host=host, port=port, log_level="warning",
                     access_log=False)  # the store and /metrics record requests
@@ -153,8 +163,77 @@ def serve(
     opened.close()
     os.environ[URL_ENV] = opened.url
     os.environ["STARRY_MAX_STATION_KM"] = str(max_station_km)
+    os.environ["STARRY_STORE_LOCATION_DECIMALS"] = str(store_settings.location_decimals)
+    os.environ["STARRY_STORE_RETENTION_DAYS"] = str(store_settings.retention_days)
     uvicorn.run("starry_guide.serve.api:app_from_environment", factory=True, workers=workers,
                 host=host, port=port, log_level="warning", access_log=False)
+
+
+def _store_settings(root):
+    """The ``store`` section of params.yaml (its defaults outside a project)."""
+    from starry_guide.config import StoreSettings, load_settings
+
+    try:
+        return load_settings(root).store
+    except ConfigError:
+        return StoreSettings()
+
+
+store_app = typer.Typer(no_args_is_help=True, help="The serving store: snapshot, purge.")
+app.add_typer(store_app, name="store")
+
+STORE_OPTION = typer.Option(None, "--store", help="a SQLite file or a postgresql+psycopg:// "
+                            "URL (default: env STARRY_STORE_URL, else "
+                            "reports/serving_store.sqlite)")
+
+
+@store_app.command("snapshot")
+def store_snapshot(
+    store: str = STORE_OPTION,
+    out: str = typer.Option("data/production", help="folder of the snapshot files"),
+) -> None:
+    """Write the store as sorted Parquet files + manifest.json (identical data, identical
+    files): what the monitor stage reads."""
+    from starry_guide.config import load_settings
+    from starry_guide.serve.snapshot import write_snapshot
+    from starry_guide.serve.store import Store, StoreError
+
+    try:
+        settings = load_settings()
+        opened = Store(store, maintenance=False)
+    except (ConfigError, StoreError) as exc:
+        _fail(f"cannot snapshot: {exc}")
+    try:
+        manifest = write_snapshot(opened, out, settings.label.clear_max_opaque_tenths)
+    finally:
+        opened.close()
+    rows = ", ".join(f"{name.removesuffix('.parquet')} {f['rows']}"
+                     for name, f in manifest["files"].items())
+    typer.echo(f"snapshot of {opened.display_url} in {out}: {rows}")
+
+
+@store_app.command("purge")
+def store_purge(
+    older_than: int = typer.Option(..., "--older-than", min=1,
+                                   help="delete what arrived more than this many days ago"),
+    store: str = STORE_OPTION,
+) -> None:
+    """Retention: delete predictions (with their horizons, inputs, feedback), observations
+    and corrections that arrived more than DAYS ago."""
+    import datetime as dt
+
+    from starry_guide.serve.store import Store, StoreError
+
+    try:
+        opened = Store(store, maintenance=False)
+    except StoreError as exc:
+        _fail(f"cannot purge: {exc}")
+    try:
+        deleted = opened.purge(dt.timedelta(days=older_than))
+    finally:
+        opened.close()
+    typer.echo(f"purged from {opened.display_url}: "
+               + ", ".join(f"{table} {n}" for table, n in deleted.items()))
 
 
 @app.command()

@@ -109,6 +109,14 @@ class MonitorSettings:
 
 
 @dataclass(frozen=True)
+class StoreSettings:
+    """The serving store (``params.yaml`` section ``store``, optional)."""
+
+    location_decimals: int = 2   # predictions keep their place to 0.01° (about 1 km)
+    retention_days: int = 0      # purge what arrived longer ago; 0 keeps everything
+
+
+@dataclass(frozen=True)
 class Paths:
     """Where each stage reads and writes, relative to the project root."""
 
@@ -177,6 +185,7 @@ class Settings:
     select: SelectSettings
     monitor: MonitorSettings
     project_root: Path
+    store: StoreSettings = StoreSettings()
 
     @property
     def paths(self) -> Paths:
@@ -251,6 +260,7 @@ def load_settings(project_dir: Path | str | None = None) -> Settings:
     t = _section(raw, "train", source)
     se = _section(raw, "select", source)
     mo = _section(raw, "monitor", source)
+    st = raw.get("store") or {}
 
     candidates = _get(t, "candidates", tuple, source, "train")
     search = dict(t.get("search") or {})
@@ -308,6 +318,12 @@ def load_settings(project_dir: Path | str | None = None) -> Settings:
             f.name: _get(mo, f.name, f.type if isinstance(f.type, type) else
                          {"int": int, "float": float}[f.type], source, "monitor")
             for f in dataclasses.fields(MonitorSettings)}),
+        store=StoreSettings(
+            location_decimals=_get({"location_decimals": 2, **st}, "location_decimals", int,
+                                   source, "store"),
+            retention_days=_get({"retention_days": 0, **st}, "retention_days", int, source,
+                                "store"),
+        ),
         project_root=root,
     )
     _check(settings, source)

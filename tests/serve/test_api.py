@@ -125,10 +125,13 @@ def test_night_timeline_from_climatology(client):
 def test_night_with_observations_uses_the_nowcast(client, observations):
     body = request_body(observations, start=8000, hours=10)
     payload = {"station": body["station"], "observations": body["observations"],
-               "date": "2001-12-01"}
+               "date": "2001-11-30"}  # the hours end 2001-11-30T23:00Z: they reach that night
     night = client.post("/v1/night", json=payload).json()
     assert night["p_clear_source"].startswith("nowcast for the next 12 h")
     assert night["prediction_id"]
+    # the next night begins after the nowcast's 12 hours: climatology only, and said so
+    later = client.post("/v1/night", json={**payload, "date": "2001-12-01"}).json()
+    assert later["p_clear_source"].startswith("climatology of")
 
 
 def test_night_date_outside_the_ephemeris_is_422(client):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -17,6 +18,7 @@ import sqlalchemy as sa
 from tests.serve.conftest import fresh_postgres_database, request_body
 
 STARRY = [sys.executable, "-m", "starry_guide.cli"]
+FEED_TOKEN = "a-feeder-token-of-32-characters!"
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -39,7 +41,8 @@ def server(bundle_dir, tmp_path_factory, request):
     process = subprocess.Popen(
         [*STARRY, "serve", "--bundle", str(bundle_dir), "--port", str(port),
          "--store", log, "--workers", str(workers)], cwd=ROOT,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "STARRY_FEED_TOKEN": FEED_TOKEN})
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -103,3 +106,69 @@ def test_refuses_to_start_without_a_champion(tmp_path, monkeypatch):
                                  "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'empty.db'}"})
     assert result.returncode != 0
     assert "no champion yet" in result.stderr
+
+
+def test_feed_auth_no_token_401_wrong_403_and_nothing_stored_without_it(server, observations):
+    url, log = server
+    station = f"s{free_port()}"  # a station of this test only (the server is shared)
+    place = {"latitude": 36.1, "longitude": -79.95}
+    feed = {"observations": request_body(observations, hours=3)["observations"]}
+    wrong = {"Authorization": "Bearer a-feeder-token-of-32-characters?"}
+    right = {"Authorization": f"Bearer {FEED_TOKEN}"}
+    with httpx.Client(base_url=url, timeout=10) as client:
+        for method, path, body in (("PUT", f"/v1/stations/{station}", place),
+                                   ("POST", f"/v1/stations/{station}/observations", feed)):
+            assert client.request(method, path, json=body).status_code == 401
+            assert client.request(method, path, json=body,
+                                  headers={"Authorization": "Basic eDp5"}).status_code == 401
+            assert client.request(method, path, json=body, headers=wrong).status_code == 403
+        assert station not in [s["station_id"] for s in client.get("/v1/stations").json()]
+        assert client.put(f"/v1/stations/{station}", json=place, headers=right
+                          ).status_code == 201
+        path = f"/v1/stations/{station}/observations"
+        assert client.post(path, json=feed).status_code == 401
+        assert client.post(path, json=feed, headers=wrong).status_code == 403
+        engine = sa.create_engine(log)
+        with engine.connect() as db:
+            stored = db.execute(sa.text("SELECT COUNT(*) FROM observations WHERE station_id = "
+                                        ":s"), {"s": station}).scalar()
+        assert stored == 0  # nothing reached the observations without the token
+        accepted = client.post(path, json=feed, headers=right)
+        assert accepted.status_code == 200 and accepted.json()["new"] == 3
+        with engine.connect() as db:
+            stored = db.execute(sa.text("SELECT COUNT(*) FROM observations WHERE station_id = "
+                                        ":s"), {"s": station}).scalar()
+        engine.dispose()
+        assert stored == 3
+
+
+def test_refuses_a_feed_token_file_others_can_read(bundle_dir, tmp_path):
+    token = tmp_path / "token"
+    token.write_text("x" * 40)
+    token.chmod(0o644)
+    result = subprocess.run([*STARRY, "serve", "--bundle", str(bundle_dir), "--port",
+                             str(free_port()), "--store", str(tmp_path / "s.sqlite"),
+                             "--feed-token-file", str(token)], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode != 0
+    assert "readable by others" in result.stderr and "chmod 600" in result.stderr
+
+
+def test_store_snapshot_and_purge_commands(tmp_path):
+    from starry_guide.serve.store import Prediction, Store
+
+    t0 = __import__("datetime").datetime(2001, 1, 1, tzinfo=__import__("datetime").UTC)
+    store = Store(tmp_path / "s.sqlite", maintenance=False)
+    store.log_predictions([Prediction("p", "1", "nowcast", 1.0, 2.0, t0, [(1, t0, 0.5)])])
+    store.close()
+    out = tmp_path / "production"
+    result = subprocess.run([*STARRY, "store", "snapshot", "--store", str(tmp_path / "s.sqlite"),
+                             "--out", str(out)], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "predictions 1" in result.stdout
+    assert (out / "manifest.json").exists() and (out / "predictions.parquet").exists()
+    purge = subprocess.run([*STARRY, "store", "purge", "--older-than", "1", "--store",
+                            str(tmp_path / "s.sqlite")], cwd=ROOT, capture_output=True,
+                           text=True, timeout=120)
+    assert purge.returncode == 0 and "predictions 0" in purge.stdout, purge.stderr

@@ -87,7 +87,7 @@ def test_a_store_at_the_first_revision_is_migrated_with_its_rows(store_url):
     assert serving.current_revision(sa.create_engine(store_url)) == "0001"
     opened = Store(store_url)
     try:
-        assert serving.current_revision(opened.engine) == "0002"
+        assert serving.current_revision(opened.engine) == serving.HEAD_REVISION
         assert opened.count("predictions") == 1 and opened.count("prediction_horizons") == 2
         with opened.engine.connect() as db:
             head = db.execute(sa.select(serving.predictions)).one()
@@ -118,6 +118,15 @@ def test_a_prediction_log_from_before_the_store_is_adopted(tmp_path):
         assert opened.count("predictions") == 1 and opened.count("prediction_horizons") == 1
     finally:
         opened.close()
+
+
+def test_the_head_revision_is_the_migrations_head():
+    from alembic.script import ScriptDirectory
+
+    from starry_guide.serve.store import MIGRATIONS
+
+    script = ScriptDirectory(str(MIGRATIONS))
+    assert script.get_heads() == [serving.HEAD_REVISION]
 
 
 def test_a_newer_schema_is_refused_with_a_clear_message(store_url):

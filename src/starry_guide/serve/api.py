@@ -290,7 +290,8 @@ class Service:
         """Nowcasts for several requests' latest hours (as :func:`recent_hours` returns
         them), as JSON-ready :class:`NowcastResponse` dicts, not yet logged: one pass of the
         feature core over all of them (each request is a run of its own), one onnxruntime
-        call. ``with_inputs``: also each request's hourly feature values at issue time."""
+        call. ``with_inputs``: also each request's hourly feature values at issue time and the
+        sun's elevation at its target hours."""
         lengths = np.array([len(seconds) for seconds, _ in requests])
         ends = np.cumsum(lengths)
         seconds = np.concatenate([seconds for seconds, _ in requests])
@@ -322,7 +323,8 @@ class Service:
             return nowcasts
         names = list(latest)
         values = np.column_stack([np.asarray(latest[n], dtype=float) for n in names]).tolist()
-        return nowcasts, [dict(zip(names, row, strict=True)) for row in values]
+        return nowcasts, [{"features": dict(zip(names, row, strict=True)), "target_sun": sun}
+                          for row, sun in zip(values, target_sun, strict=True)]
 
     async def nowcast(self, station: Station, observations: list[Observation],
                       kind: str = "nowcast", station_id: str | None = None) -> dict:
@@ -358,9 +360,10 @@ class Service:
                            origin.latitude, origin.longitude, n["issued_for"],
                            [(f["horizon_h"], f["target_time"], f["p_clear"])
                             for f in n["forecasts"]],
-                           station_id=origin.station_id, features=features_at_issue)
-                for n, features_at_issue, (origin, *_) in zip(nowcasts, inputs, batch,
-                                                              strict=True)])
+                           station_id=origin.station_id, features=inputs_at_issue["features"],
+                           target_sun_elevation_deg=inputs_at_issue["target_sun"])
+                for n, inputs_at_issue, (origin, *_) in zip(nowcasts, inputs, batch,
+                                                            strict=True)])
         except Exception as exc:  # noqa: BLE001 - every request of the batch fails with it
             for *_, answered in batch:
                 if not answered.done():  # done: the request was cancelled meanwhile
@@ -372,7 +375,11 @@ class Service:
             if not answered.done():
                 answered.set_result(nowcast)
 
-    async def night(self, request: NightRequest) -> NightResponse:
+    async def night(self, request: NightRequest, nowcast: dict | None = None
+                    ) -> NightResponse:
+        """The night's timeline; P(clear) from ``nowcast`` (a :class:`NowcastResponse` dict,
+        e.g. a station's stored one) or from the request's observations where they reach,
+        climatology elsewhere."""
         s = request.station
         date = (place.tonight(s.longitude, dt.datetime.now(dt.UTC))
                 if request.date == "tonight" else request.date)
@@ -385,14 +392,16 @@ class Service:
         p = place.p_clear_from_table(climate.table, s.longitude, times)
         source = climate.description
         prediction_id = None
-        if request.observations:
+        if nowcast is None and request.observations:
             nowcast = await self.nowcast(s, request.observations, kind="night")
+        if nowcast is not None:
             prediction_id = nowcast["prediction_id"]
             hours = pd.DatetimeIndex([f["target_time"] for f in nowcast["forecasts"]])
             step_hour = times.floor("h")
             for hour, f in zip(hours, nowcast["forecasts"], strict=True):
                 p = np.where(step_hour == hour, f["p_clear"], p)
-            source = f"nowcast for the next {len(hours)} h, then {source}"
+            if step_hour.isin(hours).any():  # a stored nowcast may end before the night
+                source = f"nowcast for the next {len(hours)} h, then {source}"
         return assemble(latitude=s.latitude, longitude=s.longitude, elevation_m=s.elevation_m,
                         date=date, times=times, p_clear=p, p_clear_source=source,
                         climate=climate, dark_sky_mag=request.dark_sky_mag,
@@ -491,6 +500,8 @@ def create_app(service: Service) -> FastAPI:
     app.state.service = service
 
     app.add_middleware(LimitsAndMetrics, service=service)
+    from starry_guide.serve.feed import router as feed_router  # it imports this module
+    app.include_router(feed_router)
 
     too_large = {413: {"description": f"request body over {MAX_BODY_BYTES} bytes"}}
     invalid = {422: {"description": "Validation Error", "content": {"application/json": {
@@ -599,7 +610,10 @@ def app_from_environment() -> FastAPI:
     from starry_guide.serve import store
     from starry_guide.serve.bundle import load_bundle
 
-    return create_app(Service(load_bundle(Path(os.environ["STARRY_BUNDLE"])),
-                              Store(os.environ[store.URL_ENV]),
+    opened = Store(os.environ[store.URL_ENV],
+                   location_decimals=int(os.environ.get("STARRY_STORE_LOCATION_DECIMALS",
+                                                        store.LOCATION_DECIMALS)),
+                   retention_days=int(os.environ.get("STARRY_STORE_RETENTION_DAYS", 0)))
+    return create_app(Service(load_bundle(Path(os.environ["STARRY_BUNDLE"])), opened,
                               max_station_km=float(os.environ.get(
                                   "STARRY_MAX_STATION_KM", place.DEFAULT_MAX_STATION_KM))))

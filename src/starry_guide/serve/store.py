@@ -27,7 +27,8 @@ Tables
     NULL for ad-hoc requests), ``latitude``/``longitude`` (rounded to the store's
     ``location_decimals``), ``issued_for`` (the hour of the latest observation).
 ``prediction_horizons``
-    (``prediction_id``, ``horizon_h``) -> ``target_time``, ``p_clear``.
+    (``prediction_id``, ``horizon_h``) -> ``target_time``, ``p_clear``,
+    ``target_sun_elevation_deg`` (the sun at the target hour: label rules count night hours).
 ``prediction_inputs``
     ``prediction_id`` -> ``features``: JSON object of the hourly feature values at issue time
     (the model's inputs before the per-horizon target columns; NaN as null), so drift can be
@@ -73,6 +74,8 @@ LOCATION_DECIMALS = 2
 KINDS = ("nowcast", "night")
 OBSERVED = ("clear", "partly", "cloudy")
 MIGRATIONS = Path(__file__).with_name("migrations")
+#: the newest schema revision (a test checks it is the migrations' head)
+HEAD_REVISION = "0003"
 
 
 class StoreError(RuntimeError):
@@ -84,6 +87,10 @@ class UnknownPrediction(StoreError):
 
 
 class FeedbackExists(StoreError):
+    pass
+
+
+class UnknownStation(StoreError):
     pass
 
 
@@ -167,6 +174,7 @@ prediction_horizons = sa.Table(
     sa.Column("horizon_h", sa.Integer, primary_key=True),
     sa.Column("target_time", UTCDateTime, nullable=False),
     sa.Column("p_clear", sa.Float, nullable=False),
+    sa.Column("target_sun_elevation_deg", sa.Float),
     sa.Index("ix_prediction_horizons_target_time", "target_time"),
 )
 
@@ -208,6 +216,7 @@ class Prediction:
     horizons: Sequence[tuple[int, dt.datetime, float]]
     station_id: str | None = None
     features: dict[str, float] | None = None
+    target_sun_elevation_deg: Sequence[float] | None = None
 
 
 def resolve_url(store: str | os.PathLike | None = None) -> str:
@@ -223,6 +232,19 @@ def now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def _nullable(value: Any) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+def _same(a: float | None, b: float | None) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9)
+
+
 def _json_number(value: Any) -> float | None:
     value = float(value)
     return None if math.isnan(value) or math.isinf(value) else value
@@ -235,16 +257,26 @@ class Store:
     ----------
     url : a SQLAlchemy URL (``sqlite:///path``, ``postgresql+psycopg://...``) or a file path
     location_decimals : decimals kept of a prediction's latitude/longitude
-    maintenance : run the background maintenance thread (SQLite WAL checkpoints)
+    retention_days : when > 0, the maintenance thread purges (hourly) what arrived longer
+        ago than this (:meth:`purge`)
+    maintenance : run the background maintenance thread (SQLite WAL checkpoints, retention)
     """
 
     #: how often the maintenance thread checkpoints the SQLite WAL
     CHECKPOINT_SECONDS = 1.0
 
-    def __init__(self, url: str | os.PathLike, *, location_decimals: int = LOCATION_DECIMALS,
+    def __init__(self, url: str | os.PathLike | None, *,
+                 location_decimals: int = LOCATION_DECIMALS, retention_days: int = 0,
                  maintenance: bool = True):
         self.url = resolve_url(url)
+        if not 0 <= int(location_decimals) <= 6:
+            raise StoreError(f"location_decimals = {location_decimals}: use 0..6 (2 keeps "
+                             "0.01°, about 1 km)")
+        if int(retention_days) < 0:
+            raise StoreError(f"retention_days = {retention_days}: use 0 (keep everything) "
+                             "or a number of days")
         self.location_decimals = int(location_decimals)
+        self.retention_days = int(retention_days)
         parsed = sa.engine.make_url(self.url)
         self.dialect = parsed.get_backend_name()
         self.path: Path | None = None
@@ -297,9 +329,11 @@ class Store:
                           "model_version": p.model_version, "kind": p.kind,
                           "station_id": p.station_id, "latitude": round(p.latitude, d),
                           "longitude": round(p.longitude, d), "issued_for": p.issued_for})
+            suns = p.target_sun_elevation_deg or [None] * len(p.horizons)
             horizons.extend({"prediction_id": p.prediction_id, "horizon_h": h,
-                             "target_time": t, "p_clear": float(pc)}
-                            for h, t, pc in p.horizons)
+                             "target_time": t, "p_clear": float(pc),
+                             "target_sun_elevation_deg": None if sun is None else float(sun)}
+                            for (h, t, pc), sun in zip(p.horizons, suns, strict=True))
             if p.features is not None:
                 inputs.append({"prediction_id": p.prediction_id, "features": json.dumps(
                     {k: _json_number(v) for k, v in p.features.items()},
@@ -354,6 +388,184 @@ class Store:
         with self.engine.connect() as db:
             return int(db.execute(sa.select(sa.func.count()).select_from(TABLES[table]))
                        .scalar_one())
+
+    # ------------------------------------------------------------------ stations
+
+    def upsert_station(self, station_id: str, latitude: float, longitude: float,
+                       elevation_m: float = 0.0, name: str | None = None) -> bool:
+        """Register a station or update its place and name; True when it is new."""
+        stamp = now()
+        values = {"latitude": float(latitude), "longitude": float(longitude),
+                  "elevation_m": float(elevation_m), "name": name, "updated_at": stamp}
+        with self.write() as db:
+            updated = db.execute(stations.update().where(
+                stations.c.station_id == station_id).values(**values)).rowcount
+            if updated:
+                return False
+            try:
+                with db.begin_nested():
+                    db.execute(stations.insert().values(station_id=station_id,
+                                                        registered_at=stamp, **values))
+            except sa.exc.IntegrityError:  # registered concurrently (PostgreSQL): update it
+                db.execute(stations.update().where(
+                    stations.c.station_id == station_id).values(**values))
+                return False
+            return True
+
+    def stations(self) -> list[dict[str, Any]]:
+        """Every registered station, by id."""
+        with self.engine.connect() as db:
+            return [dict(row) for row in db.execute(
+                sa.select(stations).order_by(stations.c.station_id)).mappings()]
+
+    def station(self, station_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as db:
+            row = db.execute(sa.select(stations).where(
+                stations.c.station_id == station_id)).mappings().first()
+        return None if row is None else dict(row)
+
+    # ------------------------------------------------------------------ observations
+
+    def ingest_observations(self, station_id: str, rows: Sequence[dict[str, Any]]
+                            ) -> dict[str, list[dt.datetime]]:
+        """Store hourly observations of a registered station, idempotently per hour.
+
+        ``rows``: dicts with an aware ``time`` (on the hour, distinct) and any of the weather
+        columns (missing = None). A new hour is inserted; a resent identical hour changes
+        nothing; an hour whose values differ replaces them (``revision`` + 1) and its previous
+        values go to ``observation_corrections``. One transaction: all or none.
+
+        Returns
+        -------
+        The hours (UTC) that were ``new``, ``unchanged`` and ``corrected``.
+
+        Raises
+        ------
+        UnknownStation
+        """
+        stamp = now()
+        incoming = {}
+        for row in rows:
+            time_utc = row["time"].astimezone(dt.UTC)
+            if time_utc in incoming:
+                raise ValueError(f"hour {time_utc.isoformat()} appears twice")
+            incoming[time_utc] = {c: _nullable(row.get(c)) for c in WEATHER_COLUMNS}
+        outcome: dict[str, list[dt.datetime]] = {"new": [], "unchanged": [], "corrected": []}
+        with self.write() as db:
+            # the station row's lock serialises concurrent batches of one station
+            lock = sa.select(stations.c.station_id).where(stations.c.station_id == station_id)
+            if db.dialect.name == "postgresql":
+                lock = lock.with_for_update()
+            if db.execute(lock).first() is None:
+                raise UnknownStation(f"station {station_id!r} is not registered; register it "
+                                     f"with PUT /v1/stations/{station_id} first")
+            existing = {}
+            hours = sorted(incoming)
+            for start in range(0, len(hours), 500):
+                chunk = hours[start:start + 500]
+                for row in db.execute(sa.select(observations).where(
+                        observations.c.station_id == station_id,
+                        observations.c.time.in_(chunk))).mappings():
+                    existing[row["time"]] = row
+            inserts, corrections = [], []
+            for hour in hours:
+                values = incoming[hour]
+                old = existing.get(hour)
+                if old is None:
+                    inserts.append({"station_id": station_id, "time": hour, **values,
+                                    "received_at": stamp, "revision": 0})
+                    outcome["new"].append(hour)
+                elif all(_same(old[c], values[c]) for c in WEATHER_COLUMNS):
+                    outcome["unchanged"].append(hour)
+                else:
+                    corrections.append({
+                        "station_id": station_id, "time": hour, "revision": old["revision"],
+                        **{c: old[c] for c in WEATHER_COLUMNS},
+                        "received_at": old["received_at"], "corrected_at": stamp})
+                    db.execute(observations.update().where(
+                        observations.c.station_id == station_id,
+                        observations.c.time == hour).values(
+                            **values, received_at=stamp, revision=old["revision"] + 1))
+                    outcome["corrected"].append(hour)
+            if inserts:
+                db.execute(observations.insert(), inserts)
+            if corrections:
+                db.execute(observation_corrections.insert(), corrections)
+        return outcome
+
+    def recent_observations(self, station_id: str, hours: int) -> list[dict[str, Any]]:
+        """The station's latest ``hours`` stored hours (latest revision), oldest first."""
+        with self.engine.connect() as db:
+            rows = db.execute(sa.select(observations).where(
+                observations.c.station_id == station_id).order_by(
+                observations.c.time.desc()).limit(hours)).mappings().all()
+        return [dict(row) for row in reversed(rows)]
+
+    def latest_prediction(self, station_id: str, kind: str = "nowcast"
+                          ) -> dict[str, Any] | None:
+        """The station's most recently issued prediction of ``kind`` with its horizons
+        (``forecasts``), or None."""
+        with self.engine.connect() as db:
+            head = db.execute(sa.select(predictions).where(
+                predictions.c.station_id == station_id, predictions.c.kind == kind).order_by(
+                predictions.c.issued_for.desc(), predictions.c.created_at.desc()).limit(1)
+            ).mappings().first()
+            if head is None:
+                return None
+            forecasts = db.execute(sa.select(prediction_horizons).where(
+                prediction_horizons.c.prediction_id == head["prediction_id"]).order_by(
+                prediction_horizons.c.horizon_h)).mappings().all()
+        return {**head, "forecasts": [dict(f) for f in forecasts]}
+
+    # ------------------------------------------------------------------ labels
+
+    @staticmethod
+    def labelled_horizons(clear_max_opaque_tenths: float) -> sa.Select:
+        """Every prediction horizon with its truth, as one query: the observed opaque cover at
+        the target hour of the prediction's station (latest revision; NULL until that hour
+        arrives, and for predictions not made for a registered station), and ``clear``
+        (1/0, NULL when unknown) — opaque cover <= ``clear_max_opaque_tenths``, the label of
+        training."""
+        cover = observations.c.opaque_cloud_tenths
+        return (
+            sa.select(
+                predictions.c.prediction_id, predictions.c.created_at,
+                predictions.c.model_version, predictions.c.kind, predictions.c.station_id,
+                predictions.c.latitude, predictions.c.longitude, predictions.c.issued_for,
+                prediction_horizons.c.horizon_h, prediction_horizons.c.target_time,
+                prediction_horizons.c.target_sun_elevation_deg, prediction_horizons.c.p_clear,
+                cover.label("observed_opaque_cloud_tenths"),
+                sa.case((cover.is_(None), None),
+                        (cover <= clear_max_opaque_tenths, 1), else_=0).label("clear"))
+            .select_from(prediction_horizons.join(
+                predictions,
+                predictions.c.prediction_id == prediction_horizons.c.prediction_id)
+                .outerjoin(observations, sa.and_(
+                    observations.c.station_id == predictions.c.station_id,
+                    observations.c.time == prediction_horizons.c.target_time)))
+        )
+
+    # ------------------------------------------------------------------ retention
+
+    def purge(self, older_than: dt.timedelta) -> dict[str, int]:
+        """Delete what arrived more than ``older_than`` ago: predictions by ``created_at``
+        (with their horizons, inputs and feedback), observations by ``received_at``,
+        corrections by ``corrected_at``. Returns the rows deleted per table."""
+        cutoff = now() - older_than
+        old = sa.select(predictions.c.prediction_id).where(predictions.c.created_at < cutoff)
+        deleted = {}
+        with self.write() as db:
+            for table in (feedback, prediction_inputs, prediction_horizons):
+                deleted[table.name] = db.execute(table.delete().where(
+                    table.c.prediction_id.in_(old))).rowcount
+            deleted["predictions"] = db.execute(predictions.delete().where(
+                predictions.c.created_at < cutoff)).rowcount
+            deleted["observations"] = db.execute(observations.delete().where(
+                observations.c.received_at < cutoff)).rowcount
+            deleted["observation_corrections"] = db.execute(
+                observation_corrections.delete().where(
+                    observation_corrections.c.corrected_at < cutoff)).rowcount
+        return deleted
 
     # ------------------------------------------------------------------ maintenance
 
@@ -452,6 +664,8 @@ class Maintenance:
     """
 
     WAL_LIMIT_BYTES = 16 * 1024 * 1024
+    #: how often retention (``Store.retention_days`` > 0) purges
+    PURGE_SECONDS = 3600.0
     #: consecutive failures after which the store reports itself failing
     FAILING_AFTER = 3
 
@@ -467,9 +681,12 @@ class Maintenance:
         self.last_success: float | None = None
         self.last_error: str | None = None
         self.last_duration_s = 0.0
+        self.last_purge: float | None = None
+        self.purged_rows = 0
 
     def start(self) -> None:
-        if self.store.dialect != "sqlite" or self._thread is not None:
+        if self._thread is not None or (self.store.dialect != "sqlite"
+                                        and not self.store.retention_days):
             return
         self._thread = threading.Thread(target=self._run_forever, name="store-maintenance",
                                         daemon=True)
@@ -490,6 +707,7 @@ class Maintenance:
         start = time.monotonic()
         try:
             self._checkpoint()
+            self._purge()
         except Exception as exc:  # noqa: BLE001 - reported in status(), retried next round
             with self._lock:
                 self.runs += 1
@@ -504,6 +722,19 @@ class Maintenance:
             self.consecutive_failures = 0
             self.last_success = time.time()
             self.last_duration_s = time.monotonic() - start
+
+    def _purge(self) -> None:
+        days = self.store.retention_days
+        if not days or (self.last_purge is not None
+                        and time.time() - self.last_purge < self.PURGE_SECONDS):
+            return
+        deleted = self.store.purge(dt.timedelta(days=days))
+        with self._lock:
+            self.last_purge = time.time()
+            self.purged_rows += sum(deleted.values())
+        if any(deleted.values()):
+            log.info("store %s: retention (%d days) purged %s", self.store.display_url, days,
+                     deleted)
 
     def _checkpoint(self) -> None:
         if self.store.dialect != "sqlite":
@@ -532,6 +763,8 @@ class Maintenance:
             out = {"state": state, "runs": self.runs, "failures": self.failures,
                    "consecutive_failures": self.consecutive_failures,
                    "wal_truncations": self.truncations, "last_error": self.last_error,
+                   "retention_days": self.store.retention_days,
+                   "purged_rows": self.purged_rows,
                    "last_success_age_s": (None if self.last_success is None
                                           else round(time.time() - self.last_success, 3))}
         out["bytes"] = self.store.file_sizes()
