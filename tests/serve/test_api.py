@@ -106,6 +106,8 @@ def test_every_prediction_records_its_inputs(client, observations):
     assert head.latitude == round(body["station"]["latitude"], 2)
     assert inputs["opaque_cloud_tenths"] == body["observations"][-1]["opaque_cloud_tenths"]
     assert "dew_point_spread_c" in inputs
+    if "longitude" in inputs:  # a place among the inputs is no more precise than 0.01°
+        assert inputs["longitude"] == round(body["station"]["longitude"], 2)
 
 
 def test_night_timeline_from_climatology(client):

@@ -72,6 +72,8 @@ URL_ENV = "STARRY_STORE_URL"
 #: predictions record their place to this many decimals (0.01° ≈ 1 km) unless told otherwise
 LOCATION_DECIMALS = 2
 KINDS = ("nowcast", "night")
+#: model inputs that locate the user: stored rounded like the prediction's place
+PLACE_INPUTS = frozenset({"latitude", "longitude"})
 OBSERVED = ("clear", "partly", "cloudy")
 MIGRATIONS = Path(__file__).with_name("migrations")
 #: the newest schema revision (a test checks it is the migrations' head)
@@ -335,9 +337,11 @@ class Store:
                              "target_sun_elevation_deg": None if sun is None else float(sun)}
                             for (h, t, pc), sun in zip(p.horizons, suns, strict=True))
             if p.features is not None:
-                inputs.append({"prediction_id": p.prediction_id, "features": json.dumps(
-                    {k: _json_number(v) for k, v in p.features.items()},
-                    separators=(",", ":"))})
+                # a place among the inputs is kept no more precisely than the prediction's
+                features = {k: _json_number(round(float(v), d) if k in PLACE_INPUTS else v)
+                            for k, v in p.features.items()}
+                inputs.append({"prediction_id": p.prediction_id,
+                               "features": json.dumps(features, separators=(",", ":"))})
         if not heads:
             return
         with self.write() as db:
