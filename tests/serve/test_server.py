@@ -172,3 +172,92 @@ def test_store_snapshot_and_purge_commands(tmp_path):
                             str(tmp_path / "s.sqlite")], cwd=ROOT, capture_output=True,
                            text=True, timeout=120)
     assert purge.returncode == 0 and "predictions 0" in purge.stdout, purge.stderr
+
+
+def worker_pids(parent: int) -> list[int]:
+    """uvicorn's worker processes under ``parent`` (multiprocessing spawns them)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (entry / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == parent and b"spawn_main" in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_every_answered_prediction_survives_a_killed_worker(bundle_dir, tmp_path, observations,
+                                                            backend, request):
+    """Load on two workers; one is killed with SIGKILL mid-load. Every prediction answered
+    200 — before, during and after — is in the store."""
+    import signal
+    import threading
+
+    if backend == "sqlite":
+        url_ = f"sqlite:///{tmp_path / 'store.sqlite'}"
+    else:
+        url_ = fresh_postgres_database(request.getfixturevalue("postgres_url"))
+    port = free_port()
+    process = subprocess.Popen(
+        [*STARRY, "serve", "--bundle", str(bundle_dir), "--port", str(port), "--store", url_,
+         "--workers", "2"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline and len(worker_pids(process.pid)) < 2:
+            time.sleep(0.2)
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        workers = worker_pids(process.pid)
+        assert len(workers) == 2, workers
+        bodies = [request_body(observations, start=500 + 11 * i) for i in range(40)]
+        answered, failed = [], []
+        stop = time.monotonic() + 10
+        lock = threading.Lock()
+
+        def load(k: int) -> None:
+            with httpx.Client(base_url=base, timeout=10) as client:
+                i = k
+                while time.monotonic() < stop:
+                    i += 1
+                    try:
+                        response = client.post("/v1/nowcast", json=bodies[i % len(bodies)])
+                    except httpx.TransportError as exc:
+                        with lock:
+                            failed.append(exc)
+                        continue
+                    with lock:
+                        if response.status_code == 200:
+                            answered.append(response.json()["prediction_id"])
+                        else:
+                            failed.append(response.status_code)
+
+        threads = [threading.Thread(target=load, args=(k,)) for k in range(6)]
+        for thread in threads:
+            thread.start()
+        time.sleep(4)
+        before_kill = len(answered)
+        os.kill(workers[0], signal.SIGKILL)
+        for thread in threads:
+            thread.join()
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert before_kill > 0 and len(answered) > before_kill  # served after the kill too
+    engine = sa.create_engine(url_)
+    with engine.connect() as db:
+        stored = {row[0] for row in db.exec_driver_sql("SELECT prediction_id FROM predictions")}
+        horizons = db.exec_driver_sql("SELECT COUNT(*) FROM prediction_horizons").scalar()
+    engine.dispose()
+    missing = set(answered) - stored
+    assert not missing, f"{len(missing)} answered predictions are not in the store"
+    assert horizons == 12 * len(stored)

@@ -143,7 +143,7 @@ def test_the_sqlite_file_is_private_and_durable(tmp_path):
     opened = Store(tmp_path / "s.sqlite")
     try:
         opened.log_predictions(predictions(1))
-        for suffix in ("", "-wal", "-shm"):
+        for suffix in ("", "-wal", "-shm", ".lock"):
             assert os.stat(tmp_path / f"s.sqlite{suffix}").st_mode & 0o077 == 0
         with opened.engine.connect() as db:
             assert db.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
@@ -165,4 +165,79 @@ def test_the_background_thread_folds_the_wal_into_the_database(tmp_path):
     assert path.stat().st_size > empty + 1_000_000
     assert opened.count("prediction_horizons") == 24_000
     assert opened.maintenance.status()["state"] == "ok"
+    opened.close()
+
+
+def test_the_wal_stays_bounded_under_sustained_writes(tmp_path):
+    """20 s of two busy writers and a reader (passive checkpoints alone let the WAL grow
+    ~18 MB/s here): TRUNCATE checkpoints that get their turn keep it near its limit."""
+    import threading
+    import uuid
+
+    opened = Store(tmp_path / "s.sqlite", maintenance=False)
+    opened.maintenance.WAL_LIMIT_BYTES = 4 * 1024 * 1024
+    opened.maintenance.start()
+    features = {f"feature_{i}": 1.5 for i in range(30)}
+    stop = time.monotonic() + 20
+    errors = []
+
+    def write() -> None:
+        try:
+            while time.monotonic() < stop:
+                opened.log_predictions([
+                    Prediction(uuid.uuid4().hex, "1", "nowcast", 1.0, 2.0, T0,
+                               [(h, T0, 0.5) for h in range(1, 13)], features=features)
+                    for _ in range(20)])
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    def read() -> None:
+        while time.monotonic() < stop:
+            opened.count("predictions")
+            time.sleep(0.05)
+
+    threads = [threading.Thread(target=write) for _ in range(2)] + [threading.Thread(
+        target=read)]
+    for thread in threads:
+        thread.start()
+    largest = 0
+    while time.monotonic() < stop:
+        largest = max(largest, opened.file_sizes()["wal"])
+        time.sleep(0.05)
+    for thread in threads:
+        thread.join()
+    status = opened.maintenance.status()
+    database = opened.file_sizes()["database"]
+    opened.close()
+    assert not errors
+    assert status["state"] == "ok" and status["wal_truncations"] > 0
+    # far more went through the WAL than it ever held: it was reset, again and again
+    assert database > 3 * largest, (database, largest)
+    assert largest < 4 * 1024 * 1024 + 40_000_000
+
+
+def test_a_failing_maintenance_is_reported_not_silent(bundle_dir, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from starry_guide.serve.api import Service, create_app
+    from starry_guide.serve.bundle import load_bundle
+
+    (tmp_path / "a").mkdir()
+    opened = Store(tmp_path / "a" / "s.sqlite")  # its maintenance thread runs
+    service = Service(load_bundle(bundle_dir), opened)
+    with TestClient(create_app(service)) as client:
+        opened.maintenance.run_once()
+        assert client.get("/healthz").json()["store"]["maintenance"]["state"] == "ok"
+        assert "starry_store_maintenance_failing 0.0" in client.get("/metrics").text
+        # the store's folder moves away under the server: new connections cannot open it
+        opened.engine.dispose()
+        (tmp_path / "a").rename(tmp_path / "b")
+        for _ in range(opened.maintenance.FAILING_AFTER):
+            opened.maintenance.run_once()
+        health = client.get("/healthz")
+        assert health.status_code == 503 and health.json()["status"] == "degraded"
+        assert "unable to open" in health.json()["store"]["maintenance"]["last_error"]
+        metrics = client.get("/metrics").text
+        assert "starry_store_maintenance_failing 1.0" in metrics
+        assert "starry_store_maintenance_failures_total 0.0" not in metrics
     opened.close()

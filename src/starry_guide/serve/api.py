@@ -39,7 +39,13 @@ from starry_guide import astro, features
 from starry_guide.serve import place, planner
 from starry_guide.serve.bundle import Bundle, BundleError
 from starry_guide.serve.night import NightResponse, Step, Window, assemble  # noqa: F401
-from starry_guide.serve.store import FeedbackExists, Prediction, Store, UnknownPrediction
+from starry_guide.serve.store import (
+    FeedbackExists,
+    Prediction,
+    Store,
+    StoreCollector,
+    UnknownPrediction,
+)
 from starry_guide.stations import WEATHER_COLUMNS
 
 #: request limits: what one client may ask of one call
@@ -284,6 +290,7 @@ class Service:
         info = Gauge("starry_model_info", "the model being served", ["version", "candidate"],
                      registry=self.registry)
         info.labels(bundle.version, str(bundle.card.get("candidate", ""))).set(1)
+        self.registry.register(StoreCollector(store))
 
     def forecast_many(self, requests: list[tuple[np.ndarray, dict[str, np.ndarray]]],
                       with_inputs: bool = False) -> list[dict] | tuple[list[dict], list[dict]]:
