@@ -80,7 +80,7 @@ def test_select_crowns_then_keeps_then_replaces_a_worse_champion(
     assert client.get_model_version_by_alias(name, "champion").tags["candidate"] != \
         "persistence"
     # the champion's held-out scores are reported on every split
-    assert set(third.scores["champion"]) == {"validation", "test", "unseen"}
+    assert set(third.scores["champion"]) == {"validation", "held_out", "unseen"}
 
 
 def test_search_trials_are_child_runs(rows, settings, tracking_uri, tmp_path):
@@ -109,6 +109,6 @@ def test_export_writes_a_loadable_mlflow_model(rows, small_settings, tracking_ur
     champion.export_model(results["calibrated_persistence"].model_uri, destination)
     assert (destination / "MLmodel").is_file()
     loaded = mlflow.sklearn.load_model(str(destination))
-    X, _ = training.split_xy(rows, "test", small_settings)
+    X, _ = training.split_xy(rows, "held_out", small_settings)
     np.testing.assert_allclose(training.predict_clear(loaded, X),
                                training.predict_clear(results["calibrated_persistence"].model, X))

@@ -54,7 +54,7 @@ def test_wrong_kind_names_key_and_value(tmp_path):
 
 
 def test_month_in_two_splits_is_refused(tmp_path):
-    write_params(tmp_path, split__validation_months=[2, 4], split__test_months=[4, 8])
+    write_params(tmp_path, split__validation_months=[2, 4], split__held_out_months=[4, 8])
     with pytest.raises(config.ConfigError, match=r"months \[4\] are in both"):
         config.load_settings(tmp_path)
 

@@ -175,7 +175,7 @@ def select(rows, model_uris: dict[str, str], settings) -> Selection:
         p_val = predict_clear(model, X_val)
         threshold = evaluate.choose_threshold(y_val, p_val, settings.train.threshold_metric)
         out = {}
-        for split in ("validation", "test", "unseen"):
+        for split in ("validation", "held_out", "unseen"):
             X, y = split_xy(rows, split, settings)
             if len(y):
                 out[split] = evaluate.scores(y, predict_clear(model, X), threshold,
@@ -271,34 +271,3 @@ def select(rows, model_uris: dict[str, str], settings) -> Selection:
         scores=scores,
         champion_model_uri=f"models:/{name}/{champion_version.version}",
     )
-
-
-def leave_one_station_out(rows, model, settings) -> dict[str, dict[str, float]]:
-    """Generalisation: for each station, refit a clone of ``model`` (and the baseline) on the
-    other stations' training and validation months, score on all of the held-out station's
-    rows. Returns station -> metrics (BSS vs calibrated persistence refit the same way)."""
-    from sklearn.base import clone
-
-    from starry_guide.features import feature_columns
-    from starry_guide.models import build_candidate
-    from starry_guide.training import BASELINE, predict_clear
-
-    columns = feature_columns(settings.features)
-    month = rows["segment"] % 100
-    learnable = ~month.isin(settings.split.test_months)
-    out = {}
-    for station in sorted(rows["station_id"].unique()):
-        fit_rows = rows[learnable & (rows["station_id"] != station)]
-        held = rows[rows["station_id"] == station]
-        baseline = build_candidate(BASELINE, settings.train.params_for(BASELINE), settings.seed,
-                                   settings.label.clear_max_opaque_tenths)
-        baseline.fit(fit_rows[columns], fit_rows["clear"])
-        fitted = clone(model).fit(fit_rows[columns], fit_rows["clear"])
-        p = predict_clear(fitted, held[columns])
-        # the cut-off comes from the rows it was fit on: the held-out station chooses nothing
-        threshold = evaluate.choose_threshold(fit_rows["clear"],
-                                              predict_clear(fitted, fit_rows[columns]),
-                                              settings.train.threshold_metric)
-        out[station] = evaluate.scores(held["clear"].to_numpy(), p, threshold,
-                                       predict_clear(baseline, held[columns]))
-    return out

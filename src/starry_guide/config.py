@@ -61,7 +61,7 @@ class FeatureSettings:
 @dataclass(frozen=True)
 class SplitSettings:
     validation_months: tuple[int, ...]
-    test_months: tuple[int, ...]
+    held_out_months: tuple[int, ...]
     unseen_stations: tuple[str, ...]
 
 
@@ -293,7 +293,9 @@ def load_settings(project_dir: Path | str | None = None) -> Settings:
             validation_months=tuple(
                 int(m) for m in _get(sp, "validation_months", tuple, source, "split")
             ),
-            test_months=tuple(int(m) for m in _get(sp, "test_months", tuple, source, "split")),
+            held_out_months=tuple(
+                int(m) for m in _get(sp, "held_out_months", tuple, source, "split")
+            ),
             unseen_stations=tuple(
                 str(s) for s in _get(sp, "unseen_stations", tuple, source, "split")
             ),
@@ -333,14 +335,14 @@ def load_settings(project_dir: Path | str | None = None) -> Settings:
 def _check(s: Settings, source: Path) -> None:
     if not s.label.horizons or min(s.label.horizons) < 1:
         raise ConfigError(f"{source}: 'label.horizons' = {list(s.label.horizons)} must be >= 1")
-    months = set(s.split.validation_months) | set(s.split.test_months)
+    months = set(s.split.validation_months) | set(s.split.held_out_months)
     if not months <= set(range(1, 13)):
         raise ConfigError(f"{source}: split months {sorted(months)} must lie in 1..12")
-    overlap = set(s.split.validation_months) & set(s.split.test_months)
+    overlap = set(s.split.validation_months) & set(s.split.held_out_months)
     if overlap:
         raise ConfigError(
             f"{source}: months {sorted(overlap)} are in both 'split.validation_months' and "
-            "'split.test_months'; a month belongs to one split"
+            "'split.held_out_months'; a month belongs to one split"
         )
     if len(months) >= 12:
         raise ConfigError(f"{source}: validation + test months leave no month to train on")

@@ -81,18 +81,25 @@ def metrics_page(root: Path) -> str:
     select = read_json(metrics / "select.json")
     train = read_json(metrics / "train.json")
     data = read_json(metrics / "data.json")
-    held_out = pd.DataFrame({split: select[split] for split in ("validation", "test", "unseen")
+    held_out = pd.DataFrame({split: select[split] for split in ("validation", "held_out", "unseen")
                              if split in select}).T
     candidates = pd.DataFrame({n: v["validation"] for n, v in train.items()}).T
     decision = read_json(root / "reports" / "select_decision.json")
     gate = decision.get("gate") or {}
-    candidates_test = pd.DataFrame(select.get("candidates_test", {})).T
-    by_horizon = pd.DataFrame(select.get("test_bss_by_horizon", {}))
+    candidates_held_out = pd.DataFrame(select.get("candidates_held_out", {})).T
+    by_horizon = pd.DataFrame(select.get("held_out_bss_by_horizon", {}))
     if not by_horizon.empty:
         by_horizon.index = by_horizon.index.astype(int)
         by_horizon = by_horizon.sort_index().rename_axis("horizon (h)")
-    loso = pd.DataFrame({name: {station: m["bss"] for station, m in per.items()}
+    loso = pd.DataFrame({name: {**per["bss_by_station"], "pooled": per["pooled"]["bss"],
+                                "pooled, held-out months only":
+                                    per["pooled_held_out_months"]["bss"]}
                          for name, per in select.get("leave_one_station_out", {}).items()})
+    loso_horizon = pd.DataFrame({name: per["bss_by_horizon"] for name, per in
+                                 select.get("leave_one_station_out", {}).items()})
+    loso_horizon.index.name = "horizon (h)"
+    adaptation = pd.DataFrame(select.get("adaptation", {})).T
+    adaptation.index.name = "labelled nights"
     verdict = (f"new champion: {decision['best_candidate']}" if decision["promoted"]
                else "the champion stays")
     gate_lines = [f"- decision: **{verdict}** — {decision['reason']}"]
@@ -109,8 +116,9 @@ def metrics_page(root: Path) -> str:
         f"## Champion: `{select['champion']}`",
         "",
         f"Chosen by pooled validation **{select['selection_metric']}**. BSS is the Brier skill "
-        "score against calibrated persistence (above 0 beats the baseline). *test* = held-out "
-        "months of the training stations; *unseen* = a station never used in training.",
+        "score against calibrated persistence (above 0 beats the baseline). *held_out* = held-out "
+        "months of the training stations (never used for a choice); *unseen* = a station never "
+        "used in training.",
         "",
         _table(held_out[["rows", "clear_rate", *KEY_METRICS]]),
         "",
@@ -122,17 +130,28 @@ def metrics_page(root: Path) -> str:
         "",
         _table(candidates[[*KEY_METRICS, "log_loss", "ece", "threshold"]]),
         "",
-        "## Candidates on the temporal test",
+        "## Leave one station out — the headline (BSS vs calibrated persistence)",
         "",
-        _table(candidates_test) if not candidates_test.empty else "",
-        "",
-        "### Brier skill by horizon (test)",
-        "",
-        _table(by_horizon) if not by_horizon.empty else "",
-        "",
-        "## Leave one station out (BSS)",
+        "Each station scored by the recipe refit on the other stations (see *Forecast skill "
+        "and the gate*).",
         "",
         _table(loso) if not loso.empty else "",
+        "",
+        _table(loso_horizon.T) if not loso_horizon.empty else "",
+        "",
+        "![LOSO BSS by station and horizon](figures/select/loso_station_horizon.png)",
+        "",
+        "### Adaptation at a new place (BSS after n labelled nights)",
+        "",
+        _table(adaptation) if not adaptation.empty else "",
+        "",
+        "## Candidates on the held-out months",
+        "",
+        _table(candidates_held_out) if not candidates_held_out.empty else "",
+        "",
+        "### Brier skill by horizon (held-out months)",
+        "",
+        _table(by_horizon) if not by_horizon.empty else "",
         "",
         "![Reliability of the champion](figures/train/reliability_"
         f"{select['champion']}.png)",
@@ -282,17 +301,21 @@ def summary(root: Path) -> str:
     decision = read_json(root / "reports" / "select_decision.json")
     card = read_json(root / "models" / "champion" / "champion.json")
     monitoring = read_json(root / "reports" / "metrics" / "monitor.json")
-    test = select.get("test", {})
+    held_out = select.get("held_out", {})
     unseen = select.get("unseen", {})
+    headline = select.get("leave_one_station_out", {}).get(select.get("loso_headline", ""), {})
     return "\n".join([
         "",
         f"Champion: {card['candidate']} — registered model '{card['model_name']}' "
         f"version {card['version']} (alias @champion)",
         f"  decision: {'new champion' if decision['promoted'] else 'champion kept'} — "
         f"{decision['reason']}",
-        f"  temporal test: Brier {test.get('brier', float('nan')):.4f}, "
-        f"BSS vs calibrated persistence {test.get('bss', float('nan')):+.4f}, "
-        f"accuracy {test.get('accuracy', float('nan')):.3f}",
+        f"  leave one station out ({headline.get('candidate', '-')}): BSS vs calibrated "
+        f"persistence {headline.get('pooled', {}).get('bss', float('nan')):+.4f} pooled, "
+        f"worst station-horizon {headline.get('worst_station_horizon_bss', float('nan')):+.3f}",
+        f"  held-out months: Brier {held_out.get('brier', float('nan')):.4f}, "
+        f"BSS vs calibrated persistence {held_out.get('bss', float('nan')):+.4f}, "
+        f"accuracy {held_out.get('accuracy', float('nan')):.3f}",
         f"  unseen station: Brier {unseen.get('brier', float('nan')):.4f}, "
         f"BSS {unseen.get('bss', float('nan')):+.4f}",
         f"  monitor: {monitoring['status']}; retrain recommended = "

@@ -31,14 +31,16 @@ CURRENT_COLUMNS = [
     "total_cloud_tenths",
     "temp_air_c",
     "relative_humidity",
-    "pressure_hpa",
     "wind_speed_ms",
     "visibility_km",
     "ceiling_m",
     "precipitable_water_cm",
     "sun_elevation_deg",
-    "latitude",
 ]
+#: read and carried along, but never model inputs: they would tell stations apart (latitude
+#: is a station id; absolute pressure is mostly the station's elevation). Latitude places the
+#: sun and the seasons; pressure enters through its tendency.
+CONTEXT_COLUMNS = ["latitude", "pressure_hpa"]
 
 
 def feature_columns(settings: FeatureSettings) -> list[str]:
@@ -56,7 +58,7 @@ def _feature_columns(settings: FeatureSettings) -> tuple[str, ...]:
     ]
     n = settings.tendency_h
     tendencies = [f"pressure_change_{n}h", f"temp_change_{n}h", f"humidity_change_{n}h",
-                  f"opaque_change_{n}h"]
+                  f"opaque_change_{n}h", f"dew_point_spread_change_{n}h"]
     derived = ["dew_point_spread_c", "wind_u_ms", "wind_v_ms", "hour_sin", "hour_cos",
                "season_sin", "season_cos"]
     target = ["horizon_h", "target_sun_elevation_deg", "target_hour_sin", "target_hour_cos"]
@@ -64,8 +66,8 @@ def _feature_columns(settings: FeatureSettings) -> tuple[str, ...]:
 
 
 #: what :func:`hourly_feature_arrays` reads from each observation
-INPUT_COLUMNS = [*(c for c in CURRENT_COLUMNS if c != "sun_elevation_deg"), "longitude",
-                 "temp_dew_c", "wind_direction_deg"]
+INPUT_COLUMNS = [*(c for c in CURRENT_COLUMNS if c != "sun_elevation_deg"), *CONTEXT_COLUMNS,
+                 "longitude", "temp_dew_c", "wind_direction_deg"]
 
 _TARGET_COLUMNS = ("horizon_h", "target_sun_elevation_deg", "target_hour_sin", "target_hour_cos")
 
@@ -128,7 +130,7 @@ def hourly_feature_arrays(columns: Mapping[str, np.ndarray], seconds: np.ndarray
     # the sun at t is astronomy: computed here, the same way for training, batch and the API
     sun = astro.sun_elevation(seconds, columns["latitude"], columns["longitude"])
     out = {name: sun if name == "sun_elevation_deg" else np.asarray(columns[name], dtype=float)
-           for name in CURRENT_COLUMNS}
+           for name in [*CURRENT_COLUMNS, *CONTEXT_COLUMNS]}
 
     out["dew_point_spread_c"] = out["temp_air_c"] - columns["temp_dew_c"]
     direction = np.deg2rad(columns["wind_direction_deg"])
@@ -151,7 +153,8 @@ def hourly_feature_arrays(columns: Mapping[str, np.ndarray], seconds: np.ndarray
         out[f"opaque_mean_{w}h"], out[f"opaque_std_{w}h"] = _mean_std(opaque[:, :w])
     n_h = settings.tendency_h
     tendencies = (("pressure_hpa", "pressure"), ("temp_air_c", "temp"),
-                  ("relative_humidity", "humidity"), ("opaque_cloud_tenths", "opaque"))
+                  ("relative_humidity", "humidity"), ("opaque_cloud_tenths", "opaque"),
+                  ("dew_point_spread_c", "dew_point_spread"))
     now = np.column_stack([out[column] for column, _ in tendencies])
     change = now - _history(now, n_h, position)[:, n_h]
     for j, (_, name) in enumerate(tendencies):
@@ -235,7 +238,8 @@ def model_rows(hourly: pd.DataFrame, horizons: tuple[int, ...] | list[int],
     columns = feature_columns(settings)
     needed = [c for c in columns if c not in _TARGET_COLUMNS]
     matrix, target_seconds = model_arrays(
-        {name: hourly[name].to_numpy(dtype=float) for name in [*needed, "longitude"]},
+        {name: hourly[name].to_numpy(dtype=float) for name in [*needed, "longitude",
+                                                                "latitude"]},
         astro.epoch_seconds(hourly["time"]), horizons, settings)
     n_horizons = len(horizons)
     times = pd.DatetimeIndex(hourly["time"]).repeat(n_horizons)

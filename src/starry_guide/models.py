@@ -9,6 +9,9 @@
 * ``hist_gradient_boosting`` — gradient-boosted trees; handles missing values natively.
 * ``persistence_stack`` — calibrated persistence corrected by boosting, per horizon, with
   weights learned out of fold (see :class:`PersistenceStackClassifier`).
+* ``persistence_logistic`` — calibrated persistence corrected by the weather: one
+  regularised logistic regression per horizon on every feature and the persistence logit
+  (see :class:`PersistenceLogisticClassifier`).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import KFold
+from sklearn.model_selection import GroupKFold, KFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted
@@ -116,8 +119,9 @@ class PersistenceStackClassifier(ClassifierMixin, BaseEstimator):
 
     Per horizon, a two-input logistic regression combines the logits of calibrated
     persistence and of a (heavily regularised) HistGradientBoosting model. The combiner is fit
-    on *out-of-fold* predictions from contiguous blocks of rows (rows arrive sorted by station
-    and time, so each fold is a run of whole months): at h = 1, where persistence is nearly
+    on *out-of-fold* predictions whose folds are whole (station, month) blocks — ``groups``
+    in :meth:`fit` (without them, contiguous runs of rows) — so no fold predicts an hour
+    whose neighbours an hour away it was fit on: at h = 1, where persistence is nearly
     unbeatable, it learns to lean on persistence; at longer horizons, on the weather.
 
     Parameters
@@ -152,12 +156,16 @@ class PersistenceStackClassifier(ClassifierMixin, BaseEstimator):
         return np.column_stack([_logit(persistence.predict_proba(X)[:, 1]),
                                 _logit(boosting.predict_proba(X)[:, 1])])
 
-    def fit(self, X: pd.DataFrame, y: Any) -> PersistenceStackClassifier:
+    def fit(self, X: pd.DataFrame, y: Any, groups: Any = None) -> PersistenceStackClassifier:
+        """Fit; ``groups`` (one id per row, e.g. its station and month) make the
+        out-of-fold folds whole groups."""
         y = np.asarray(y, dtype=int)
         self.classes_ = np.array([0, 1])
         self.feature_names_in_ = np.asarray(X.columns, dtype=object)
         oof = np.empty((len(X), 2))
-        for fit_rows, held_rows in KFold(self.n_folds, shuffle=False).split(X):
+        folds = (KFold(self.n_folds, shuffle=False).split(X) if groups is None else
+                 GroupKFold(self.n_folds).split(X, y, np.asarray(groups)))
+        for fit_rows, held_rows in folds:
             persistence = CalibratedPersistenceClassifier(self.prior_strength).fit(
                 X.iloc[fit_rows], y[fit_rows])
             boosting = self._boosting().fit(X.iloc[fit_rows], y[fit_rows])
@@ -185,12 +193,81 @@ class PersistenceStackClassifier(ClassifierMixin, BaseEstimator):
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         return self.classes_[(self.predict_proba(X)[:, 1] >= 0.5).astype(int)]
 
+def fit(model: BaseEstimator, X: pd.DataFrame, y: Any, groups: Any = None) -> BaseEstimator:
+    """``model.fit(X, y)``, passing ``groups`` (whole station-months) to models that fold
+    their own training rows."""
+    if groups is not None and isinstance(model, PersistenceStackClassifier):
+        return model.fit(X, y, groups=groups)
+    return model.fit(X, y)
+
+
+class PersistenceLogisticClassifier(ClassifierMixin, BaseEstimator):
+    """Calibrated persistence corrected by the weather, one logistic regression per horizon.
+
+    The inputs are every feature (missing values imputed by the median, with a missing
+    indicator) plus the logit of :class:`CalibratedPersistenceClassifier` fit on the same
+    rows, standardised once; each horizon gets its own L2-regularised coefficients. Linear
+    in physically meaningful inputs, it transfers to a station it never saw better than
+    trees, which can carve out the training stations' climates.
+
+    Parameters
+    ----------
+    C : inverse L2 strength of every horizon's logistic regression
+    prior_strength : calibrated persistence's Beta prior
+    max_iter : of the solver
+    """
+
+    def __init__(self, C: float = 0.1, prior_strength: float = 1.0, max_iter: int = 1000):
+        self.C = C
+        self.prior_strength = prior_strength
+        self.max_iter = max_iter
+
+    def _design(self, X: pd.DataFrame) -> np.ndarray:
+        z = self.imputer_.transform(X)
+        cp = _logit(self.persistence_.predict_proba(X)[:, 1])
+        return self.scaler_.transform(np.column_stack([z, cp]))
+
+    def fit(self, X: pd.DataFrame, y: Any) -> PersistenceLogisticClassifier:
+        y = np.asarray(y, dtype=int)
+        self.classes_ = np.array([0, 1])
+        self.feature_names_in_ = np.asarray(X.columns, dtype=object)
+        self.persistence_ = CalibratedPersistenceClassifier(self.prior_strength).fit(X, y)
+        self.imputer_ = SimpleImputer(strategy="median", add_indicator=True,
+                                      keep_empty_features=True).fit(X)
+        z = self.imputer_.transform(X)
+        self.scaler_ = StandardScaler().fit(
+            np.column_stack([z, _logit(self.persistence_.predict_proba(X)[:, 1])]))
+        design = self._design(X)
+        horizons = X[HORIZON].to_numpy(dtype=int)
+        self.horizons_ = np.unique(horizons)
+        self.coef_ = np.zeros((len(self.horizons_), design.shape[1]))
+        self.intercept_ = np.zeros(len(self.horizons_))
+        for i, h in enumerate(self.horizons_):
+            at_h = horizons == h
+            fitted = LogisticRegression(C=self.C, max_iter=self.max_iter).fit(design[at_h],
+                                                                              y[at_h])
+            self.coef_[i], self.intercept_[i] = fitted.coef_[0], fitted.intercept_[0]
+        return self
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        check_is_fitted(self, "coef_")
+        horizons = X[HORIZON].to_numpy(dtype=int)
+        row = np.abs(horizons[:, None] - self.horizons_[None, :]).argmin(axis=1)
+        logit = np.einsum("ij,ij->i", self._design(X), self.coef_[row]) + self.intercept_[row]
+        p = 1.0 / (1.0 + np.exp(-logit))
+        return np.column_stack([1.0 - p, p])
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        return self.classes_[(self.predict_proba(X)[:, 1] >= 0.5).astype(int)]
+
+
 CANDIDATES = (
     "persistence",
     "calibrated_persistence",
     "logistic_regression",
     "hist_gradient_boosting",
     "persistence_stack",
+    "persistence_logistic",
 )
 
 
@@ -215,6 +292,8 @@ def build_candidate(name: str, params: dict[str, Any], seed: int,
         return HistGradientBoostingClassifier(random_state=seed, **params)
     if name == "persistence_stack":
         return PersistenceStackClassifier(random_state=seed, **params)
+    if name == "persistence_logistic":
+        return PersistenceLogisticClassifier(**params)
     raise ValueError(
         f"unknown candidate {name!r} in params.yaml 'train.candidates'; "
         f"choose from {', '.join(CANDIDATES)}"

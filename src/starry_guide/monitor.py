@@ -854,13 +854,14 @@ def reference_from_processed(observations: pd.DataFrame, rows: pd.DataFrame, bun
     hourly = hourly[hourly["history_complete"]].reset_index(drop=True)
     names = [c for c in bundle.features if c in hourly.columns]
     matrix, _ = feats.model_arrays(
-        {name: hourly[name].to_numpy(dtype=float) for name in [*names, "longitude"]},
+        {name: hourly[name].to_numpy(dtype=float) for name in [*names, "longitude",
+                                                                "latitude"]},
         astro.epoch_seconds(hourly["time"]), bundle.horizons, bundle.feature_settings)
     hourly_p = pd.DataFrame({
         "station_id": hourly["station_id"].to_numpy().repeat(len(bundle.horizons)),
         "time": pd.DatetimeIndex(hourly["time"]).repeat(len(bundle.horizons)),
         "p_clear": bundle.predict_matrix(matrix)})
-    held_out = rows[rows["split"].isin(["validation", "test"])]
+    held_out = rows[rows["split"].isin(["validation", "held_out"])]
     held_out = held_out.assign(p_clear=bundle.predict(held_out))[
         ["station_id", "time", "clear", "p_clear"]]
     train = rows[rows["split"] == "train"]
@@ -871,10 +872,10 @@ def reference_from_processed(observations: pd.DataFrame, rows: pd.DataFrame, bun
 
 
 def served_threshold(card: dict) -> float:
-    """The P(clear) cut-off the champion was evaluated with (its model card's test scores;
+    """The P(clear) cut-off the champion was evaluated with (its model card's held-out scores;
     0.5 when the card has none)."""
     scores = card.get("scores", {})
-    for split in ("test", "validation"):
+    for split in ("held_out", "validation"):
         value = scores.get(split, {}).get("threshold")
         if value is not None:
             return float(value)

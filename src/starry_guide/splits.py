@@ -1,4 +1,4 @@
-"""Train / validation / temporal-test / unseen-station splits.
+"""Train / validation / held-out-month / unseen-station splits.
 
 Whole months are held out (a row's ``t`` and ``t + h`` share one month, see
 :mod:`starry_guide.features`), so no evaluation row has a training row an hour away.
@@ -11,7 +11,7 @@ import pandas as pd
 
 from starry_guide.config import SplitSettings
 
-SPLITS = ("train", "validation", "test", "unseen")
+SPLITS = ("train", "validation", "held_out", "unseen")
 
 
 def assign_splits(rows: pd.DataFrame, settings: SplitSettings) -> pd.Series:
@@ -20,10 +20,10 @@ def assign_splits(rows: pd.DataFrame, settings: SplitSettings) -> pd.Series:
     split = np.select(
         [
             rows["station_id"].isin(settings.unseen_stations),
-            month.isin(settings.test_months),
+            month.isin(settings.held_out_months),
             month.isin(settings.validation_months),
         ],
-        ["unseen", "test", "validation"],
+        ["unseen", "held_out", "validation"],
         default="train",
     )
     return pd.Series(pd.Categorical(split, categories=SPLITS), index=rows.index, name="split")

@@ -64,7 +64,8 @@ def search(name: str, rows: pd.DataFrame, settings: Settings) -> tuple[dict, lis
         return base, []
     train = rows.loc[rows["split"] == "train"]
     X, y = train[feature_columns(settings.features)], train["clear"].to_numpy()
-    folds = list(GroupKFold(n_splits=settings.train.cv_folds).split(X, y, month_blocks(train)))
+    blocks = month_blocks(train)
+    folds = list(GroupKFold(n_splits=settings.train.cv_folds).split(X, y, blocks))
     sampler = ParameterSampler(space, n_iter=settings.train.search_budget,
                                random_state=settings.seed)
     trials = []
@@ -74,7 +75,7 @@ def search(name: str, rows: pd.DataFrame, settings: Settings) -> tuple[dict, lis
         for fit_rows, held in folds:
             model = models.build_candidate(name, params, settings.seed,
                                            settings.label.clear_max_opaque_tenths)
-            model.fit(X.iloc[fit_rows], y[fit_rows])
+            models.fit(model, X.iloc[fit_rows], y[fit_rows], blocks[fit_rows])
             errors.append(evaluate.scores(y[held], predict_clear(model, X.iloc[held]), 0.5)
                           ["brier"])
         trials.append({"trial": i, "params": params, "cv_brier": float(np.mean(errors)),
@@ -88,6 +89,7 @@ def fit_candidates(rows: pd.DataFrame, settings: Settings) -> dict[str, Candidat
     and score it on the validation months against the calibrated-persistence baseline, at a
     decision threshold chosen on validation."""
     X_train, y_train = split_xy(rows, "train", settings)
+    train_blocks = month_blocks(rows.loc[rows["split"] == "train"])
     X_val, y_val = split_xy(rows, "validation", settings)
     val_rows = rows.loc[rows["split"] == "validation"].reset_index(drop=True)
     fitted = {}
@@ -95,7 +97,7 @@ def fit_candidates(rows: pd.DataFrame, settings: Settings) -> dict[str, Candidat
         params, trials = search(name, rows, settings)
         model = models.build_candidate(name, params, settings.seed,
                                        settings.label.clear_max_opaque_tenths)
-        fitted[name] = (model.fit(X_train, y_train), params, trials)
+        fitted[name] = (models.fit(model, X_train, y_train, train_blocks), params, trials)
     p_reference = predict_clear(fitted[BASELINE][0], X_val)
     results = {}
     for name, (model, params, trials) in fitted.items():

@@ -31,7 +31,7 @@ def bundle_dir(tmp_path_factory, rows, observations, settings):
         card={"model_name": "test", "version": "7", "candidate": "hist_gradient_boosting"},
         feature_spec=transfer.feature_spec(settings),
         climate=transfer.climatology(observations, -12, 2),
-        X_check=rows[rows["split"] == "test"])
+        X_check=rows[rows["split"] == "held_out"])
     return destination
 
 

@@ -12,7 +12,7 @@ from starry_guide.serve import bundle as transfer
 def test_onnx_matches_sklearn_on_the_test_split(name, rows, settings):
     columns = features.feature_columns(settings.features)
     train = rows[rows["split"] == "train"]
-    test = rows[rows["split"] == "test"]
+    test = rows[rows["split"] == "held_out"]
     params = {**settings.train.params_for(name)}
     if name in ("hist_gradient_boosting", "persistence_stack"):
         params.update(max_iter=40)
@@ -46,7 +46,7 @@ def test_bundle_loads_and_predicts(bundle_dir, rows, settings):
     loaded = transfer.load_bundle(bundle_dir)
     assert loaded.version == "7"
     assert loaded.card["onnx_parity_max_abs"] <= transfer.PARITY_TOLERANCE
-    test = rows[rows["split"] == "test"].head(50)
+    test = rows[rows["split"] == "held_out"].head(50)
     p = loaded.predict(test)
     assert p.shape == (50,) and ((p >= 0) & (p <= 1)).all()
     assert loaded.features == features.feature_columns(settings.features)

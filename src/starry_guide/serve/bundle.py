@@ -33,6 +33,7 @@ from starry_guide.config import FeatureSettings
 from starry_guide.models import (
     CalibratedPersistenceClassifier,
     PersistenceClassifier,
+    PersistenceLogisticClassifier,
     PersistenceStackClassifier,
 )
 
@@ -120,6 +121,30 @@ def _logistic(g: _Graph, model: Pipeline, columns: list[str]) -> str:
     return g.op("Sigmoid", logit)
 
 
+def _persistence_logistic(g: _Graph, model: PersistenceLogisticClassifier,
+                          columns: list[str]) -> str:
+    """Impute + indicators, the persistence logit, one scaling, then per-row coefficients
+    gathered by horizon."""
+    imputer, scaler = model.imputer_, model.scaler_
+    missing = g.op("IsNaN", INPUT)
+    parts = [g.op("Where", missing, g.const(imputer.statistics_[None, :]), INPUT)]
+    if imputer.indicator_ is not None:
+        flags = g.op("Gather", missing, g.const(imputer.indicator_.features_, np.int64), axis=1)
+        parts.append(g.op("Cast", flags, to=TensorProto.FLOAT))
+    p = g.op("Clip", _calibrated_persistence(g, model.persistence_, columns),
+             g.const(1e-4), g.const(1 - 1e-4))
+    logit = g.op("Log", g.op("Div", p, g.op("Sub", g.const(1.0), p)))
+    parts.append(g.op("Unsqueeze", logit, g.const([1], np.int64)))
+    z = g.op("Concat", *parts, axis=1)
+    scaled = g.op("Div", g.op("Sub", z, g.const(scaler.mean_[None, :])),
+                  g.const(scaler.scale_[None, :]))
+    row = g.nearest_row(g.column(columns.index("horizon_h")), model.horizons_)
+    coef = g.op("Gather", g.const(model.coef_), row, axis=0)
+    total = g.op("ReduceSum", g.op("Mul", scaled, coef), g.const([1], np.int64), keepdims=0)
+    return g.op("Sigmoid", g.op("Add", total, g.op("Gather", g.const(model.intercept_), row,
+                                                  axis=0)))
+
+
 def _float32_at_most(values: np.ndarray) -> np.ndarray:
     """The largest float32 <= each value: for any float32 x, ``x <= t`` and
     ``x <= _float32_at_most(t)`` agree — plain rounding to nearest would flip the rows that
@@ -199,6 +224,7 @@ _EXPORTERS = {
     Pipeline: _logistic,
     HistGradientBoostingClassifier: _boosting,
     PersistenceStackClassifier: _stack,
+    PersistenceLogisticClassifier: _persistence_logistic,
 }
 
 

@@ -1,0 +1,66 @@
+"""Leave one station out and the adaptation simulation, on pvlib's three real stations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from starry_guide import features, loso, models, splits
+
+
+@pytest.fixture(scope="module")
+def rows(observations, settings):
+    rows = features.supervised_rows(observations, settings.label, settings.features)
+    rows["split"] = splits.assign_splits(rows, settings.split)
+    return rows
+
+
+def test_baseline_against_itself_has_zero_skill_everywhere(rows, settings):
+    result = loso.leave_one_station_out(rows, models.CalibratedPersistenceClassifier(),
+                                        settings, "calibrated_persistence")
+    assert set(result.rows["station_id"]) == set(rows["station_id"])
+    assert len(result.rows) == len(rows)  # every row of every station is scored once
+    summary = result.summary()
+    assert summary["pooled"]["bss"] == 0
+    assert all(v == 0 for v in summary["bss_by_station"].values())
+    assert set(summary["bss_by_station_and_horizon"]["miami_fl"]) == {
+        str(h) for h in settings.label.horizons}
+
+
+def test_a_station_never_sees_its_own_labels(rows, settings):
+    model = models.PersistenceLogisticClassifier(C=0.1)
+    first = loso.leave_one_station_out(rows, model, settings, "persistence_logistic")
+    flipped = rows.copy()
+    at = flipped["station_id"] == "miami_fl"
+    flipped.loc[at, "clear"] = 1 - flipped.loc[at, "clear"]
+    second = loso.leave_one_station_out(flipped, model, settings, "persistence_logistic")
+    mine = first.rows["station_id"] == "miami_fl"
+    np.testing.assert_array_equal(first.rows.loc[mine, "p"], second.rows.loc[mine, "p"])
+    np.testing.assert_array_equal(first.rows.loc[mine, "p_baseline"],
+                                  second.rows.loc[mine, "p_baseline"])
+    # ... while the other stations' models did learn from them
+    assert not np.array_equal(first.rows.loc[~mine, "p"], second.rows.loc[~mine, "p"])
+
+
+def test_recalibration_fixes_a_biased_forecast_and_shrinks_with_few_rows():
+    rng = np.random.default_rng(0)
+    y = (rng.random(4000) < 0.8).astype(int)
+    p = np.full(4000, 0.5)
+    fixed = loso.recalibrate(p[:2000], y[:2000], p[2000:], shrinkage=10.0)
+    assert abs(fixed.mean() - 0.8) < 0.03
+    barely = loso.recalibrate(p[:5], y[:5], p[2000:], shrinkage=10.0)
+    assert abs(barely.mean() - 0.5) < abs(fixed.mean() - 0.5)
+    np.testing.assert_array_equal(loso.recalibrate(p[:0], y[:0], p, 10.0), p)
+
+
+def test_adaptation_compares_every_n_on_the_same_later_nights(rows, settings):
+    result = loso.leave_one_station_out(rows, models.PersistenceLogisticClassifier(C=0.1),
+                                        settings, "persistence_logistic")
+    table = loso.adaptation(result, labelled_nights=(0, 7, 30), starts=2)
+    assert list(table.index) == [0, 7, 30]
+    assert table["scored_rows"].nunique() == 1
+    zero = table.loc[0]
+    assert zero["bss_vs_baseline"] == zero["bss_vs_adapted_baseline"]
+    assert np.isfinite(table.to_numpy(dtype=float)).all()
+    assert isinstance(table, pd.DataFrame)
