@@ -53,7 +53,7 @@ mlflow-ui: install ## the MLflow UI on http://127.0.0.1:5000
 docs-serve: install ## serve the docs site on http://127.0.0.1:8000
 	$(RUN) mkdocs serve
 
-bench: install ## time a full and a no-op dvc repro (benchmarks/)
+bench: install ## time a full and a no-op dvc repro, per stage, kernel start vs compute (benchmarks/)
 	$(RUN) python benchmarks/repro_time.py
 
 bench-serving: install ## API, batch, night-planner and Dask benchmarks (needs make repro)

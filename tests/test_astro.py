@@ -83,3 +83,20 @@ def test_interpolated_sun_place_equals_skyfield_at_the_instant():
     exact_hour_angle = np.deg2rad((t.gast - ra.hours) * 15)
     assert np.rad2deg(np.max(np.abs(np.arcsin(sin_dec) - dec.radians))) < 1e-6
     assert np.rad2deg(np.max(np.abs(astro._wrap(hour_angle - exact_hour_angle)))) < 1e-6
+
+
+def test_moon_elevation_matches_skyfield_topocentric_at_several_places():
+    from skyfield import almanac
+    from skyfield.api import wgs84
+
+    times = pd.date_range("2001-03-01", periods=24 * 40, freq="h", tz="UTC")
+    _, eph = astro._sky()
+    t = astro._times(times)
+    for lat, lon, elevation in ((39.74, -105.18, 1829.0), (64.8, -147.7, 130.0),
+                                (-33.9, 151.2, 10.0), (0.0, 0.0, 0.0)):
+        ours = astro.sun_moon(times, lat, lon, elevation)
+        observer = eph["earth"] + wgs84.latlon(lat, lon, elevation_m=elevation)
+        reference = observer.at(t).observe(eph["moon"]).apparent().altaz()[0].degrees
+        assert np.abs(ours["moon_elevation_deg"].to_numpy() - reference).max() < 0.001
+        np.testing.assert_allclose(ours["moon_illumination"],
+                                   almanac.fraction_illuminated(eph, "moon", t), atol=1e-12)

@@ -13,7 +13,7 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 from skyfield import almanac
-from skyfield.api import Loader, wgs84
+from skyfield.api import Loader
 
 #: the dates the bundled DE421 ephemeris covers, with a day's margin for horizons
 FIRST_DATE, LAST_DATE = dt.date(1900, 1, 2), dt.date(2049, 12, 30)
@@ -175,6 +175,59 @@ def sun_elevation(times_utc: pd.Series | pd.DatetimeIndex | np.ndarray,
     return np.rad2deg(np.arcsin(np.clip(sin_alt, -1.0, 1.0)))
 
 
+#: Unix second -> the moon's apparent geocentric place (right ascension and declination of
+#: date, radians; distance, km), Greenwich apparent sidereal time (radians) and illuminated
+#: fraction: the same for every observer, so stations sharing hours compute them once
+_MOON_INSTANTS: dict[int, tuple[float, float, float, float, float]] = {}
+#: WGS84 ellipsoid
+_EARTH_A_KM = 6378.137
+_EARTH_E2 = 6.69437999014e-3
+
+
+def _moon_places(seconds: np.ndarray) -> np.ndarray:
+    """(n, 5) array of :data:`_MOON_INSTANTS` values at each Unix second; skyfield runs only
+    for instants not asked for before, all in one call."""
+    missing = sorted(set(seconds.tolist()) - _MOON_INSTANTS.keys())
+    if missing:
+        _, eph = _sky()
+        t = _times(pd.to_datetime(np.asarray(missing, dtype=np.int64), unit="s", utc=True))
+        ra, dec, distance = eph["earth"].at(t).observe(eph["moon"]).apparent().radec(
+            epoch="date")
+        gast = np.deg2rad(np.atleast_1d(t.gast) * 15.0)
+        illumination = almanac.fraction_illuminated(eph, "moon", t)
+        if len(_MOON_INSTANTS) > 200_000:
+            _MOON_INSTANTS.clear()
+        _MOON_INSTANTS.update(zip(missing, zip(
+            *(np.atleast_1d(v).astype(float).tolist() for v in (
+                ra.radians, dec.radians, distance.km, gast, illumination)), strict=True),
+            strict=True))
+    return np.array([_MOON_INSTANTS[s] for s in seconds.tolist()], dtype=float)
+
+
+def moon_elevation(seconds: np.ndarray, latitude: float, longitude: float,
+                   elevation_m: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Topocentric moon elevation (degrees, no refraction) and illuminated fraction at one
+    place, from the moon's geocentric place (computed once per instant for all places) and
+    the observer's WGS84 position rotated by the sidereal time: the moon's parallax (up to a
+    degree) is exact, not approximated (tests compare with skyfield's topocentric altitude)."""
+    ra, dec, distance, gast, illumination = _moon_places(np.asarray(seconds,
+                                                                    dtype=np.int64)).T
+    moon = distance[:, None] * np.column_stack(
+        [np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)])
+    phi = np.deg2rad(latitude)
+    theta = gast + np.deg2rad(longitude)
+    h = elevation_m / 1000.0
+    n = _EARTH_A_KM / np.sqrt(1 - _EARTH_E2 * np.sin(phi) ** 2)
+    up = np.column_stack([np.cos(phi) * np.cos(theta), np.cos(phi) * np.sin(theta),
+                          np.full_like(theta, np.sin(phi))])
+    observer = np.column_stack([(n + h) * np.cos(phi) * np.cos(theta),
+                                (n + h) * np.cos(phi) * np.sin(theta),
+                                np.full_like(theta, (n * (1 - _EARTH_E2) + h) * np.sin(phi))])
+    v = moon - observer
+    sin_alt = np.einsum("ij,ij->i", v, up) / np.linalg.norm(v, axis=1)
+    return np.rad2deg(np.arcsin(np.clip(sin_alt, -1, 1))), illumination
+
+
 def sun_moon(
     times_utc: pd.Series | pd.DatetimeIndex,
     latitude: float,
@@ -185,26 +238,23 @@ def sun_moon(
 
     Parameters
     ----------
-    times_utc : timezone-aware timestamps
+    times_utc : timezone-aware timestamps (whole seconds)
     latitude, longitude : degrees (north, east positive)
     elevation_m : metres above sea level (matters for the moon's parallax)
 
     Returns
     -------
     DataFrame with ``sun_elevation_deg`` (:func:`sun_elevation`), ``moon_elevation_deg``
-    (topocentric: the moon's parallax reaches a degree) and ``moon_illumination``
-    (illuminated fraction of the disc, 0..1), one row per timestamp, in input order.
+    (topocentric, :func:`moon_elevation`) and ``moon_illumination`` (illuminated fraction
+    of the disc, 0..1), one row per timestamp, in input order.
     """
-    _, eph = _sky()
-    t = _times(times_utc)
-    observer = eph["earth"] + wgs84.latlon(latitude, longitude, elevation_m=elevation_m)
-    moon_alt = observer.at(t).observe(eph["moon"]).apparent().altaz()[0].degrees
-    illumination = almanac.fraction_illuminated(eph, "moon", t)
+    seconds = epoch_seconds(times_utc)
+    moon_alt, illumination = moon_elevation(seconds, latitude, longitude, elevation_m)
     return pd.DataFrame(
         {
-            "sun_elevation_deg": sun_elevation(times_utc, latitude, longitude),
-            "moon_elevation_deg": np.atleast_1d(moon_alt).astype(float),
-            "moon_illumination": np.atleast_1d(illumination).astype(float),
+            "sun_elevation_deg": sun_elevation(seconds, latitude, longitude),
+            "moon_elevation_deg": moon_alt,
+            "moon_illumination": illumination,
         }
     )
 
