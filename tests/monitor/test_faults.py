@@ -55,14 +55,17 @@ def test_unit_changes(frame):
     assert missing.loc[after, "pressure_hpa"].isna().all()
 
 
-def test_shift_clear_rate_halves_the_clear_sky_rate(frame):
+def test_shift_clear_rate_clouds_the_nights_over(frame):
     out = replay.shift_clear_rate(frame, START, np.random.default_rng(0))
     _, after = _split(frame)
-    rate = (frame.loc[after, "opaque_cloud_tenths"] <= 2).mean()
-    shifted = (out.loc[after, "opaque_cloud_tenths"] <= 2).mean()
-    assert 0.4 * rate < shifted < 0.7 * rate
-    overcast = out.loc[after, "opaque_cloud_tenths"] == 10
-    assert (out.loc[after, "total_cloud_tenths"][overcast] == 10).all()
+    night = after & (frame["sun_elevation_deg"] < -12).to_numpy()
+    rate = (frame.loc[night, "opaque_cloud_tenths"] <= 2).mean()
+    shifted = (out.loc[night, "opaque_cloud_tenths"] <= 2).mean()
+    assert rate > 0.3 and shifted < 0.3 * rate
+    noon = after & (frame["sun_elevation_deg"] > 30).to_numpy()
+    pd.testing.assert_series_equal(out.loc[noon, "opaque_cloud_tenths"],
+                                   frame.loc[noon, "opaque_cloud_tenths"])
+    assert (out["opaque_cloud_tenths"] <= 10).all()
 
 
 def test_world_faults_reach_the_users_sensor_faults_do_not(frame):

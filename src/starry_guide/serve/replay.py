@@ -16,10 +16,10 @@ reports, *world* faults change the sky itself (users' feedback sees it too):
 ``missing-sensor``          sensor: the pressure sensor stops reporting (values missing)
 ``visibility-in-metres``    sensor: visibility sent in metres instead of km (a unit change)
 ``temperature-in-fahrenheit``  sensor: air temperature sent in deg F instead of deg C
-``shift-clear-rate``        world: overcast spells (opaque cover 10/10, 4-8 h long, seeded)
-                            cover about half of all hours — the clear-sky rate roughly halves
-                            and clear skies persist for fewer hours, so persistence-style
-                            forecasts over-predict clear
+``shift-clear-rate``        world: the night sky clouds over — opaque and total cover + 6
+                            tenths from 21:00 to 06:00 local solar time, the day unchanged:
+                            the night-time clear-sky rate collapses, and forecasts that carry
+                            the evening sky into the night are wrong
 """
 
 from __future__ import annotations
@@ -83,21 +83,26 @@ def temperature_in_fahrenheit(frame: pd.DataFrame, start: pd.Timestamp,
     return out
 
 
-#: share of hours the overcast spells of ``shift-clear-rate`` cover (before overlaps)
-SHIFT_SHARE = 0.5
+#: ``shift-clear-rate``: local solar hours whose sky clouds over, and by how many tenths
+NIGHT_HOURS = (21, 6)
+NIGHT_CLOUD_TENTHS = 6.0
 
 
 def shift_clear_rate(frame: pd.DataFrame, start: pd.Timestamp,
                      rng: np.random.Generator) -> pd.DataFrame:
-    """From ``start`` on, overcast spells (opaque and total cover 10/10, 4 to 8 hours,
-    starting at random hours drawn from ``rng``) cover about half of all hours."""
+    """From ``start`` on, the night sky clouds over: opaque and total cover rise by
+    :data:`NIGHT_CLOUD_TENTHS` (capped at 10) between 21:00 and 06:00 local solar time, while
+    the daytime sky stays as it was. The night-time clear-sky rate collapses, and forecasts
+    that carry the evening's sky into the night (persistence, and models that learned it)
+    are wrong. Deterministic (``rng`` is unused)."""
     out = frame.copy()
-    after = np.flatnonzero(_after(out, start))
-    cloudy = np.zeros(len(after), dtype=bool)
-    for first in np.flatnonzero(rng.random(len(after)) < SHIFT_SHARE / 6.0):
-        cloudy[first:first + int(rng.integers(4, 9))] = True
-    rows = out.index[after[cloudy]]
-    out.loc[rows, ["opaque_cloud_tenths", "total_cloud_tenths"]] = 10.0
+    local = (out["time"].dt.hour + out["time"].dt.minute / 60.0
+             + out["longitude"] / 15.0) % 24.0
+    evening, morning = NIGHT_HOURS
+    changed = (out["time"] >= start) & ((local >= evening) | (local < morning))
+    for column in ("opaque_cloud_tenths", "total_cloud_tenths"):
+        out.loc[changed, column] = np.minimum(10.0, out.loc[changed, column]
+                                              + NIGHT_CLOUD_TENTHS)
     return out
 
 
@@ -118,7 +123,8 @@ FAULTS: dict[str, Fault] = {f.name: f for f in (
     Fault("temperature-in-fahrenheit", temperature_in_fahrenheit, False,
           "air temperature sent in deg F instead of deg C"),
     Fault("shift-clear-rate", shift_clear_rate, True,
-          "overcast spells cover about half the hours: the clear-sky rate halves"),
+          "the night sky clouds over (cover + 6 tenths, 21:00-06:00 local): the night-time "
+          "clear-sky rate collapses"),
 )}
 
 
