@@ -62,7 +62,7 @@ bench-serving: install ## API, batch, night-planner and Dask benchmarks (needs m
 serve: install ## the real-time API on http://127.0.0.1:8000 (the registry's @champion)
 	$(RUN) starry serve
 
-production-snapshot: install ## replay half a year of Greensboro into a fresh server, snapshot it into data/production (needs make repro)
+production-snapshot: install ## replay 16 weeks of two real stations (one with a stuck cloud sensor) into a fresh server, snapshot into data/production
 	$(RUN) python scripts/production_snapshot.py
 
 clean: ## remove pipeline outputs (not the MLflow store)

@@ -1,12 +1,13 @@
 """Refresh the committed production snapshot (``data/production/``) from real traffic.
 
-Starts ``starry serve`` on the champion bundle with a fresh SQLite serving store, plays a real
-station into it with ``starry replay`` (as a feeder would, with users' feedback), stops the
+Starts ``starry serve`` on the champion bundle with a fresh SQLite serving store, plays real
+stations into it with ``starry replay`` (as feeders would, with users' feedback), stops the
 server, and writes ``starry store snapshot --out data/production``. Run by
-``make production-snapshot``; the arguments after ``--`` go to ``starry replay``.
+``make production-snapshot``. By default: 16 weeks of Greensboro as recorded, and the same
+16 weeks of Miami whose cloud sensor sticks on 5 March (see :data:`DEFAULT`); arguments
+after ``--`` replace them with one ``starry replay`` of your own:
 
-    python scripts/production_snapshot.py -- greensboro_nc --start 2001-01-01 --hours 4368 \
-        --feedback-rate 0.2 --feedback-error 0.1 --seed 1
+    python scripts/production_snapshot.py -- greensboro_nc --start 2001-01-01 --hours 4368
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 STARRY = [sys.executable, "-m", "starry_guide.cli"]
-DEFAULT = ["greensboro_nc", "--start", "2001-01-01", "--hours", "4368", "--feedback-rate", "0.2",
-           "--feedback-error", "0.1", "--seed", "1"]
+COMMON = ["--start", "2001-01-01", "--hours", str(16 * 168), "--feedback-rate", "0.2",
+          "--feedback-error", "0.1", "--seed", "1"]
+DEFAULT = [["greensboro_nc", *COMMON],
+           ["miami_fl", *COMMON, "--fault", "stuck-cloud-sensor@2001-03-05"]]
 
 
-def main(replay_args: list[str]) -> int:
+def main(replays: list[list[str]]) -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -51,10 +54,12 @@ def main(replay_args: list[str]) -> int:
             else:
                 print("the server did not start", file=sys.stderr)
                 return 1
-            replay = subprocess.run([*STARRY, "replay", *replay_args, "--url", url], cwd=ROOT,
-                                    env=env)
-            if replay.returncode != 0:
-                return replay.returncode
+            for replay_args in replays:
+                print("starry replay " + " ".join(replay_args), flush=True)
+                replay = subprocess.run([*STARRY, "replay", *replay_args, "--url", url],
+                                        cwd=ROOT, env=env)
+                if replay.returncode != 0:
+                    return replay.returncode
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -66,4 +71,4 @@ if __name__ == "__main__":
     args = sys.argv[1:]
     if args and args[0] == "--":
         args = args[1:]
-    sys.exit(main(args or DEFAULT))
+    sys.exit(main([args] if args else DEFAULT))

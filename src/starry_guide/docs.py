@@ -212,16 +212,20 @@ def monitoring_page(root: Path) -> str:
               f"- **retrain recommended: {verdict}**"]
     lines += [f"    - {reason}" for reason in report["reasons"]]
     perf = report.get("performance") or {}
+    by_horizon = pd.DataFrame(report.get("performance_by_horizon", {})).T
+    if not by_horizon.empty:
+        by_horizon.index = by_horizon.index.astype(int)
+        by_horizon = by_horizon.sort_index().rename_axis("horizon (h)")
     if perf:
         lines += ["", "## Realised performance", "",
                   f"At the served threshold {report['served_threshold']:g}. *expected Brier* is "
                   "what the served probabilities promise (mean p(1 − p)); *BSS* is against "
                   "calibrated persistence fitted on the training months.", "",
-                  _table(pd.DataFrame([perf])[[k for k in (
+                  pd.DataFrame([perf])[[k for k in (
                       "rows", "clear_rate", "brier", "expected_brier", "brier_excess", "bss",
-                      "accuracy", "precision", "recall") if k in perf]]), "",
-                  _table(pd.DataFrame(report["performance_by_horizon"]).T.rename_axis(
-                      "horizon (h)")), ""]
+                      "accuracy", "precision", "recall") if k in perf]].to_markdown(
+                      index=False, floatfmt=".4f"), "",
+                  _table(by_horizon), ""]
     stations = pd.DataFrame({s: {"status": d["status"],
                                  "retrain recommended": d["retrain_recommended"],
                                  "labelled": d["labelled_predictions"],
