@@ -50,6 +50,12 @@ PHYSICAL_RANGES: dict[str, tuple[float, float]] = {
     "precipitable_water_cm": (0, 15),
 }
 GEOMETRY_COLUMNS = ["sun_elevation_deg", "moon_elevation_deg", "moon_illumination"]
+#: range of a station's (or a request's) place; the API, the feed and batch check the same
+PLACE_RANGES: dict[str, tuple[float, float]] = {
+    "latitude": (-90, 90),
+    "longitude": (-180, 180),
+    "elevation_m": (-500, 9000),
+}
 
 #: the label comes from this column; without it a station is rejected
 LABEL_SOURCE = "opaque_cloud_tenths"
@@ -78,9 +84,8 @@ def canonical_schema() -> pa.DataFrameSchema:
                           coerce=True),
         # month 1..12 for typical-year files, yyyymm for real (CSV) records
         "segment": pa.Column("int64", pa.Check.ge(1)),
-        "latitude": pa.Column(float, pa.Check.in_range(-90, 90)),
-        "longitude": pa.Column(float, pa.Check.in_range(-180, 180)),
-        "elevation_m": pa.Column(float, pa.Check.in_range(-500, 9000)),
+        **{name: pa.Column(float, pa.Check.in_range(lo, hi))
+           for name, (lo, hi) in PLACE_RANGES.items()},
     }
     for name, (lo, hi) in PHYSICAL_RANGES.items():
         columns[name] = pa.Column(float, pa.Check.in_range(lo, hi), nullable=True)
@@ -239,7 +244,8 @@ def _repair_values(frame: pd.DataFrame, report: QualityReport) -> None:
                 "example": float(frame.loc[bad, name].iloc[0]),
             })
             frame[name] = frame[name].mask(bad)
-    too_wet = frame["temp_dew_c"] > frame["temp_air_c"] + DEW_POINT_TOLERANCE_C
+    too_wet = pd.Series(dew_point_too_high(frame["temp_air_c"], frame["temp_dew_c"]),
+                        index=frame.index)
     if too_wet.any():
         report.repairs.append({
             "rule": f"dew point above air temperature + {DEW_POINT_TOLERANCE_C:g} C -> missing",
@@ -247,6 +253,29 @@ def _repair_values(frame: pd.DataFrame, report: QualityReport) -> None:
             "example": float(frame.loc[too_wet, "temp_dew_c"].iloc[0]),
         })
         frame["temp_dew_c"] = frame["temp_dew_c"].mask(too_wet)
+
+
+def dew_point_too_high(temp_air_c, temp_dew_c) -> np.ndarray:
+    """Where the dew point exceeds the air temperature by more than
+    :data:`DEW_POINT_TOLERANCE_C` (physically impossible beyond sensor lag): training
+    repairs such a dew point to missing, and so does every serving path
+    (:func:`repair_inputs`)."""
+    air = np.asarray(temp_air_c, dtype=float)
+    dew = np.asarray(temp_dew_c, dtype=float)
+    with np.errstate(invalid="ignore"):
+        return dew > air + DEW_POINT_TOLERANCE_C
+
+
+def repair_inputs(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Training's per-hour repairs, applied to model inputs on their way into the feature
+    core by the API, the feed and batch scoring (so a served hour gets the features the
+    same hour would get in training): a dew point above the air temperature + tolerance
+    becomes missing. Ranges are not repaired here: the serving paths refuse out-of-range
+    values before (docs: Data quality, one validation policy)."""
+    bad = dew_point_too_high(columns["temp_air_c"], columns["temp_dew_c"])
+    if not bad.any():
+        return columns
+    return {**columns, "temp_dew_c": np.where(bad, np.nan, columns["temp_dew_c"])}
 
 
 def _drop_uninformative(frame: pd.DataFrame, report: QualityReport) -> None:

@@ -35,7 +35,7 @@ from prometheus_client import (
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import to_json
 
-from starry_guide import astro, features
+from starry_guide import astro, features, quality
 from starry_guide.serve import place, planner
 from starry_guide.serve.bundle import Bundle, BundleError
 from starry_guide.serve.night import NightResponse, Step, Window, assemble  # noqa: F401
@@ -56,17 +56,24 @@ DARK_SKY_MAG = ("the site's moonless zenith sky brightness, V mag/arcsec²: 21.6
                 "18-19 suburb, 16-17 city centre")
 
 
+def bounds(name: str) -> dict[str, float]:
+    """``ge``/``le`` of a field, from the one table of ranges in :mod:`starry_guide.quality`
+    (weather: ``PHYSICAL_RANGES``; place: ``PLACE_RANGES``)."""
+    lo, hi = (quality.PHYSICAL_RANGES | quality.PLACE_RANGES)[name]
+    return {"ge": lo, "le": hi}
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
 class Station(Strict):
-    latitude: float = Field(ge=-90, le=90, description="degrees, north positive",
+    latitude: float = Field(**bounds("latitude"), description="degrees, north positive",
                             examples=[36.1])
-    longitude: float = Field(ge=-180, le=180, description="degrees, east positive",
+    longitude: float = Field(**bounds("longitude"), description="degrees, east positive",
                              examples=[-79.95])
-    elevation_m: float = Field(0.0, ge=-500, le=9000, description="metres above sea level",
-                               examples=[273.0])
+    elevation_m: float = Field(0.0, **bounds("elevation_m"),
+                               description="metres above sea level", examples=[273.0])
 
 
 def _hour(time: str, opaque: float, total: float, temp: float, dew: float, rh: float,
@@ -100,28 +107,36 @@ class Observation(Strict):
 
     time: AwareDatetime = Field(description="when observed, ISO 8601 with UTC offset, on the "
                                 "hour", examples=["2001-11-27T12:00:00-05:00"])
-    opaque_cloud_tenths: float | None = Field(None, ge=0, le=10, description="opaque sky "
-                                              "cover, tenths of sky (0-10)", examples=[3])
-    total_cloud_tenths: float | None = Field(None, ge=0, le=10, description="total sky "
-                                             "cover, tenths of sky (0-10)", examples=[5])
-    temp_air_c: float | None = Field(None, ge=-90, le=60, description="air temperature, °C",
-                                     examples=[9.4])
-    temp_dew_c: float | None = Field(None, ge=-100, le=40, description="dew point, °C",
-                                     examples=[2.2])
-    relative_humidity: float | None = Field(None, ge=0, le=100, description="relative "
-                                            "humidity, %", examples=[61])
-    pressure_hpa: float | None = Field(None, ge=500, le=1100, description="station "
-                                       "pressure, hPa", examples=[985])
-    wind_speed_ms: float | None = Field(None, ge=0, le=80, description="wind speed, m/s",
-                                        examples=[3.1])
-    wind_direction_deg: float | None = Field(None, ge=0, le=360, description="wind "
-                                             "direction, degrees from north", examples=[250])
-    visibility_km: float | None = Field(None, ge=0, le=200, description="horizontal "
-                                        "visibility, km", examples=[16.1])
-    ceiling_m: float | None = Field(None, ge=0, le=30000, description="cloud ceiling, m "
-                                    "above ground (unlimited = 20000)", examples=[20000])
-    precipitable_water_cm: float | None = Field(None, ge=0, le=15, description="precipitable "
-                                                "water, cm", examples=[1.4])
+    opaque_cloud_tenths: float | None = Field(
+        None, **bounds("opaque_cloud_tenths"),
+        description="opaque sky cover, tenths of sky (0-10)", examples=[3])
+    total_cloud_tenths: float | None = Field(
+        None, **bounds("total_cloud_tenths"),
+        description="total sky cover, tenths of sky (0-10)", examples=[5])
+    temp_air_c: float | None = Field(
+        None, **bounds("temp_air_c"), description="air temperature, °C", examples=[9.4])
+    temp_dew_c: float | None = Field(
+        None, **bounds("temp_dew_c"), description="dew point, °C (above the air temperature "
+        "+ 1 °C it is treated as missing, as in training)", examples=[2.2])
+    relative_humidity: float | None = Field(
+        None, **bounds("relative_humidity"), description="relative humidity, %",
+        examples=[61])
+    pressure_hpa: float | None = Field(
+        None, **bounds("pressure_hpa"), description="station pressure, hPa", examples=[985])
+    wind_speed_ms: float | None = Field(
+        None, **bounds("wind_speed_ms"), description="wind speed, m/s", examples=[3.1])
+    wind_direction_deg: float | None = Field(
+        None, **bounds("wind_direction_deg"), description="wind direction, degrees from north",
+        examples=[250])
+    visibility_km: float | None = Field(
+        None, **bounds("visibility_km"), description="horizontal visibility, km",
+        examples=[16.1])
+    ceiling_m: float | None = Field(
+        None, **bounds("ceiling_m"),
+        description="cloud ceiling, m above ground (unlimited = 20000)", examples=[20000])
+    precipitable_water_cm: float | None = Field(
+        None, **bounds("precipitable_water_cm"), description="precipitable water, cm",
+        examples=[1.4])
 
 
 class NowcastRequest(Strict):
@@ -304,6 +319,7 @@ class Service:
         seconds = np.concatenate([seconds for seconds, _ in requests])
         columns = {name: np.concatenate([c[name] for _, c in requests])
                    for name in requests[0][1]}
+        columns = quality.repair_inputs(columns)  # training's per-hour repairs
         run_start = np.zeros(len(seconds), dtype=bool)
         run_start[ends - lengths] = True
         hourly = features.hourly_feature_arrays(columns, seconds, run_start, self.features)
@@ -544,14 +560,14 @@ def create_app(service: Service) -> FastAPI:
 
     @app.get("/v1/night", response_model=NightResponse)
     async def night(
-        lat: Annotated[float, Query(ge=-90, le=90, description="latitude, degrees north",
+        lat: Annotated[float, Query(**bounds("latitude"), description="latitude, degrees north",
                                     examples=[36.1])],
-        lon: Annotated[float, Query(ge=-180, le=180, description="longitude, degrees east",
+        lon: Annotated[float, Query(**bounds("longitude"), description="longitude, degrees east",
                                     examples=[-79.95])],
         date: Annotated[dt.date | Literal["tonight"], Query(
             description="local date the night begins (YYYY-MM-DD), or `tonight`",
             examples=["tonight"])] = "tonight",
-        elevation_m: Annotated[float, Query(ge=-500, le=9000,
+        elevation_m: Annotated[float, Query(**bounds("elevation_m"),
                                             description="metres above sea level")] = 0.0,
         dark_sky_mag: Annotated[float, Query(ge=15, le=22.5, description=DARK_SKY_MAG)
                                 ] = 21.587,

@@ -26,9 +26,9 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from starry_guide import astro, features
+from starry_guide import astro, features, quality
 from starry_guide.config import FeatureSettings
-from starry_guide.quality import PHYSICAL_RANGES
+from starry_guide.quality import PHYSICAL_RANGES, PLACE_RANGES
 from starry_guide.serve.bundle import Bundle, load_bundle
 from starry_guide.stations import WEATHER_COLUMNS
 
@@ -106,6 +106,12 @@ def check_rows(frame: pd.DataFrame, source: str,
         frame[column] = values
     for column in ("latitude", "longitude", "elevation_m"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce")
+        lo, hi = PLACE_RANGES[column]
+        wrong = (frame[column].notna() & ~frame[column].between(lo, hi)).to_numpy() & ~bad
+        for i in np.flatnonzero(wrong)[:20]:
+            messages.append(f"row {first_row + i + 1}: field '{column}' = "
+                            f"{_show(frame[column].iloc[i])} is outside {lo}..{hi}")
+        bad |= wrong
     no_place = frame[["latitude", "longitude"]].isna().any(axis=1).to_numpy() & ~bad
     for i in np.flatnonzero(no_place)[:20]:
         messages.append(f"row {first_row + i + 1}: fields 'latitude', 'longitude' = "
@@ -142,7 +148,8 @@ def score_station(station: pd.DataFrame, bundle: Bundle, settings: FeatureSettin
     seconds = astro.epoch_seconds(station["time"])
     run_start = np.ones(len(seconds), dtype=bool)
     run_start[1:] = np.diff(seconds) != 3600
-    columns = {name: station[name].to_numpy(dtype=float) for name in features.INPUT_COLUMNS}
+    columns = quality.repair_inputs(  # training's per-hour repairs
+        {name: station[name].to_numpy(dtype=float) for name in features.INPUT_COLUMNS})
     hourly = features.hourly_feature_arrays(columns, seconds, run_start, settings)
     complete = hourly.pop("history_complete")
     if not complete.any():

@@ -41,6 +41,7 @@ from starry_guide.serve.api import (
     Strict,
     _Origin,
     _unprocessable,
+    bounds,
 )
 from starry_guide.serve.store import UnknownStation
 from starry_guide.stations import WEATHER_COLUMNS
@@ -117,9 +118,9 @@ def require_feeder(request: Request) -> None:
 
 
 class StationRegistration(Strict):
-    latitude: float = Field(ge=-90, le=90, description="degrees, north positive")
-    longitude: float = Field(ge=-180, le=180, description="degrees, east positive")
-    elevation_m: float = Field(0.0, ge=-500, le=9000)
+    latitude: float = Field(**bounds("latitude"), description="degrees, north positive")
+    longitude: float = Field(**bounds("longitude"), description="degrees, east positive")
+    elevation_m: float = Field(0.0, **bounds("elevation_m"), description="metres")
     name: str | None = Field(None, max_length=200)
 
 
