@@ -38,6 +38,13 @@ def test_bad_arguments_are_explained(args, message):
     assert message in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("url", ["notaurl", "http://[::1"])
+def test_bad_url_is_explained(url):
+    result = replay("greensboro_nc", "--url", url, "--hours", "2")
+    assert result.returncode == 1 and "--url" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_missing_token_names_the_variable():
     result = replay("greensboro_nc", "--url", "http://127.0.0.1:9", "--token-env", "NO_SUCH_VAR",
                     token=None)

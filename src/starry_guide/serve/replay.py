@@ -235,6 +235,9 @@ def replay(frame: pd.DataFrame, world: pd.DataFrame, station: dict, url: str, to
     """
     import httpx
 
+    if not url.startswith(("http://", "https://")):
+        raise ReplayError(f"--url {url!r}: give the server's address with its scheme, e.g. "
+                          "http://127.0.0.1:8000")
     rng = np.random.default_rng(seed)
     stats = ReplayStats()
     station_id = station["station_id"]
@@ -278,6 +281,9 @@ def replay(frame: pd.DataFrame, world: pd.DataFrame, station: dict, url: str, to
                         feedback_error)
                 if progress is not None and stats.hours_sent % 500 == 0:
                     progress(stats)
+    except httpx.InvalidURL as exc:
+        raise ReplayError(f"--url {url!r} is not a valid URL ({exc}); e.g. "
+                          "http://127.0.0.1:8000") from None
     except httpx.TransportError as exc:
         raise ReplayError(f"cannot reach the server at {base}: {exc}. Start it first "
                           "(`make serve` or `starry serve`)") from None
