@@ -59,7 +59,10 @@ bench: install ## time a full and a no-op dvc repro, per stage, kernel start vs 
 bench-serving: install ## API, batch, night-planner and Dask benchmarks (needs make repro)
 	$(RUN) python benchmarks/serving.py
 
-serve: install ## the real-time API on http://127.0.0.1:8000 (the registry's @champion)
+bench-app: install ## first load of the web app in Chromium: bytes and time (needs make repro)
+	$(RUN) python benchmarks/app_load.py
+
+serve: install ## the real-time API and the web app on http://127.0.0.1:8000 (the registry's @champion)
 	$(RUN) starry serve
 
 production-snapshot: install ## replay 16 weeks of two real stations (one with a stuck cloud sensor) into a fresh server, snapshot into data/production

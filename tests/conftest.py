@@ -53,9 +53,11 @@ def postgres_url():
         yield url
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """Headless Debian Chromium through Playwright, for this test session."""
+    """Headless Debian Chromium through Playwright, for one test module. Not longer: the
+    sync API keeps an asyncio loop running in this thread while it is open, and later
+    modules' ``asyncio.run`` would refuse to start under it."""
     from tests.support.browser import chromium
 
     with chromium() as b:

@@ -36,7 +36,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 from pydantic_core import to_json
 
 from starry_guide import astro, features, quality
-from starry_guide.serve import place, planner
+from starry_guide.serve import place, planner, webapp
 from starry_guide.serve.bundle import Bundle, BundleError
 from starry_guide.serve.night import NightResponse, Step, Window, assemble  # noqa: F401
 from starry_guide.serve.store import (
@@ -525,6 +525,8 @@ def create_app(service: Service) -> FastAPI:
     app.add_middleware(LimitsAndMetrics, service=service)
     from starry_guide.serve.feed import router as feed_router  # it imports this module
     app.include_router(feed_router)
+    from starry_guide.serve.events import router as events_router  # the same
+    app.include_router(events_router)
 
     too_large = {413: {"description": f"request body over {MAX_BODY_BYTES} bytes"}}
     invalid = {422: {"description": "Validation Error", "content": {"application/json": {
@@ -620,6 +622,7 @@ def create_app(service: Service) -> FastAPI:
     def metrics() -> Response:
         return Response(generate_latest(service.registry), media_type=CONTENT_TYPE_LATEST)
 
+    webapp.install(app)  # the web app at /
     return app
 
 

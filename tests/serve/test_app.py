@@ -1,0 +1,344 @@
+"""The web app in a real browser (Debian's Chromium through Playwright) against a real
+`starry serve` (uvicorn subprocess) with a real bundle and store."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+
+from starry_guide.serve.events import window_changes
+from tests.serve.test_server import free_port
+
+STARRY = [sys.executable, "-m", "starry_guide.cli"]
+ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOTS = ROOT / "docs" / "assets"
+GREENSBORO = {"latitude": 36.1, "longitude": -79.95}
+PHONE = {"width": 360, "height": 740}
+DESKTOP = {"width": 1280, "height": 860}
+FEED_TOKEN = "test-feed-token-0123456789"
+
+
+def start_server(bundle_dir: Path, folder: Path, workers: int = 1):
+    port = free_port()
+    env = {**os.environ, "STARRY_FEED_TOKEN": FEED_TOKEN, "STARRY_EVENTS_POLL_S": "0.5"}
+    process = subprocess.Popen(
+        [*STARRY, "serve", "--bundle", str(bundle_dir), "--port", str(port),
+         "--store", str(folder / "store.sqlite"), "--workers", str(workers)], cwd=ROOT,
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            time.sleep(0.2)
+    process.kill()
+    raise AssertionError(process.stdout.read())
+
+
+@pytest.fixture(scope="module")
+def server(bundle_dir, tmp_path_factory):
+    process, url = start_server(bundle_dir, tmp_path_factory.mktemp("app"))
+    yield url
+    process.terminate()
+    process.wait(timeout=20)
+
+
+class Page:
+    """A browser page that records console errors, page errors and failed requests."""
+
+    def __init__(self, browser, viewport=PHONE, timezone="America/New_York",
+                 permissions=("geolocation",)):
+        self.context = browser.new_context(
+            viewport=viewport, locale="en-US", timezone_id=timezone,
+            geolocation={**GREENSBORO}, permissions=list(permissions))
+        self.page = self.context.new_page()
+        self.problems: list[str] = []
+        self.page.on("console", lambda m: m.type == "error" and self.problems.append(m.text))
+        self.page.on("pageerror", lambda e: self.problems.append(f"page error: {e}"))
+        self.page.on("response", lambda r: r.status >= 400 and self.problems.append(
+            f"{r.status} {r.url}"))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.context.close()
+
+
+def night(url: str, **params) -> dict:
+    response = httpx.get(f"{url}/v1/night", params=params, timeout=30)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def hhmm(iso: str) -> str:
+    return iso[11:16]  # local ISO times carry the place's own clock
+
+
+@pytest.mark.parametrize("viewport", [PHONE, DESKTOP], ids=["phone-360x740", "desktop"])
+def test_location_to_tonight_without_console_errors(server, browser, viewport):
+    with Page(browser, viewport) as p:
+        page = p.page
+        page.goto(server)
+        page.get_by_role("button", name="Use my location").click()
+        page.wait_for_selector("#strip svg")
+        expected = night(server, lat=36.1, lon=-79.95, date="tonight")
+        best = page.locator("#best").inner_text()
+        if expected["best_windows"]:
+            window = expected["best_windows"][0]
+            assert f"{hhmm(window['start_local'])}–{hhmm(window['end_local'])}" in best
+            assert f"{round(100 * window['mean_p_clear'])}\u00a0% clear" in best
+        assert page.locator("#verdict").inner_text().strip()
+        assert "America/New_York" in page.locator("#tz-note").inner_text()
+        assert page.locator("#events dd").count() == 6
+        # nothing wider than the screen
+        assert page.evaluate("document.documentElement.scrollWidth") <= viewport["width"]
+        assert page.locator("#place-label").inner_text().startswith("My location")
+        assert not p.problems, p.problems
+
+
+def test_typed_coordinates_are_remembered_and_far_places_are_labelled(server, browser):
+    with Page(browser) as p:
+        page = p.page
+        page.goto(server)
+        page.get_by_label("Latitude").fill("52.52")
+        page.get_by_label("Longitude").fill("13.40")
+        page.get_by_role("button", name="Show tonight").click()
+        page.wait_for_selector("#strip svg, #notes:not([hidden])")
+        assert "Europe/Berlin" in page.locator("#tz-note").inner_text()
+        assert "no station within" in page.locator("#notes").inner_text()
+        page.reload()
+        page.wait_for_selector("#strip svg")
+        assert page.locator("#place-label").inner_text() == "52.52°, 13.40°"
+        assert not page.locator("#where").evaluate("d => d.open")
+        # a bad value is refused with a message, nothing is fetched
+        page.get_by_role("button", name=re.compile("Change place")).click()
+        page.get_by_label("Latitude").fill("95")
+        page.get_by_role("button", name="Show tonight").click()
+        assert "latitude must be between -90 and 90" in page.locator("#coords-error").inner_text()
+        assert not p.problems, p.problems
+
+
+def _contrast(rgb_a: str, rgb_b: str) -> float:
+    def luminance(rgb: str) -> float:
+        values = [int(v) / 255 for v in re.findall(r"\d+", rgb)[:3]]
+        lin = [v / 12.92 if v <= 0.03928 else ((v + 0.055) / 1.055) ** 2.4 for v in values]
+        return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+    a, b = sorted((luminance(rgb_a), luminance(rgb_b)), reverse=True)
+    return (a + 0.05) / (b + 0.05)
+
+
+def test_strip_keyboard_contrast_and_red_light_mode(server, browser):
+    with Page(browser) as p:
+        page = p.page
+        page.goto(f"{server}/?lat=36.1&lon=-79.95")
+        strip = page.locator("#strip svg")
+        strip.wait_for()
+        strip.focus()
+        page.keyboard.press("Home")
+        first = page.locator("#readout").inner_text()
+        page.keyboard.press("ArrowRight")
+        second = page.locator("#readout").inner_text()
+        assert first != second and "% clear" in second and "mag/arcsec²" in second
+        assert strip.get_attribute("aria-valuenow") == "1"
+        # hovering shows the values too
+        box = strip.bounding_box()
+        page.mouse.move(box["x"] + box["width"] * 0.8, box["y"] + box["height"] / 2)
+        assert page.locator("#readout").inner_text() != second
+        # contrast of text on cards: WCAG AAA (7:1) for the main text in the dark theme, AA
+        # (4.5:1) for everything in both (pure red cannot reach 7:1 on black)
+        for main in (7, 4.5):
+            colours = page.evaluate("""() => {
+                const s = (sel, prop) => getComputedStyle(document.querySelector(sel))[prop];
+                return [s('#best', 'color'), s('.card', 'backgroundColor'),
+                        s('#tz-note', 'color'), s('#verdict', 'color')]; }""")
+            text, card, muted, verdict = colours
+            assert _contrast(text, card) >= main and _contrast(muted, card) >= 4.5
+            assert _contrast(verdict, card) >= 4.5
+            page.get_by_role("button", name="Red-light mode").click()
+        assert not page.evaluate("document.documentElement.classList.contains('red')")
+        page.get_by_role("button", name="Red-light mode").click()
+        page.reload()
+        page.locator("#strip svg").wait_for()
+        assert page.evaluate("document.documentElement.classList.contains('red')")
+        # in red-light mode no colour on the page has more green or blue than red
+        text = page.evaluate("getComputedStyle(document.querySelector('#best')).color")
+        r, g, b = (int(v) for v in re.findall(r"\d+", text)[:3])
+        assert r > 3 * max(g, b)
+        assert not p.problems, p.problems
+
+
+def test_app_files_are_served_by_the_service(server):
+    page = httpx.get(server + "/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    for asset in re.findall(r'(?:src|href)="(/app/[^"]+)"', page.text):
+        response = httpx.get(server + asset)
+        assert response.status_code == 200, asset
+        assert response.headers["cache-control"] == "no-cache"
+    worker = httpx.get(server + "/sw.js")
+    assert worker.headers["service-worker-allowed"] == "/"
+    assert "javascript" in worker.headers["content-type"]
+    # nothing in the app is fetched from another origin
+    for name in ("index.html", "app.js", "strip.js", "app.css", "sw.js"):
+        text = (ROOT / "src/starry_guide/serve/app" / name).read_text()
+        assert not re.search(r"https?://(?!www\.w3\.org/2000/svg)", text), name
+
+
+@pytest.mark.parametrize("name, viewport", [("phone", PHONE), ("desktop", DESKTOP)])
+def test_screenshots_for_the_docs(server, browser, name, viewport):
+    """The App page's screenshots: Greensboro, a fixed night, the browser's clock set to
+    that evening so that the picture is the same on every run."""
+    with Page(browser, viewport) as p:
+        page = p.page
+        page.clock.set_fixed_time("2026-11-27T17:30:00-05:00")
+        page.goto(f"{server}/?lat=36.1&lon=-79.95&date=2026-11-27")
+        page.locator("#strip svg").wait_for()
+        page.locator("#strip svg").focus()
+        for _ in range(30):
+            page.keyboard.press("ArrowRight")
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / f"app-{name}.png"))
+        assert (SCREENSHOTS / f"app-{name}.png").stat().st_size > 10_000
+        assert not p.problems, p.problems
+
+
+# ---------------------------------------------------------------- live: feed, SSE, nudge
+def _hours(observations, opaque: float, start_month: int) -> list[dict]:
+    """Seven real consecutive hours of Greensboro's file, all with this opaque cover."""
+    from starry_guide.stations import WEATHER_COLUMNS
+
+    g = observations[observations["station_id"] == "greensboro_nc"].reset_index(drop=True)
+    same = (g["opaque_cloud_tenths"] == opaque).astype(int).rolling(7).sum()
+    end = next(i for i in same[same == 7].index if g["time"][i].month >= start_month)
+    return [{c: (None if g[c][i] != g[c][i] else float(g[c][i])) for c in WEATHER_COLUMNS}
+            for i in range(end - 6, end + 1)]
+
+
+def _stamped(hours: list[dict], last: dt.datetime) -> list[dict]:
+    return [{"time": (last - dt.timedelta(hours=len(hours) - 1 - i)).isoformat(), **h}
+            for i, h in enumerate(hours)]
+
+
+@pytest.fixture(scope="module")
+def live_server(bundle_dir, tmp_path_factory):
+    """Two worker processes on one store: the browser's event stream and the feeder's
+    posts may land on different processes."""
+    folder = tmp_path_factory.mktemp("live")
+    process, url = start_server(bundle_dir, folder, workers=2)
+    yield url, folder / "store.sqlite"
+    process.terminate()
+    process.wait(timeout=20)
+
+
+def test_live_update_nudge_and_feedback(live_server, browser, observations):
+    url, store_file = live_server
+    feeder = {"Authorization": f"Bearer {FEED_TOKEN}"}
+    station = "greensboro-roof"
+    assert httpx.put(f"{url}/v1/stations/{station}", headers=feeder, json={
+        **GREENSBORO, "elevation_m": 273.0, "name": "Greensboro roof"}).status_code in (200, 201)
+    # the station's hours are placed relative to tonight's astronomical dusk, whatever the
+    # time of day the test runs: overcast hours up to 8 h before it (their nowcast reaches
+    # only the first hours of darkness), then seven clear hours up to 1 h before it (their
+    # nowcast covers the darkness); the browser's clock stands at the overcast hours' end
+    dusk = night(url, lat=36.1, lon=-79.95, date="tonight")["summary"]["astronomical_dusk"]
+    last = pd.Timestamp(dusk["utc"]).floor("h").to_pydatetime() - dt.timedelta(hours=8)
+    cloudy = _stamped(_hours(observations, 10, 11), last)
+    response = httpx.post(f"{url}/v1/stations/{station}/observations", headers=feeder,
+                          json={"observations": cloudy}, timeout=30)
+    assert response.status_code == 200, response.text
+    before = httpx.get(f"{url}/v1/stations/{station}/night", params={"date": "tonight"},
+                       timeout=30).json()
+
+    with Page(browser, PHONE, permissions=["geolocation", "notifications"]) as p:
+        page = p.page
+        page.clock.set_fixed_time(last)  # tonight's windows lie ahead
+        page.goto(f"{url}/?station={station}")
+        page.locator("#live:not([hidden])").wait_for(timeout=20_000)
+        page.get_by_label("minutes").fill("15")
+        page.get_by_label(re.compile("Tell me when it will be clear")).check()
+        page.wait_for_function("navigator.serviceWorker.controller !== null || "
+                               "navigator.serviceWorker.getRegistration('/')")
+        page.evaluate("navigator.serviceWorker.ready")
+        updated = page.locator("#updated").inner_text()
+        assert before["p_clear_source"].startswith("nowcast") and \
+            before["p_clear_source"] in updated
+
+        # the feeder posts seven clear hours: the page updates without reload
+        clear = _stamped(_hours(observations, 0, 10), last + dt.timedelta(hours=7))
+        response = httpx.post(f"{url}/v1/stations/{station}/observations", headers=feeder,
+                              json={"observations": clear}, timeout=30)
+        assert response.status_code == 200, response.text
+        after = httpx.get(f"{url}/v1/stations/{station}/night", params={"date": "tonight"},
+                          timeout=30).json()
+        assert after["prediction_id"] != before["prediction_id"]
+        latest = pd.Timestamp(clear[-1]["time"]).tz_convert("America/New_York")
+        page.wait_for_function("document.querySelector('#updated').textContent"
+                               f".includes('latest observation {latest:%H:%M}')",
+                               timeout=20_000)
+        opened, _ = window_changes(before["best_windows"], after["best_windows"])
+        assert opened, "posting clear hours should open a clear window tonight"
+        best = after["best_windows"][0]
+        page.wait_for_function(
+            f"document.querySelector('#best').textContent.includes({hhmm(best['start_local'])!r})",
+            timeout=20_000)
+        # the app really showed a notification, through its service worker
+        qualifying = [w for w in opened if w["minutes"] >= 15 and w["mean_p_clear"] >= 0.5]
+        assert qualifying, opened
+        page.wait_for_function(
+            "navigator.serviceWorker.ready.then(r => r.getNotifications())"
+            ".then(n => n.length > 0)", timeout=20_000)
+        shown = page.evaluate("navigator.serviceWorker.ready.then(r => r.getNotifications())"
+                              ".then(n => n.map(x => [x.title, x.body]))")
+        assert any(title == "A clear window opened tonight" for title, _ in shown), shown
+
+        # after the window, "was it clear?" — answered offline, sent when back online
+        page.clock.set_fixed_time(pd.Timestamp(best["end"]).to_pydatetime()
+                                  + dt.timedelta(minutes=30))
+        page.reload()
+        page.locator("#feedback:not([hidden])").wait_for(timeout=20_000)
+        page.context.set_offline(True)
+        page.get_by_role("button", name="Clear", exact=True).click()
+        page.locator("#feedback-status").filter(has_text="offline").wait_for()
+        page.context.set_offline(False)
+        page.evaluate("window.dispatchEvent(new Event('online'))")
+        page.wait_for_function("JSON.parse(localStorage.getItem('starry.feedbackQueue'))"
+                               ".length === 0", timeout=20_000)
+        with sqlite3.connect(store_file) as db:
+            rows = db.execute("SELECT prediction_id, observed FROM feedback").fetchall()
+        assert (after["prediction_id"], "clear") in rows
+        problems = [x for x in p.problems if "ERR_INTERNET_DISCONNECTED" not in x
+                    and "Failed to fetch" not in x]
+        assert not problems, problems
+
+
+def test_event_stream_over_http(live_server):
+    url, _ = live_server
+    assert httpx.get(f"{url}/v1/stations/nowhere/events").status_code == 404
+    feeder = {"Authorization": f"Bearer {FEED_TOKEN}"}
+    httpx.put(f"{url}/v1/stations/quiet", headers=feeder, json=GREENSBORO)
+    with httpx.stream("GET", f"{url}/v1/stations/quiet/events", timeout=30) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        lines = []
+        for line in response.iter_lines():
+            lines.append(line)
+            if line == "" and any(x.startswith("data:") for x in lines):
+                break
+    assert "event: nowcast" in lines and "retry: 3000" in lines
+    data = next(x for x in lines if x.startswith("data:"))
+    event = __import__("json").loads(data[len("data:"):])
+    # a station without observations: its plan is climatology, no prediction to answer
+    assert event["station_id"] == "quiet" and event["issued_for"] is None
+    assert event["prediction_id"] is None and "climatology" in event["p_clear_source"]
