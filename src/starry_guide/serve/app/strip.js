@@ -106,7 +106,7 @@ export function drawStrip(container, night, fmt, readout) {
   if (nowAt >= 0 && nowAt <= n) {
     const px = left + nowAt * w;
     el("line", { class: "now", x1: px, x2: px, y1: top - 4, y2: yMoon + laneMoon }, svg);
-    el("text", { class: "now-label", x: Math.min(px + 3, width - 30), y: top - 6 }, svg).textContent = "now";
+    el("text", { class: "now-label", x: Math.min(px + 3, width - 30), y: yClear + laneClear - 4 }, svg).textContent = "now";
   }
 
   // cursor
