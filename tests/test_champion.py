@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from starry_guide import champion, features, splits, training
+from starry_guide import champion, features, registry, reports, splits, training
 
 
 def test_rank_respects_metric_direction():
@@ -39,48 +39,93 @@ def small_settings(settings):
     return dataclasses.replace(settings, train=train)
 
 
-def test_select_crowns_then_keeps_then_replaces_a_worse_champion(
-        rows, small_settings, tracking_uri, tmp_path):
-    results = training.fit_candidates(rows, small_settings)
-    training.log_candidates(results, rows, small_settings, tmp_path)
-    uris = {name: r.model_uri for name, r in results.items()}
+@pytest.fixture()
+def project(small_settings, tmp_path):
+    """Settings whose outputs (models/champion/) live in a temporary folder."""
+    return dataclasses.replace(small_settings, project_root=tmp_path)
+
+
+def publish(selection, settings, rows, observations):
+    """What the select stage does after deciding: outputs first, the registry last."""
+    champion_dir = settings.paths.champion_dir
+    champion.export_bundle(selection, settings, rows, observations, champion_dir / "bundle")
+    reports.write_json(champion_dir / "champion.json",
+                       champion.champion_card(selection, settings))
+    return registry.record_selection(selection, settings, champion_dir / "bundle",
+                                     champion.decision_record(selection))
+
+
+def test_select_crowns_then_keeps_then_refuses_a_registry_that_moved(
+        rows, observations, project, tracking_uri):
+    results = training.fit_candidates(rows, project)
+    training.log_candidates(results, rows, project, project.project_root / "figures")
+    uris = training.find_runs(training.candidate_index(results))
     client = MlflowClient(tracking_uri)
-    name = small_settings.select.model_name
+    name = project.select.model_name
 
     # no champion yet: the best candidate must beat calibrated persistence through the gate,
     # else the baseline itself is crowned
-    first = champion.select(rows, uris, small_settings)
+    assert registry.current_champion(project) is None
+    first = champion.select(rows, uris, project)
     assert first.decision.promote and first.decision.incumbent == "calibrated_persistence"
-    crowned = client.get_model_version_by_alias(name, "champion")
-    assert crowned.tags["candidate"] == first.champion_candidate
+    assert first.incumbent.source == "baseline"
     assert first.champion_candidate in (first.ranking[0], "calibrated_persistence")
+    versions = publish(first, project, rows, observations)
+    crowned = client.get_model_version_by_alias(name, "champion")
+    assert crowned.version == versions["champion"]
+    assert crowned.tags["candidate"] == first.champion_candidate
+    assert crowned.tags["model_id"] == first.champion_model_id
     assert client.get_model_version_by_alias(name, "challenger").tags["candidate"] != \
         first.champion_candidate
-    assert {"git_commit", "fingerprint", "params", "training_rows", "last_decision"} <= \
+    assert {"git_commit", "model_id", "bundle_uri", "last_decision", "gate_ci_low"} <= \
         set(crowned.tags)
+    assert "Why it is champion" in crowned.description
+    # the champion's held-out scores are on its training run, not only val_*
+    run = client.get_run(crowned.run_id)
+    assert {"val_brier", "held_out_brier", "unseen_brier"} <= set(run.data.metrics)
 
-    # the same models again: nothing new is registered, the champion stays
+    # the same models again: the incumbent is the tracked champion, which the registry
+    # agrees with; nothing new is registered and the champion stays
     versions_before = len(client.search_model_versions(f"name = '{name}'"))
-    again = champion.select(rows, uris, small_settings)
+    again = champion.select(rows, uris, project,
+                            registry_champion=registry.current_champion(project))
+    assert again.incumbent.source == "models/champion"
+    assert again.incumbent.model_id == first.champion_model_id
     assert not again.decision.promote
-    assert again.champion_version == first.champion_version
+    assert again.champion_model_id == first.champion_model_id
+    publish(again, project, rows, observations)
     assert len(client.search_model_versions(f"name = '{name}'")) == versions_before
+    assert set(again.scores["champion"]) == {"validation", "held_out", "unseen"}
+    record = champion.decision_record(again)
+    assert record["incumbent_model"]["model_id"] == first.champion_model_id
+    assert record["incumbent_model"]["scores"]["validation"]["brier"] > 0
 
-    # a clearly worse model holding the alias (hard 0/1 persistence) is replaced, through
-    # the gate, and the decision says why
-    worse = champion.register(client, name, uris["persistence"],
-                              champion.fingerprint("persistence",
-                                                   results["persistence"].p_validation),
-                              {"candidate": "persistence"})
-    client.set_registered_model_alias(name, "champion", worse.version)
-    third = champion.select(rows, uris, small_settings)
-    assert third.decision.promote and third.decision.incumbent == "persistence"
-    assert "vs persistence: promoted" in third.decision.reason
-    assert third.decision.details["ci_high"] < 0
-    assert client.get_model_version_by_alias(name, "champion").tags["candidate"] != \
-        "persistence"
-    # the champion's held-out scores are reported on every split
-    assert set(third.scores["champion"]) == {"validation", "held_out", "unseen"}
+    # the registry's @champion moved elsewhere behind the pipeline's back: refused, clearly
+    other = client.get_model_version_by_alias(name, "challenger")
+    client.set_registered_model_alias(name, "champion", other.version)
+    with pytest.raises(registry.RegistryError, match="models/champion/champion.json"):
+        champion.select(rows, uris, project,
+                        registry_champion=registry.current_champion(project))
+
+    events = registry.history(project)
+    assert [e["event"] for e in events] == ["decision", "decision"]
+    assert events[0]["promoted"] and not events[1]["promoted"]
+    assert events[0]["model_id"] == first.champion_model_id
+
+
+def test_a_registry_read_error_is_an_error_not_an_empty_registry(project, tmp_path,
+                                                                 monkeypatch):
+    import sqlite3
+
+    db = tmp_path / "broken.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+    mlflow.set_tracking_uri(f"sqlite:///{db}")
+    mlflow.set_registry_uri(f"sqlite:///{db}")
+    MlflowClient().create_registered_model(project.select.model_name)
+    with sqlite3.connect(db) as con:  # a real store that cannot answer
+        con.execute("ALTER TABLE registered_models RENAME TO registered_models_gone")
+    with pytest.raises(registry.RegistryError, match="cannot read the registered model"):
+        registry.current_champion(project)
 
 
 def test_search_trials_are_child_runs(rows, settings, tracking_uri, tmp_path):
@@ -102,13 +147,18 @@ def test_search_trials_are_child_runs(rows, settings, tracking_uri, tmp_path):
     assert len(children) == 2 and children["metrics.cv_brier"].notna().all()
 
 
-def test_export_writes_a_loadable_mlflow_model(rows, small_settings, tracking_uri, tmp_path):
+def test_logged_models_answer_p_clear_as_their_signature_says(rows, small_settings,
+                                                             tracking_uri, tmp_path):
+    import mlflow.pyfunc
+
     results = training.fit_candidates(rows, small_settings)
     training.log_candidates(results, rows, small_settings, tmp_path)
-    destination = tmp_path / "models" / "champion" / "mlflow_model"
-    champion.export_model(results["calibrated_persistence"].model_uri, destination)
-    assert (destination / "MLmodel").is_file()
-    loaded = mlflow.sklearn.load_model(str(destination))
+    uri = results["logistic_regression"].model_uri
+    model = mlflow.pyfunc.load_model(uri)
     X, _ = training.split_xy(rows, "held_out", small_settings)
-    np.testing.assert_allclose(training.predict_clear(loaded, X),
-                               training.predict_clear(results["calibrated_persistence"].model, X))
+    out = model.predict(X.head(50))
+    outputs = model.metadata.get_output_schema().input_names()
+    assert list(out.columns) == outputs == ["p_clear"]
+    np.testing.assert_allclose(out["p_clear"],
+                               training.predict_clear(results["logistic_regression"].model,
+                                                      X.head(50)))

@@ -1,55 +1,48 @@
-"""Champion selection: rank candidates, decide against the current champion, move the
-registry aliases, export the champion.
+"""Champion selection: rank the candidates, decide against the incumbent, export the
+champion — pure computation over predictions. Every change to the model registry (versions,
+aliases, tags, history, rollback) is :mod:`starry_guide.registry`'s, and happens only after
+the stage's outputs are written.
 
-Registry conventions: one registered model (``select.model_name``); the alias ``champion``
-names the version in production, ``challenger`` the best model that did not (yet) replace it.
-A version is registered once per distinct model: its ``fingerprint`` tag (a hash of its
-predictions on the validation rows) lets a re-run find it instead of registering a copy.
+**The incumbent is a tracked input.** ``models/champion/`` (committed with the pipeline's
+outputs) holds the champion in production: ``champion.json`` (candidate, content id
+``model_id``, scores, models rolled back from) and the ONNX ``bundle/`` that serves it. The
+gate judges every challenger against *that* model's predictions, so a decision is a function
+of files DVC and git track — a fresh clone decides exactly as this workspace does. The
+registry's ``@champion`` must agree with it (checked; a disagreement or a registry read error
+stops the stage, naming both). Only when ``models/champion/`` does not exist yet is the
+registry's ``@champion`` adopted, and only when there is none is calibrated persistence the
+incumbent (the baseline may be champion).
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import io
-import json
-import shutil
-import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import mlflow
 import numpy as np
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
+import pandas as pd
 
 from starry_guide import evaluate
 from starry_guide.evaluate import GREATER_IS_BETTER
+from starry_guide.reports import read_json
+from starry_guide.training import BASELINE, model_id, predict_clear, split_xy
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+SPLITS = ("validation", "held_out", "unseen")
 
 
 def fingerprint(candidate: str, p_validation: np.ndarray) -> str:
-    """Identity of a fitted model: its name and its rounded validation predictions."""
-    digest = hashlib.sha256(candidate.encode())
-    digest.update(np.round(np.asarray(p_validation, dtype=float), 9).tobytes())
-    return digest.hexdigest()[:16]
+    """Identity of a fitted model (the registry's ``fingerprint`` tag); see
+    :func:`starry_guide.training.model_id`."""
+    return model_id(candidate, p_validation)
 
 
 def rank(scores: dict[str, dict[str, float]], metric: str) -> list[str]:
     """Candidate names, best first, by ``metric`` (ties broken by name, for determinism)."""
     sign = -1.0 if metric in GREATER_IS_BETTER else 1.0
     return sorted(scores, key=lambda name: (sign * scores[name][metric], name))
-
-
-@dataclass
-class Decision:
-    promote: bool
-    reason: str
-    candidate: str
-    incumbent: str | None
-    details: dict = field(default_factory=dict)
 
 
 def gate(y: np.ndarray, p_new: np.ndarray, p_old: np.ndarray, p_baseline: np.ndarray,
@@ -66,13 +59,14 @@ def gate(y: np.ndarray, p_new: np.ndarray, p_old: np.ndarray, p_baseline: np.nda
     boot = evaluate.paired_bootstrap_brier(y, p_new, p_old, nights, n_boot, seed, confidence)
     reasons = []
     significant = boot["ci_high"] < 0
+    level = f"{confidence:.1%}".replace(".0%", "%")
     if significant:
         reasons.append(f"Brier improves by {-boot['brier_difference']:.5f} "
-                       f"({confidence:.0%} CI {-boot['ci_high']:.5f}..{-boot['ci_low']:.5f}, "
+                       f"({level} CI {-boot['ci_high']:.5f}..{-boot['ci_low']:.5f}, "
                        f"bootstrap over {int(boot['nights'])} nights)")
     else:
         reasons.append(f"Brier difference {boot['brier_difference']:+.5f} is not significant "
-                       f"({confidence:.0%} CI {boot['ci_low']:+.5f}..{boot['ci_high']:+.5f} "
+                       f"({level} CI {boot['ci_low']:+.5f}..{boot['ci_high']:+.5f} "
                        "includes or exceeds 0)")
     bss = {}
     for h in np.unique(horizons):
@@ -84,190 +78,352 @@ def gate(y: np.ndarray, p_new: np.ndarray, p_old: np.ndarray, p_baseline: np.nda
         reasons.append("worse than calibrated persistence at horizon(s) "
                        + ", ".join(f"{h} h (BSS {v:+.3f})" for h, v in losing.items())
                        + f", beyond the tolerance {horizon_tolerance}")
-    details = {**boot, "bss_by_horizon": bss, "losing_horizons": sorted(losing)}
+    details = {**boot, "confidence": confidence, "bss_by_horizon": bss,
+               "losing_horizons": sorted(losing)}
     return significant and not losing, reasons, details
 
 
-def current_version(client: MlflowClient, model_name: str, alias: str):
-    """The model version behind ``alias``, or None when there is none."""
-    try:
-        return client.get_model_version_by_alias(model_name, alias)
-    except MlflowException:
-        return None
+@dataclass
+class Incumbent:
+    """The model every challenger must beat."""
+
+    candidate: str
+    model_id: str
+    source: str  # "models/champion", "registry" or "baseline"
+    predict: Callable[[pd.DataFrame], np.ndarray]  # P(clear) of model rows
+    estimator: object | None = None  # its scikit-learn estimator, when one is at hand
+    rolled_back: list[dict] = field(default_factory=list)
+    note: str = ""  # why the incumbent is not what one would expect (e.g. cannot score)
 
 
-def register(client: MlflowClient, model_name: str, model_uri: str, model_fingerprint: str,
-             tags: dict[str, str]):
-    """Register ``model_uri`` unless a version with the same fingerprint exists; return it."""
-    try:
-        client.get_registered_model(model_name)
-    except MlflowException:
-        client.create_registered_model(
-            model_name, description="P(clear night sky) at t+h, h = 1..12 hours (Starry Guide)"
-        )
-    existing = client.search_model_versions(
-        f"name = '{model_name}' and tags.fingerprint = '{model_fingerprint}'"
-    )
-    if existing:
-        return sorted(existing, key=lambda v: int(v.version))[0]
-    # register_model announces itself on stderr, which would land in the notebook's outputs
-    with contextlib.redirect_stderr(io.StringIO()):
-        version = mlflow.register_model(model_uri, model_name,
-                                        tags={**tags, "fingerprint": model_fingerprint})
-    return client.get_model_version(model_name, version.version)
+@dataclass
+class Decision:
+    promote: bool
+    reason: str
+    candidate: str  # the best-ranked candidate
+    incumbent: str  # the incumbent's candidate name
+    details: dict = field(default_factory=dict)  # the best-ranked challenger's gate numbers
+    tried: list[dict] = field(default_factory=list)
+    champion: str = ""  # candidate name of the champion after the decision
+    champion_model_id: str = ""
+    incumbent_model_id: str = ""
 
 
-def export_model(model_uri: str, destination: Path) -> Path:
-    """Copy the MLflow model at ``model_uri`` into ``destination`` (replaced atomically)."""
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=destination.parent) as tmp:
-        staged = Path(tmp) / "model"
-        staged.mkdir()
-        mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(staged))
-        if destination.exists():
-            shutil.rmtree(destination)
-        staged.rename(destination)
-    return destination
+def decide(ranking: list[str], model_ids: dict[str, str], p_validation: dict[str, np.ndarray],
+           incumbent: Incumbent, p_incumbent: np.ndarray, p_baseline: np.ndarray,
+           val_rows: pd.DataFrame, settings, validation_scores: dict[str, dict[str, float]],
+           incumbent_validation: dict[str, float]) -> Decision:
+    """Challengers in ranking order against the incumbent; the first to pass the
+    :func:`gate` is promoted. A candidate that does not rank above the incumbent on the
+    validation metric cannot beat it, so the search stops there. Models rolled back from are
+    never tried again.
+
+    Trying several challengers on the same validation nights inflates the chance that one
+    passes by luck, so each is judged at a Bonferroni-corrected level: with ``k``
+    challengers, ``1 - (1 - select.confidence) / k``.
+    """
+    blocked = {entry["model_id"] for entry in incumbent.rolled_back}
+    metric = settings.select.metric
+    sign = 1.0 if metric in GREATER_IS_BETTER else -1.0
+    challengers = []
+    for name in ranking:
+        if model_ids[name] == incumbent.model_id or (
+                sign * validation_scores[name][metric]
+                <= sign * incumbent_validation[metric]):
+            break
+        if model_ids[name] not in blocked:
+            challengers.append(name)
+    level = 1 - (1 - settings.select.confidence) / max(len(challengers), 1)
+    y = val_rows["clear"].to_numpy()
+    horizons, nights = val_rows["horizon_h"].to_numpy(), evaluate.night_ids(val_rows)
+    tried, texts, winner, best_details = [], [], None, {}
+    for name in challengers:
+        passed, reasons, details = gate(
+            y, p_validation[name], p_incumbent, p_baseline, horizons, nights,
+            n_boot=settings.select.bootstrap_samples, confidence=level,
+            horizon_tolerance=settings.select.horizon_tolerance_bss, seed=settings.seed)
+        tried.append({"candidate": name, "model_id": model_ids[name], "passed": passed,
+                      "reasons": reasons, "brier_difference": details["brier_difference"],
+                      "ci_low": details["ci_low"], "ci_high": details["ci_high"],
+                      "confidence": level, "nights": details["nights"],
+                      "losing_horizons": details["losing_horizons"]})
+        texts.append(f"{name} vs {incumbent.candidate}: "
+                     f"{'promoted' if passed else 'not promoted'} — " + "; ".join(reasons))
+        best_details = best_details or details
+        if passed:
+            winner = name
+            break
+    skipped = [n for n in ranking if model_ids[n] in blocked]
+    if skipped:
+        texts.append("not tried (rolled back from): " + ", ".join(skipped))
+    if len(challengers) > 1:
+        texts.append(f"{len(challengers)} challengers: each judged at {level:.2%} "
+                     f"(Bonferroni for {settings.select.confidence:.0%} overall)")
+    if winner is not None:
+        champion, champion_id, promote = winner, model_ids[winner], True
+        texts.insert(len(tried), f"{winner} becomes the champion")
+    elif incumbent.source == "baseline":
+        champion, champion_id, promote = incumbent.candidate, incumbent.model_id, True
+        texts.append("no champion yet: calibrated persistence becomes the champion")
+    else:
+        champion, champion_id, promote = incumbent.candidate, incumbent.model_id, False
+        texts.append("the champion stays" if tried else
+                     "no candidate ranks above the champion: the champion stays")
+    if incumbent.note:
+        texts.insert(0, incumbent.note)
+    return Decision(promote=promote, reason="; ".join(texts), candidate=ranking[0],
+                    incumbent=incumbent.candidate, details=best_details, tried=tried,
+                    champion=champion, champion_model_id=champion_id,
+                    incumbent_model_id=incumbent.model_id)
 
 
 @dataclass
 class Selection:
-    """Outcome of the select stage."""
+    """Outcome of the select stage (before anything is written)."""
 
     ranking: list[str]
     decision: Decision
-    champion_candidate: str
-    champion_version: str
-    challenger_version: str | None
-    scores: dict[str, dict[str, dict[str, float]]]  # candidate -> split -> metrics
-    champion_model_uri: str
+    incumbent: Incumbent
+    model_ids: dict[str, str]
+    model_uris: dict[str, str]
+    estimators: dict[str, object]
+    scores: dict[str, dict[str, dict[str, float]]]  # candidate | "champion" | "incumbent"
+    challenger: str | None  # best-ranked candidate that is not the champion
+
+    @property
+    def champion_candidate(self) -> str:
+        return self.decision.champion
+
+    @property
+    def champion_model_id(self) -> str:
+        return self.decision.champion_model_id
+
+    @property
+    def champion_estimator(self):
+        """The champion's scikit-learn estimator, or None (a kept champion that is not among
+        today's candidates and not in the registry: scored through its ONNX bundle)."""
+        if self.decision.champion_model_id == self.incumbent.model_id:
+            return self.incumbent.estimator
+        return self.estimators[self.decision.champion]
+
+    def predict_champion(self, X: pd.DataFrame) -> np.ndarray:
+        estimator = self.champion_estimator
+        if estimator is not None:
+            return predict_clear(estimator, X)
+        return self.incumbent.predict(X)
 
 
-def select(rows, model_uris: dict[str, str], settings) -> Selection:
-    """Score the trained candidates on every split, rank them on validation, pass the best
-    through the :func:`gate` against the incumbent (the registry's champion, or calibrated
-    persistence when there is none yet), and move the aliases.
+def read_tracked(champion_dir: Path) -> dict | None:
+    """``models/champion/champion.json`` when it names a model by content id, else None."""
+    path = Path(champion_dir) / "champion.json"
+    if not path.is_file():
+        return None
+    card = read_json(path)
+    return card if card.get("model_id") else None
+
+
+def bundle_predictor(bundle_dir: Path) -> Callable[[pd.DataFrame], np.ndarray]:
+    """P(clear) from a verified ONNX bundle, for rows with the bundle's feature columns."""
+    from starry_guide.serve.bundle import load_bundle
+
+    loaded = load_bundle(bundle_dir, threads=0)
+    return loaded.predict
+
+
+def incumbent_from(tracked: dict | None, champion_dir: Path, registry_champion,
+                   estimators: dict[str, object], model_ids: dict[str, str],
+                   load_version: Callable[[object], object],
+                   find_estimator: Callable[[str], object | None]) -> Incumbent:
+    """The incumbent: the tracked champion (``models/champion/``), else the registry's
+    ``@champion`` (adopted once, when ``models/champion/`` does not exist yet), else the
+    baseline.
+
+    ``registry_champion`` is the registry's ``@champion`` version (or None: there is none);
+    ``load_version`` loads a version's estimator, ``find_estimator`` the estimator of a
+    registered model id (or None). A tracked champion that the registry contradicts raises
+    :class:`starry_guide.registry.RegistryError`.
+    """
+    from starry_guide.registry import RegistryError, version_model_id
+
+    by_id = {mid: name for name, mid in model_ids.items()}
+    if tracked is not None:
+        mid = tracked["model_id"]
+        if registry_champion is not None and version_model_id(registry_champion) != mid:
+            raise RegistryError(
+                f"the registry's @champion is version {registry_champion.version} (model "
+                f"{version_model_id(registry_champion)}), but models/champion/champion.json "
+                f"(tracked) holds model {mid}. The pipeline decides against the tracked "
+                "champion and will not overwrite a registry that moved elsewhere: check out "
+                "the commit that holds the registry's champion, or move the registry back "
+                "with `starry champion rollback VERSION --reason ...`")
+        estimator = estimators.get(by_id[mid]) if mid in by_id else None
+        if estimator is None:
+            estimator = (load_version(registry_champion) if registry_champion is not None
+                         else find_estimator(mid))
+        bundle = Path(champion_dir) / "bundle"
+        if estimator is not None:  # the same numbers the candidates are scored with
+            predict = lambda X, e=estimator: predict_clear(e, X)  # noqa: E731
+        elif bundle.is_dir():  # what is served, within the ONNX parity tolerance
+            predict = bundle_predictor(bundle)
+        else:
+            raise FileNotFoundError(
+                f"{bundle} is missing and model {mid} is neither among today's candidates "
+                "nor in the registry: the incumbent cannot be judged. Restore it with "
+                "`git checkout -- models/champion`")
+        return Incumbent(tracked["candidate"], mid, "models/champion", predict, estimator,
+                         list(tracked.get("rolled_back", [])))
+    if registry_champion is not None:
+        estimator = load_version(registry_champion)
+        return Incumbent(registry_champion.tags.get("candidate", "champion"),
+                         version_model_id(registry_champion), "registry",
+                         lambda X, e=estimator: predict_clear(e, X), estimator)
+    return Incumbent(BASELINE, model_ids[BASELINE], "baseline",
+                     lambda X, e=estimators[BASELINE]: predict_clear(e, X),
+                     estimators[BASELINE])
+
+
+def select(rows: pd.DataFrame, model_uris: dict[str, str], settings, incumbent=None,
+           registry_champion=None) -> Selection:
+    """Score the trained candidates on every split, rank them on validation and pass the
+    challengers through the :func:`gate` against the incumbent. Writes nothing.
 
     ``rows`` carry a ``split`` column; ``model_uris`` map candidate -> MLflow model URI.
+    ``incumbent`` defaults to :func:`incumbent_from` the tracked ``models/champion/`` and
+    the registry (read by :func:`starry_guide.registry.current_champion`).
     """
-    import mlflow.sklearn
+    from starry_guide import registry
+    from starry_guide.mlflow_model import load_estimator
 
-    from starry_guide import tracking
-    from starry_guide.training import BASELINE, predict_clear, split_xy
-
-    metric = settings.select.metric
     try:
-        loaded = {name: mlflow.sklearn.load_model(uri) for name, uri in model_uris.items()}
-    except MlflowException as exc:
-        raise MlflowException(
-            f"reports/train_runs.json lists models the MLflow store "
-            f"({mlflow.get_tracking_uri()}) does not hold ({exc.message}); was mlflow.db "
-            "deleted or MLFLOW_TRACKING_URI changed? Re-train with `dvc repro -f train`"
-        ) from None
-    if BASELINE not in loaded:
+        estimators = {name: load_estimator(uri) for name, uri in model_uris.items()}
+    except Exception as exc:  # noqa: BLE001 - any failure to read a model is the same story
+        raise LookupError(
+            f"the MLflow store cannot load the candidates of reports/train_runs.json ({exc}); "
+            "was mlflow.db deleted or MLFLOW_TRACKING_URI changed? Re-train with "
+            "`dvc repro -f train`") from None
+    if BASELINE not in estimators:
         raise ValueError(f"the baseline '{BASELINE}' was not trained; add it to "
                          "params.yaml 'train.candidates'")
     X_val, y_val = split_xy(rows, "validation", settings)
     val_rows = rows.loc[rows["split"] == "validation"]
-    p_base_val = predict_clear(loaded[BASELINE], X_val)
+    p_base = {split: predict_clear(estimators[BASELINE], X) for split in SPLITS
+              if len(X := split_xy(rows, split, settings)[0])}
 
-    def score_all(model) -> tuple[dict[str, dict[str, float]], np.ndarray]:
-        p_val = predict_clear(model, X_val)
+    def score_all(predict) -> tuple[dict[str, dict[str, float]], np.ndarray]:
+        p_val = predict(X_val)
         threshold = evaluate.choose_threshold(y_val, p_val, settings.train.threshold_metric)
         out = {}
-        for split in ("validation", "held_out", "unseen"):
+        for split in SPLITS:
             X, y = split_xy(rows, split, settings)
             if len(y):
-                out[split] = evaluate.scores(y, predict_clear(model, X), threshold,
-                                             predict_clear(loaded[BASELINE], X))
+                out[split] = evaluate.scores(y, predict(X), threshold, p_base[split])
         return out, p_val
 
-    scores, prints, p_vals = {}, {}, {}
-    for name, model in loaded.items():
-        scores[name], p_vals[name] = score_all(model)
-        prints[name] = fingerprint(name, p_vals[name])
-    ranking = rank({n: s["validation"] for n, s in scores.items()}, metric)
-    best = ranking[0]
+    scores, p_vals, model_ids = {}, {}, {}
+    for name, estimator in estimators.items():
+        scores[name], p_vals[name] = score_all(lambda X, e=estimator: predict_clear(e, X))
+        model_ids[name] = model_id(name, p_vals[name])
+    ranking = rank({n: s["validation"] for n, s in scores.items()}, settings.select.metric)
 
-    client = MlflowClient()
-    name = settings.select.model_name
-    tags = tracking.lineage_tags(settings)
-    tags["training_rows"] = str(int((rows["split"] == "train").sum()))
-    tags["params"] = json.dumps(settings.as_dict()["train"], sort_keys=True, default=str)[:4900]
-    current = current_version(client, name, CHAMPION)
-    incumbent_scores, p_incumbent, incumbent = None, None, None
-    if current is not None:
-        try:
-            incumbent_model = mlflow.sklearn.load_model(f"models:/{name}@{CHAMPION}")
-            incumbent_scores, p_incumbent = score_all(incumbent_model)
-            incumbent = current.tags.get("candidate", "champion")
-        except Exception as exc:  # e.g. trained on other feature columns
-            current_problem = f"the current champion cannot score today's rows ({exc})"
-        else:
-            current_problem = None
+    if incumbent is None:
+        incumbent = incumbent_from(read_tracked(settings.paths.champion_dir),
+                                   settings.paths.champion_dir, registry_champion,
+                                   estimators, model_ids, registry.load_version,
+                                   lambda mid: registry.find_estimator(settings, mid))
+    try:
+        scores["incumbent"], p_incumbent = score_all(incumbent.predict)
+    except Exception as exc:  # noqa: BLE001 - e.g. trained on feature columns we no longer build
+        if incumbent.source == "baseline":
+            raise
+        note = (f"the current champion ({incumbent.candidate}, model {incumbent.model_id}) "
+                f"cannot score today's rows ({type(exc).__name__}: {exc}); judged against "
+                "calibrated persistence instead")
+        incumbent = Incumbent(BASELINE, model_ids[BASELINE], "baseline",
+                              lambda X, e=estimators[BASELINE]: predict_clear(e, X),
+                              estimators[BASELINE], incumbent.rolled_back, note)
+        scores["incumbent"], p_incumbent = score_all(incumbent.predict)
 
-    if p_incumbent is None:  # no (usable) champion: calibrated persistence is the incumbent
-        p_incumbent, incumbent = p_base_val, BASELINE
-    champion_print = current.tags.get("fingerprint") if incumbent_scores is not None else None
-    # challengers in ranking order; the first to pass the gate is promoted. Below the
-    # incumbent in the ranking none can beat it, so the search stops there.
-    tried, decision, details = [], None, {}
-    for candidate in ranking:
-        if prints[candidate] == champion_print or (champion_print is None
-                                                    and candidate == BASELINE):
-            break
-        passed, reasons, candidate_details = gate(
-            y_val, p_vals[candidate], p_incumbent, p_base_val,
-            val_rows["horizon_h"].to_numpy(), evaluate.night_ids(val_rows),
-            n_boot=settings.select.bootstrap_samples, confidence=settings.select.confidence,
-            horizon_tolerance=settings.select.horizon_tolerance_bss, seed=settings.seed)
-        tried.append(f"{candidate} vs {incumbent}: "
-                     f"{'promoted' if passed else 'not promoted'} — " + "; ".join(reasons))
-        details = details or candidate_details  # the best-ranked challenger's numbers
-        if passed:
-            decision = Decision(True, tried[-1], candidate, incumbent, candidate_details)
-            break
-    if decision is None and incumbent_scores is not None:
-        verdict = "the champion stays" if tried else \
-            "the best candidate is the current champion (same model)"
-        decision = Decision(False, "; ".join([*tried, verdict]), best, incumbent, details)
-    elif decision is None:
-        verdict = "calibrated persistence becomes the champion" if tried else \
-            "no champion yet; calibrated persistence ranks first"
-        decision = Decision(True, "; ".join([*tried, verdict]), BASELINE, incumbent, details)
-    if current is not None and incumbent_scores is None:
-        decision.reason = f"{current_problem}; {decision.reason}"
+    decision = decide(ranking, model_ids, p_vals, incumbent, p_incumbent, p_vals[BASELINE],
+                      val_rows, settings, {n: scores[n]["validation"] for n in estimators},
+                      scores["incumbent"]["validation"])
+    blocked = {entry["model_id"] for entry in incumbent.rolled_back}
+    challenger = next((n for n in ranking if model_ids[n] != decision.champion_model_id
+                       and model_ids[n] not in blocked), None)
+    champion_scores = (scores["incumbent"] if decision.champion_model_id == incumbent.model_id
+                       else scores[decision.champion])
+    return Selection(ranking=ranking, decision=decision, incumbent=incumbent,
+                     model_ids=model_ids, model_uris=dict(model_uris), estimators=estimators,
+                     scores={**scores, "champion": champion_scores}, challenger=challenger)
 
-    def version_of(candidate: str):
-        return register(client, name, model_uris[candidate], prints[candidate],
-                        {**tags, "candidate": candidate, "selection_metric": metric,
-                         f"validation_{metric}": str(scores[candidate]["validation"][metric])})
 
-    winner = decision.candidate if decision.promote else None
-    if winner is not None:
-        champion_version = version_of(winner)
-        client.set_registered_model_alias(name, CHAMPION, champion_version.version)
-        final_scores, champion_candidate = scores[winner], winner
-        runner_up = next((c for c in ranking if c != winner), None)
-    else:
-        champion_version = current
-        final_scores = incumbent_scores
-        champion_candidate = current.tags.get("candidate", "unknown")
-        runner_up = next((c for c in ranking if prints[c] != champion_print), None)
-    challenger = version_of(runner_up) if runner_up else None
-    if challenger is not None and challenger.version != champion_version.version:
-        client.set_registered_model_alias(name, CHALLENGER, challenger.version)
-    for key, value in {"last_decision": decision.reason[:4900],
-                       "gate_ci_low": str(decision.details.get("ci_low", "")),
-                       "gate_ci_high": str(decision.details.get("ci_high", ""))}.items():
-        client.set_model_version_tag(name, champion_version.version, key, value)
-    scores = {**scores, "champion": final_scores}
-    return Selection(
-        ranking=ranking,
-        decision=decision,
-        champion_candidate=champion_candidate,
-        champion_version=str(champion_version.version),
-        challenger_version=None if challenger is None else str(challenger.version),
-        scores=scores,
-        champion_model_uri=f"models:/{name}/{champion_version.version}",
-    )
+def decision_record(selection: Selection) -> dict:
+    """``reports/select_decision.json``: the decision with the incumbent it was judged
+    against (content id, where it came from, its scores) — no registry version or run id,
+    which differ between machines (those are in MLflow: `starry champion history`)."""
+    d = selection.decision
+    inc = selection.incumbent
+    return {
+        "promoted": d.promote,
+        "reason": d.reason,
+        "best_candidate": d.candidate,
+        "incumbent": d.incumbent,
+        "incumbent_model": {"candidate": inc.candidate, "model_id": inc.model_id,
+                            "source": inc.source,
+                            "scores": selection.scores.get("incumbent", {})},
+        "champion": {"candidate": d.champion, "model_id": d.champion_model_id},
+        "challenger": None if selection.challenger is None else {
+            "candidate": selection.challenger,
+            "model_id": selection.model_ids[selection.challenger]},
+        "gate": d.details,
+        "tried": d.tried,
+        "ranking": selection.ranking,
+        "model_ids": selection.model_ids,
+        "rolled_back": inc.rolled_back,
+    }
+
+
+def champion_card(selection: Selection, settings) -> dict:
+    """``models/champion/champion.json``: what the champion is, by content id."""
+    return {
+        "model_name": settings.select.model_name,
+        "candidate": selection.champion_candidate,
+        "model_id": selection.champion_model_id,
+        "scores": selection.scores["champion"],
+        "rolled_back": selection.incumbent.rolled_back,
+    }
+
+
+def export_bundle(selection: Selection, settings, rows: pd.DataFrame,
+                  observations: pd.DataFrame, destination: Path) -> dict:
+    """Write the champion's ONNX bundle into ``destination`` and check parity with
+    scikit-learn on every held-out row (:class:`starry_guide.serve.bundle.ExportError` when they
+    disagree). A kept champion with no estimator at hand keeps its tracked bundle as is.
+    Returns the model card."""
+    import shutil
+
+    from starry_guide.features import feature_columns
+    from starry_guide.serve import bundle as transfer
+
+    estimator = selection.champion_estimator
+    if estimator is None:
+        source = settings.paths.champion_dir / "bundle"
+        if Path(destination).resolve() != source.resolve():
+            if Path(destination).exists():
+                shutil.rmtree(destination)
+            shutil.copytree(source, destination)
+        return read_json(Path(destination) / "model_card.json")
+    X_check, _ = split_xy(rows, "held_out", settings)
+    train_rows = int((rows["split"] == "train").sum())
+    return transfer.write_bundle(
+        estimator, feature_columns(settings.features), Path(destination),
+        card={"model_name": settings.select.model_name,
+              "version": selection.champion_model_id,
+              "model_id": selection.champion_model_id,
+              "candidate": selection.champion_candidate,
+              "scores": selection.scores["champion"],
+              "lineage": {"seed": settings.seed, "training_rows": train_rows,
+                          "params": settings.as_dict()["train"]}},
+        feature_spec=transfer.feature_spec(settings),
+        climate=transfer.climatology(observations, settings.label.night_max_sun_elevation_deg,
+                                     settings.label.clear_max_opaque_tenths),
+        X_check=X_check, tolerance=settings.select.onnx_parity_tolerance)

@@ -154,8 +154,18 @@ def serve(
     typer.echo(f"serving {loaded.card.get('candidate')} version {loaded.version} from {path}; "
                f"store {opened.display_url}; observation feed "
                f"{'on' if has_feed else 'off (no feed token configured)'}")
+    from starry_guide.serve import admin  # reload on SIGHUP or POST /v1/admin/reload
+
+    os.environ[admin.SOURCE_ENV] = (f"path:{Path(bundle).resolve()}" if bundle else
+                                    f"alias:{settings.select.model_name}@{alias}")
+    if not bundle:  # worker processes fetch from the same registry
+        import mlflow
+
+        os.environ["MLFLOW_TRACKING_URI"] = mlflow.get_tracking_uri()
     if workers == 1:
-        uvicorn.run(create_app(service), host=host, port=port, log_level="warning",
+        served = create_app(service)
+        admin.install_sighup(served)
+        uvicorn.run(served, host=host, port=port, log_level="warning",
                     access_log=False)  # the store and /metrics record requests
         return
     # each worker process opens the verified bundle itself (a session cannot be forked)
@@ -165,8 +175,10 @@ def serve(
     os.environ["STARRY_MAX_STATION_KM"] = str(max_station_km)
     os.environ["STARRY_STORE_LOCATION_DECIMALS"] = str(store_settings.location_decimals)
     os.environ["STARRY_STORE_RETENTION_DAYS"] = str(store_settings.retention_days)
-    uvicorn.run("starry_guide.serve.api:app_from_environment", factory=True, workers=workers,
-                host=host, port=port, log_level="warning", access_log=False)
+    # SIGHUP replaces the workers one by one; a new one may take a while to load its model
+    uvicorn.run("starry_guide.serve.admin:app_from_source", factory=True, workers=workers,
+                host=host, port=port, log_level="warning", access_log=False,
+                timeout_worker_healthcheck=60)
 
 
 def _store_settings(root):
@@ -388,6 +400,85 @@ def notebooks(
             typer.echo(f"refreshed {path}")
     except StageFailed as exc:
         _fail(str(exc))
+
+
+champion_app = typer.Typer(no_args_is_help=True,
+                           help="The registry's champion: its history, and rollback.")
+app.add_typer(champion_app, name="champion")
+
+
+def _registry_settings():
+    from starry_guide import tracking
+    from starry_guide.config import load_settings
+
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        _fail(str(exc))
+    tracking.configure(settings, tracking.SELECT_EXPERIMENT)
+    return settings
+
+
+@champion_app.command("history")
+def champion_history(
+    as_json: bool = typer.Option(False, "--json", help="one JSON object per decision"),
+) -> None:
+    """Every decision and rollback, oldest first: date, candidate, incumbent, CI, reasons,
+    lineage."""
+    import json
+
+    from starry_guide import registry
+
+    settings = _registry_settings()
+    try:
+        events = registry.history(settings)
+    except registry.RegistryError as exc:
+        _fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps(events, indent=2))
+        return
+    if not events:
+        typer.echo("no decisions yet: run `dvc repro` (the select stage decides)")
+        return
+    for e in events:
+        ci = ("" if e.get("ci_low") is None else
+              f"  gate CI {e['ci_low']:+.5f}..{e['ci_high']:+.5f}")
+        head = (f"{e['date']}  {e['event']:<8}  v{e.get('version') or '?'} "
+                f"{e.get('candidate')} ({e.get('model_id')})")
+        before = e.get("previous_version")
+        before = "no champion before" if before in (None, "none") else f"was v{before}"
+        if e["event"] == "decision":
+            change = "PROMOTED" if e.get("promoted") else "kept"
+            typer.echo(f"{head}  {change}; incumbent {e.get('incumbent')} "
+                       f"({e.get('incumbent_model_id')}, from {e.get('incumbent_source')}; "
+                       f"{before}){ci}")
+        else:
+            typer.echo(f"{head}  rolled back from v{e.get('previous_version')} "
+                       f"{e.get('incumbent')} by {e.get('by')}")
+        typer.echo(f"    why: {e.get('reason')}")
+        typer.echo(f"    lineage: git {e.get('git_commit') or '?'}, data/processed "
+                   f"{e.get('data_processed_md5') or '?'}, MLflow run {e['run_id']}")
+
+
+@champion_app.command("rollback")
+def champion_rollback(
+    version: str = typer.Argument(..., help="the registry version to make champion again"),
+    reason: str = typer.Option(..., "--reason", help="why (recorded in the registry)"),
+    by: str = typer.Option(None, "--by", help="who (default: your user name)"),
+) -> None:
+    """Move @champion back to VERSION, record who and why, re-export models/champion/."""
+    from starry_guide import registry
+
+    settings = _registry_settings()
+    try:
+        done = registry.rollback(settings, version, reason, by)
+    except registry.RegistryError as exc:
+        _fail(f"rollback refused: {exc}")
+    typer.echo(f"@champion: v{done['from_version']} -> v{done['to_version']} "
+               f"({done['candidate']}, model {done['model_id']}), by {done['by']}. "
+               "models/champion/ re-exported; `dvc repro` records it (the gate will not "
+               "try the model rolled back from again). A running service picks it up on "
+               "reload.")
 
 
 def main() -> None:  # pragma: no cover

@@ -86,6 +86,7 @@ class SelectSettings:
     bootstrap_samples: int
     confidence: float
     horizon_tolerance_bss: float
+    onnx_parity_tolerance: float = 1e-4
 
 
 @dataclass(frozen=True)
@@ -315,6 +316,7 @@ def load_settings(project_dir: Path | str | None = None) -> Settings:
             bootstrap_samples=_get(se, "bootstrap_samples", int, source, "select"),
             confidence=_get(se, "confidence", float, source, "select"),
             horizon_tolerance_bss=_get(se, "horizon_tolerance_bss", float, source, "select"),
+            onnx_parity_tolerance=_get(se, "onnx_parity_tolerance", float, source, "select"),
         ),
         monitor=MonitorSettings(**{
             f.name: _get(mo, f.name, f.type if isinstance(f.type, type) else
@@ -370,6 +372,10 @@ def _check(s: Settings, source: Path) -> None:
         raise ConfigError(f"{source}: 'monitor' chunk counts (drift_consecutive_chunks, "
                           "performance_window_chunks, performance_consecutive_chunks) must be "
                           ">= 1")
+    if not 0 <= s.select.onnx_parity_tolerance < 0.01:
+        raise ConfigError(
+            f"{source}: 'select.onnx_parity_tolerance' = {s.select.onnx_parity_tolerance} must "
+            "lie in 0..0.01 (largest |P(clear)| difference between ONNX and scikit-learn)")
     if s.train.threshold_metric not in {"f1", "accuracy"}:
         raise ConfigError(f"{source}: 'train.threshold_metric' = {s.train.threshold_metric!r}; "
                           "use f1 or accuracy")

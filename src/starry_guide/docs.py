@@ -310,8 +310,8 @@ def summary(root: Path) -> str:
     headline = select.get("leave_one_station_out", {}).get(select.get("loso_headline", ""), {})
     return "\n".join([
         "",
-        f"Champion: {card['candidate']} — registered model '{card['model_name']}' "
-        f"version {card['version']} (alias @champion)",
+        f"Champion: {card['candidate']} (model {card.get('model_id', '?')}) — registered "
+        f"model '{card['model_name']}', alias @champion (`starry champion history`)",
         f"  decision: {'new champion' if decision['promoted'] else 'champion kept'} — "
         f"{decision['reason']}",
         f"  leave one station out ({headline.get('candidate', '-')}): BSS vs calibrated "

@@ -22,13 +22,6 @@ TRAIN_EXPERIMENT = "starry-guide/train"
 SELECT_EXPERIMENT = "starry-guide/select"
 
 
-def pip_requirements() -> list[str]:
-    """What a logged model needs at load time; listing it skips MLflow's slow inference."""
-    from importlib.metadata import version
-
-    return [f"{name}=={version(name)}" for name in ("scikit-learn", "pandas", "numpy", "skops")]
-
-
 def tracking_uri(settings: Settings) -> str:
     """``MLFLOW_TRACKING_URI`` if set, else the project's SQLite store."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{settings.paths.mlflow_db}"
@@ -53,8 +46,13 @@ def configure(settings: Settings, experiment: str) -> str:
     return experiment_id
 
 
-def _artifact_root(uri: str, settings: Settings) -> str:
-    # artifacts go next to the SQLite file, never into ./mlruns (refused by MLflow 3)
+def _artifact_root(uri: str, settings: Settings) -> str | None:
+    """Where a new experiment keeps its artifacts: a tracking *server* decides itself (its
+    ``--artifacts-destination``, reached through ``mlflow-artifacts:``), so nothing of a
+    remote run lands on this machine; a local SQLite store keeps them beside the file,
+    never in ./mlruns (refused by MLflow 3)."""
+    if uri.split(":", 1)[0] in ("http", "https", "databricks"):
+        return None
     if uri.startswith("sqlite:///"):
         db = Path(uri.removeprefix("sqlite:///"))
         return (db.parent / "mlartifacts").resolve().as_uri()

@@ -9,15 +9,12 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import mlflow
-import mlflow.sklearn
 import numpy as np
 import pandas as pd
-import skops.io
-from mlflow.models import infer_signature
 from sklearn.base import BaseEstimator
 from sklearn.model_selection import GroupKFold, ParameterSampler
 
-from starry_guide import evaluate, models, tracking
+from starry_guide import evaluate, mlflow_model, models, tracking
 from starry_guide.config import Settings
 from starry_guide.features import feature_columns
 
@@ -36,6 +33,22 @@ class CandidateResult:
     trials: list[dict] = field(default_factory=list)
     run_id: str = ""
     model_uri: str = ""
+
+    @property
+    def model_id(self) -> str:
+        """Content identity of the fitted model (see :func:`model_id`)."""
+        return model_id(self.name, self.p_validation)
+
+
+def model_id(candidate: str, p_validation: np.ndarray) -> str:
+    """Identity of a fitted model: a hash of its name and its validation predictions
+    (rounded to 9 decimals). The same recipe on the same data gives the same id on any
+    machine, so pipeline outputs name models by it and never by an MLflow run id."""
+    import hashlib
+
+    digest = hashlib.sha256(candidate.encode())
+    digest.update(np.round(np.asarray(p_validation, dtype=float), 9).tobytes())
+    return digest.hexdigest()[:16]
 
 
 def split_xy(rows: pd.DataFrame, split: str, settings: Settings) -> tuple[pd.DataFrame, np.ndarray]:
@@ -112,21 +125,21 @@ def fit_candidates(rows: pd.DataFrame, settings: Settings) -> dict[str, Candidat
     return results
 
 
-def trusted_types(model: BaseEstimator) -> list[str]:
-    """Types skops must trust to load ``model``: exactly those in its own dump."""
-    return sorted(skops.io.get_untrusted_types(data=skops.io.dumps(model)))
-
-
 def log_candidates(results: dict[str, CandidateResult], rows: pd.DataFrame, settings: Settings,
                    figures_dir: Path) -> None:
-    """One MLflow run per candidate in the train experiment; fills ``run_id``/``model_uri``."""
+    """One MLflow run per candidate in the train experiment; fills ``run_id``/``model_uri``.
+
+    Each run is tagged ``model_id`` (and ``model_uri``), which is how the select stage finds
+    the candidates listed in ``reports/train_runs.json``."""
     tracking.configure(settings, tracking.TRAIN_EXPERIMENT)
     X_val, _ = split_xy(rows, "validation", settings)
     example = X_val.head(5)
     tags = tracking.lineage_tags(settings)
     train_rows = int((rows["split"] == "train").sum())
     for name, result in results.items():
-        with mlflow.start_run(run_name=f"train-{name}", tags={**tags, "candidate": name}) as run:
+        with mlflow.start_run(run_name=f"train-{name}",
+                              tags={**tags, "candidate": name,
+                                    "model_id": result.model_id}) as run:
             mlflow.log_params({
                 "candidate": name,
                 "seed": settings.seed,
@@ -146,16 +159,8 @@ def log_candidates(results: dict[str, CandidateResult], rows: pd.DataFrame, sett
             for h, row in result.by_horizon.iterrows():
                 mlflow.log_metric("val_brier_by_horizon", float(row["brier"]), step=int(h))
                 mlflow.log_metric("val_bss_by_horizon", float(row["bss"]), step=int(h))
-            signature = infer_signature(example, result.model.predict_proba(example)[:, 1])
-            info = mlflow.sklearn.log_model(
-                result.model,
-                name="model",
-                signature=signature,
-                input_example=example,
-                pip_requirements=tracking.pip_requirements(),
-                pyfunc_predict_fn="predict_proba",
-                skops_trusted_types=trusted_types(result.model),
-            )
+            info = mlflow_model.log(result.model, example)
+            mlflow.set_tag("model_uri", info.model_uri)
             for figure_name in (f"reliability_{name}.png", f"roc_{name}.png"):
                 path = figures_dir / figure_name
                 if path.is_file():
@@ -176,6 +181,42 @@ def candidate_figures(results: dict[str, CandidateResult], y_val: np.ndarray,
         fig = evaluate.plot_roc(y_val, {name: result.p_validation}, f"ROC — {name} (validation)")
         fig.savefig(figures_dir / f"roc_{name}.png", dpi=80)
         plt.close(fig)
+
+
+def candidate_index(results: dict[str, CandidateResult]) -> dict[str, dict[str, str]]:
+    """What ``reports/train_runs.json`` holds: each candidate's content id — never a run id,
+    which would differ between machines (the select stage finds the run by its tag)."""
+    return {name: {"model_id": r.model_id} for name, r in results.items()}
+
+
+def find_runs(index: dict[str, dict[str, str]]) -> dict[str, str]:
+    """candidate -> model URI of the latest train run tagged with its ``model_id``.
+
+    Raises
+    ------
+    LookupError
+        naming the candidates the MLflow store does not hold, and the remedy.
+    """
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(tracking.TRAIN_EXPERIMENT)
+    found, missing = {}, []
+    for name, entry in index.items():
+        runs = [] if experiment is None else client.search_runs(
+            [experiment.experiment_id],
+            filter_string=f"tags.model_id = '{entry['model_id']}' and tags.candidate = '{name}'",
+            order_by=["attributes.start_time DESC"], max_results=1)
+        if runs and runs[0].data.tags.get("model_uri"):
+            found[name] = runs[0].data.tags["model_uri"]
+        else:
+            missing.append(f"{name} ({entry['model_id']})")
+    if missing:
+        raise LookupError(
+            f"the MLflow store ({mlflow.get_tracking_uri()}) holds no train run for "
+            f"{', '.join(missing)} listed in reports/train_runs.json; was mlflow.db deleted "
+            "or MLFLOW_TRACKING_URI changed? Re-train with `dvc repro -f train`")
+    return found
 
 
 def metrics_table(results: dict[str, CandidateResult]) -> pd.DataFrame:

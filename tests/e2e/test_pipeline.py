@@ -52,7 +52,7 @@ def test_repro_builds_every_output(project):
     copy, _ = project
     for path in ("data/processed/rows.parquet", "reports/metrics/train.json",
                  "reports/metrics/select.json", "reports/metrics/monitor.json",
-                 "models/champion/mlflow_model/MLmodel", "models/champion/champion.json",
+                 "models/champion/bundle/model.onnx", "models/champion/champion.json",
                  "reports/notebooks/05_monitor.ipynb", "site/index.html",
                  "site/generated/metrics/index.html", "docs/generated/pipeline.md"):
         assert (copy / path).exists(), path
@@ -85,6 +85,25 @@ def test_second_repro_does_nothing(project):
     result = run([str(BIN / "dvc"), "repro"], copy, env)
     assert "Data and pipelines are up to date" in result.stdout
     assert "Running stage" not in result.stdout
+
+
+def test_a_fresh_clone_reproduces_the_committed_outputs(project, tmp_path):
+    """Commit the pipeline's outputs, clone, `dvc repro` the clone against an empty MLflow
+    store: git must stay clean — no run id, registry version or machine path in anything
+    `dvc repro` writes (dvc.lock included)."""
+    copy, env = project
+    git = ["git", "-c", "user.name=e2e", "-c", "user.email=e2e@example.invalid"]
+    run([*git, "add", "-A"], copy, env)
+    run([*git, "commit", "-q", "-m", "pipeline outputs"], copy, env)
+    assert "run_id" not in (copy / "reports/train_runs.json").read_text()
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(copy), str(clone)], tmp_path, env)
+    clone_env = {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'clone.db'}"}
+    run([str(BIN / "dvc"), "repro"], clone, clone_env)
+    status = run(["git", "status", "--porcelain"], clone, clone_env).stdout
+    assert status == "", f"a fresh clone's dvc repro changed committed files:\n{status}"
+    second = run([str(BIN / "dvc"), "repro"], clone, clone_env)
+    assert "Running stage" not in second.stdout
 
 
 def test_a_train_parameter_reruns_train_and_after_never_prepare(project):

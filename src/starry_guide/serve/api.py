@@ -36,7 +36,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 from pydantic_core import to_json
 
 from starry_guide import astro, features, quality
-from starry_guide.serve import place, planner, webapp
+from starry_guide.serve import admin, place, planner, webapp
 from starry_guide.serve.bundle import Bundle, BundleError
 from starry_guide.serve.night import NightResponse, Step, Window, assemble  # noqa: F401
 from starry_guide.serve.store import (
@@ -527,6 +527,7 @@ def create_app(service: Service) -> FastAPI:
     app.include_router(feed_router)
     from starry_guide.serve.events import router as events_router  # the same
     app.include_router(events_router)
+    app.include_router(admin.router)  # POST /v1/admin/reload
 
     too_large = {413: {"description": f"request body over {MAX_BODY_BYTES} bytes"}}
     invalid = {422: {"description": "Validation Error", "content": {"application/json": {

@@ -1,0 +1,196 @@
+"""The select stage and the registry, for real: `starry stage select` in a copy of the project
+against a real MLflow SQLite store. Forced failures — ONNX parity, a registry write, a
+registry read — must leave `@champion` and `models/champion/` exactly as they were; the
+promotion that then succeeds, the rollback and the history are checked end to end.
+
+The copy (pvlib's three stations) trains small candidates with a deliberately weak baseline
+(a huge prior shrinks calibrated persistence to climatology), so that logistic regression is
+promoted for sure.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from starry_guide.notebook import copy_project
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+MODEL = "starry-guide-clear-sky"
+pytestmark = pytest.mark.e2e
+
+
+def run(args: list[str], cwd: Path, env: dict, check: bool = True):
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True,
+                            check=False)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed:\n{result.stdout[-4000:]}\n"
+                             f"{result.stderr[-4000:]}")
+    return result
+
+
+def tree_digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.md5(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()} if folder.exists() else {}
+
+
+def set_params(copy: Path, **changes) -> None:
+    params = yaml.safe_load((copy / "params.yaml").read_text())
+    for dotted, value in changes.items():
+        *path, key = dotted.split(".")
+        node = params
+        for part in path:
+            node = node[part]
+        node[key] = value
+    (copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def alias_version(db: Path, alias: str = "champion") -> str | None:
+    with sqlite3.connect(db) as con:
+        row = con.execute("SELECT version FROM registered_model_aliases WHERE name = ? AND "
+                          "alias = ?", (MODEL, alias)).fetchone()
+    return None if row is None else str(row[0])
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("registry")
+    copy = tmp / "project"
+    copy_project(ROOT, copy)
+    db = tmp / "mlflow.db"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{db}",
+           "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    set_params(copy, **{"data.stations": ["greensboro_nc", "sand_point_ak", "miami_fl"],
+                        "split.unseen_stations": ["sand_point_ak"],
+                        "train.candidates": ["calibrated_persistence"],
+                        "train.search.budget": 0,
+                        "train.calibrated_persistence.prior_strength": 1.0e6,
+                        "select.bootstrap_samples": 300})
+    for stage in ("prepare", "train"):
+        run([str(BIN / "starry"), "stage", stage], copy, env)
+    return copy, env, db
+
+
+def select(copy: Path, env: dict, check: bool = True):
+    return run([str(BIN / "starry"), "stage", "select"], copy, env, check=check)
+
+
+def champion_card(copy: Path) -> dict:
+    return json.loads((copy / "models/champion/champion.json").read_text())
+
+
+def test_alias_moves_only_after_a_verified_export_and_rollback_is_recorded(project):
+    copy, env, db = project
+    starry = str(BIN / "starry")
+
+    # 1. first decision: no champion anywhere, so calibrated persistence is crowned
+    select(copy, env)
+    first = champion_card(copy)
+    assert first["candidate"] == "calibrated_persistence"
+    assert alias_version(db) == "1"
+    decision = json.loads((copy / "reports/select_decision.json").read_text())
+    assert decision["incumbent_model"]["source"] == "baseline"
+
+    # 2. a better candidate arrives: logistic regression must be promoted over it
+    set_params(copy, **{"train.candidates": ["calibrated_persistence",
+                                             "logistic_regression"]})
+    run([starry, "stage", "train"], copy, env)
+    kept = tree_digest(copy / "models/champion")
+
+    # 2a. ONNX parity fails: the stage fails before the registry is touched
+    set_params(copy, **{"select.onnx_parity_tolerance": 0.0})
+    failed = select(copy, env, check=False)
+    assert failed.returncode != 0
+    assert "ONNX parity check failed" in failed.stdout + failed.stderr
+    assert "previous outputs were left in place" in failed.stdout + failed.stderr
+    assert alias_version(db) == "1"
+    assert tree_digest(copy / "models/champion") == kept
+    set_params(copy, **{"select.onnx_parity_tolerance": 1.0e-4})
+
+    # 2b. the registry refuses the alias move (a real SQLite failure, from a trigger)
+    with sqlite3.connect(db) as con:
+        for op in ("INSERT", "UPDATE"):
+            con.execute(f"CREATE TRIGGER refuse_{op.lower()} BEFORE {op} ON "
+                        "registered_model_aliases BEGIN SELECT RAISE(ABORT, "
+                        "'forced registry failure'); END")
+    try:
+        failed = select(copy, env, check=False)
+    finally:
+        with sqlite3.connect(db) as con:
+            con.execute("DROP TRIGGER refuse_insert")
+            con.execute("DROP TRIGGER refuse_update")
+    message = failed.stdout + failed.stderr
+    assert failed.returncode != 0
+    assert "cannot record the decision in the model registry" in message
+    assert alias_version(db) == "1"
+    assert tree_digest(copy / "models/champion") == kept
+
+    # 2c. the registry cannot be read: a clear error, never "no champion, use the baseline"
+    with sqlite3.connect(db) as con:
+        con.execute("ALTER TABLE registered_model_aliases RENAME TO aliases_away")
+    try:
+        failed = select(copy, env, check=False)
+    finally:
+        with sqlite3.connect(db) as con:
+            con.execute("ALTER TABLE aliases_away RENAME TO registered_model_aliases")
+    message = failed.stdout + failed.stderr
+    assert failed.returncode != 0
+    assert "cannot read the registered model" in message
+    assert alias_version(db) == "1"
+    assert tree_digest(copy / "models/champion") == kept
+
+    # 2d. nothing forced: promoted, with its evidence, and the alias moves
+    select(copy, env)
+    second = champion_card(copy)
+    assert second["candidate"] == "logistic_regression"
+    decision = json.loads((copy / "reports/select_decision.json").read_text())
+    assert decision["promoted"] and decision["incumbent_model"]["model_id"] == first["model_id"]
+    assert decision["tried"][0]["passed"] and decision["tried"][0]["ci_high"] < 0
+    promoted_version = alias_version(db)
+    assert promoted_version not in (None, "1")
+
+    # 3. roll back, with a reason: the alias and models/champion/ return to version 1
+    result = run([starry, "champion", "rollback", "1", "--reason", "complaints from users",
+                  "--by", "tester"], copy, env)
+    assert "v1" in result.stdout
+    assert alias_version(db) == "1"
+    back = champion_card(copy)
+    assert back["model_id"] == first["model_id"]
+    assert back["rolled_back"] == [{"model_id": second["model_id"],
+                                    "candidate": "logistic_regression",
+                                    "reason": "complaints from users", "by": "tester"}]
+
+    # 4. history: the two decisions and the rollback (the failed attempts left no run)
+    history = json.loads(run([starry, "champion", "history", "--json"], copy, env).stdout)
+    assert [(e["event"], e["candidate"], e["promoted"]) for e in history] == [
+        ("decision", "calibrated_persistence", True),
+        ("decision", "logistic_regression", True),
+        ("rollback", "calibrated_persistence", True)]
+    assert history[1]["incumbent_model_id"] == first["model_id"]
+    assert history[1]["ci_high"] < 0
+    assert history[2]["reason"] == "complaints from users" and history[2]["by"] == "tester"
+    text = run([starry, "champion", "history"], copy, env).stdout
+    assert "PROMOTED" in text and "rolled back from" in text
+
+    # 5. the model rolled back from is not tried again; a re-run changes nothing
+    select(copy, env)
+    decision = json.loads((copy / "reports/select_decision.json").read_text())
+    assert not decision["promoted"]
+    assert "rolled back from" in decision["reason"]
+    assert alias_version(db) == "1"
+    outputs = (tree_digest(copy / "models/champion"),
+               (copy / "reports/select_decision.json").read_text(),
+               (copy / "reports/metrics/select.json").read_text())
+    select(copy, env)
+    assert (tree_digest(copy / "models/champion"),
+            (copy / "reports/select_decision.json").read_text(),
+            (copy / "reports/metrics/select.json").read_text()) == outputs
