@@ -224,6 +224,46 @@ def store_snapshot(
     typer.echo(f"snapshot of {opened.display_url} in {out}: {rows}")
 
 
+@app.command()
+def retrain(
+    store: str = STORE_OPTION,
+    out: str = typer.Option("data/production", help="folder of the snapshot files"),
+) -> None:
+    """Act on the monitor's `retrain_recommended`: snapshot the serving store into
+    data/production, then `dvc repro` (the stages whose inputs changed re-run; the gate
+    decides whether a new champion is promoted). Exit code: dvc's."""
+    import subprocess
+    import sys
+
+    from starry_guide.config import load_settings
+    from starry_guide.reports import read_json
+    from starry_guide.serve.snapshot import write_snapshot
+    from starry_guide.serve.store import Store, StoreError
+
+    try:
+        settings = load_settings()
+        opened = Store(store, maintenance=False)
+    except (ConfigError, StoreError) as exc:
+        _fail(f"cannot retrain: {exc}")
+    try:
+        write_snapshot(opened, settings.project_root / out,
+                       settings.label.clear_max_opaque_tenths)
+    finally:
+        opened.close()
+    typer.echo(f"snapshot of {opened.display_url} in {out}; running `dvc repro`")
+    done = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=settings.project_root,
+                          check=False)
+    if done.returncode != 0:
+        _fail("`dvc repro` failed; the previous outputs, @champion and models/champion/ "
+              "were left in place")
+    decision = read_json(settings.project_root / "reports" / "select_decision.json")
+    champion = decision.get("champion", {})
+    typer.echo(f"{'new champion' if decision['promoted'] else 'champion kept'}: "
+               f"{champion.get('candidate')} (model {champion.get('model_id')}) — "
+               f"{decision['reason']}\nA running service picks it up on SIGHUP or "
+               "POST /v1/admin/reload.")
+
+
 @store_app.command("purge")
 def store_purge(
     older_than: int = typer.Option(..., "--older-than", min=1,

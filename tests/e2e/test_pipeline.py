@@ -143,3 +143,14 @@ def test_a_bad_station_fails_prepare_and_keeps_previous_outputs(project):
     finally:
         params.write_text(original)
         bad.unlink()
+
+
+def test_retrain_snapshots_the_store_and_runs_the_pipeline(project, tmp_path):
+    copy, env = project
+    store = f"sqlite:///{tmp_path / 'store.sqlite'}"
+    result = run([str(BIN / "starry"), "retrain", "--store", store], copy, env)
+    assert (copy / "data/production/manifest.json").is_file()
+    assert "running `dvc repro`" in result.stdout
+    assert "champion kept" in result.stdout or "new champion" in result.stdout
+    status = run([str(BIN / "dvc"), "status"], copy, env).stdout
+    assert "changed" not in status  # everything the snapshot touched was re-run
