@@ -100,12 +100,17 @@ def metrics_page(root: Path) -> str:
     loso_horizon.index.name = "horizon (h)"
     adaptation = pd.DataFrame(select.get("adaptation", {})).T
     adaptation.index.name = "labelled nights"
-    verdict = (f"new champion: {decision['best_candidate']}" if decision["promoted"]
-               else "the champion stays")
+    champion = (decision.get("champion") or {}).get("candidate", decision["best_candidate"])
+    verdict = f"new champion: {champion}" if decision["promoted"] else "the champion stays"
     gate_lines = [f"- decision: **{verdict}** — {decision['reason']}"]
+    incumbent = decision.get("incumbent_model")
+    if incumbent:
+        gate_lines.append(f"- judged against: `{incumbent['candidate']}` (model "
+                          f"`{incumbent['model_id']}`, from {incumbent['source']})")
     if gate:
-        gate_lines.append(f"- Brier difference (candidate − incumbent) "
-                          f"{gate['brier_difference']:+.5f}, 95 % CI "
+        level = gate.get("confidence", 0.95)
+        gate_lines.append(f"- Brier difference (best challenger − incumbent) "
+                          f"{gate['brier_difference']:+.5f}, {level:.1%} CI "
                           f"{gate['ci_low']:+.5f} … {gate['ci_high']:+.5f} "
                           f"({int(gate['nights'])} nights, {int(gate['n_boot'])} resamples)")
     lines = [
