@@ -30,7 +30,8 @@ FEED_TOKEN = "test-feed-token-0123456789"
 
 def start_server(bundle_dir: Path, folder: Path, workers: int = 1):
     port = free_port()
-    env = {**os.environ, "STARRY_FEED_TOKEN": FEED_TOKEN, "STARRY_EVENTS_POLL_S": "0.5"}
+    env = {**os.environ, "STARRY_FEED_TOKEN": FEED_TOKEN, "STARRY_EVENTS_POLL_S": "0.5",
+           "STARRY_EVENTS_HEARTBEAT_S": "1"}
     process = subprocess.Popen(
         [*STARRY, "serve", "--bundle", str(bundle_dir), "--port", str(port),
          "--store", str(folder / "store.sqlite"), "--workers", str(workers)], cwd=ROOT,
@@ -350,9 +351,9 @@ def test_event_stream_over_http(live_server):
     with httpx.stream("GET", f"{url}/v1/stations/quiet/events", timeout=30) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
         lines = []
-        for line in response.iter_lines():
+        for line in response.iter_lines():  # the first event, then a heartbeat
             lines.append(line)
-            if line == "" and any(x.startswith("data:") for x in lines):
+            if line.startswith(": heartbeat"):
                 break
     assert "event: nowcast" in lines and "retry: 3000" in lines
     data = next(x for x in lines if x.startswith("data:"))

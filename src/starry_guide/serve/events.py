@@ -16,8 +16,9 @@ nowcast changes, the stream sends
     the new plan's has closed — so every client (the web app, a native app) nudges the
     same way.
 
-A comment line (``: heartbeat``) goes out every 15 s of silence, so proxies keep the
-connection open and a dead client is noticed; the stream ends when the client disconnects.
+A comment line (``: heartbeat``) goes out after 15 s of silence (``STARRY_EVENTS_HEARTBEAT_S``),
+so proxies keep the connection open and a dead client is noticed; the stream ends when the
+client disconnects.
 """
 
 from __future__ import annotations
@@ -37,20 +38,30 @@ from starry_guide.serve import planner
 from starry_guide.serve.api import NightRequest, Service, Station
 
 POLL_ENV = "STARRY_EVENTS_POLL_S"
+HEARTBEAT_ENV = "STARRY_EVENTS_HEARTBEAT_S"
 DEFAULT_POLL_SECONDS = 2.0
-HEARTBEAT_SECONDS = 15.0
+DEFAULT_HEARTBEAT_SECONDS = 15.0
 #: how long a browser waits before reconnecting a dropped stream (ms, sent as `retry:`)
 RETRY_MS = 3000
 
 router = APIRouter(tags=["stations and feed"])
 
 
+def _seconds(name: str, default: float) -> float:
+    try:
+        return max(0.1, float(os.environ.get(name, default)))
+    except ValueError:
+        return default
+
+
 def poll_seconds() -> float:
     """The store polling interval (``STARRY_EVENTS_POLL_S``, seconds, at least 0.1)."""
-    try:
-        return max(0.1, float(os.environ.get(POLL_ENV, DEFAULT_POLL_SECONDS)))
-    except ValueError:
-        return DEFAULT_POLL_SECONDS
+    return _seconds(POLL_ENV, DEFAULT_POLL_SECONDS)
+
+
+def heartbeat_seconds() -> float:
+    """Silence before a heartbeat comment (``STARRY_EVENTS_HEARTBEAT_S``, default 15 s)."""
+    return _seconds(HEARTBEAT_ENV, DEFAULT_HEARTBEAT_SECONDS)
 
 
 def _overlaps(a: dict, b: dict) -> bool:
@@ -99,7 +110,8 @@ def _version(service: Service, station_id: str) -> str | None:
 
 
 async def station_events(service: Service, station: dict, request: Request,
-                         poll: float) -> AsyncIterator[ServerSentEvent]:
+                         poll: float, heartbeat: float = DEFAULT_HEARTBEAT_SECONDS
+                         ) -> AsyncIterator[ServerSentEvent]:
     """The event stream of one client (see the module docstring)."""
     station_id = station["station_id"]
     seen: str | None | object = object()  # nothing seen yet: the first poll sends a nowcast
@@ -133,7 +145,7 @@ async def station_events(service: Service, station: dict, request: Request,
                             "prediction_id": plan["prediction_id"], "window": window})
             windows, night_of = plan["best_windows"], plan["date"]
             quiet_since = time.monotonic()
-        elif time.monotonic() - quiet_since >= HEARTBEAT_SECONDS:
+        elif time.monotonic() - quiet_since >= heartbeat:
             yield ServerSentEvent(comment="heartbeat")
             quiet_since = time.monotonic()
         await asyncio.sleep(poll)
@@ -150,5 +162,5 @@ async def events(request: Request, station: Annotated[dict, Depends(_station)]
     `window_opened`/`window_closed` when tonight's best windows change, a heartbeat comment
     every 15 s of silence."""
     async for event in station_events(request.app.state.service, station, request,
-                                      poll_seconds()):
+                                      poll_seconds(), heartbeat_seconds()):
         yield event
