@@ -9,6 +9,7 @@ Start it with ``starry serve`` (see the Serving page of the docs).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
 import datetime as dt
 import gc
@@ -300,6 +301,10 @@ class Service:
                                    registry=self.registry)
         self.predictions_by_horizon = [self.predictions.labels(str(h)) for h in self.horizons]
         self._pending: list[tuple[_Origin, np.ndarray, dict, asyncio.Future]] = []
+        # answered batches waiting for their commit, and the one thread that commits
+        self._to_commit: list[tuple[list[Prediction], list[dict], list]] = []
+        self._committing = False
+        self._writer = concurrent.futures.ThreadPoolExecutor(1, "store-writer")
         self.feedback = Counter("starry_feedback", "feedback received", ["observed"],
                                 registry=self.registry)
         info = Gauge("starry_model_info", "the model being served", ["version", "candidate"],
@@ -355,8 +360,10 @@ class Service:
         the prediction is committed to the store.
 
         Requests that reach this point in the same turn of the event loop are answered
-        together (dynamic batching): one feature pass, one onnxruntime call and one store
-        transaction for all of them, scheduled right after the turn.
+        together (dynamic batching): one feature pass and one onnxruntime call for all of
+        them, scheduled right after the turn; their rows are committed by the store's writer
+        thread, together with the other batches that arrived while the previous commit was
+        on its way to disk (group commit), and only then answered.
         """
         seconds, columns = recent_hours(station, observations, self.features.history_h)
         return await self.nowcast_arrays(
@@ -378,7 +385,7 @@ class Service:
             nowcasts, inputs = self.forecast_many([(seconds, columns)
                                                    for _, seconds, columns, _ in batch],
                                                   with_inputs=True)
-            self.store.log_predictions([
+            records = [
                 Prediction(n["prediction_id"], self.bundle.version, origin.kind,
                            origin.latitude, origin.longitude, n["issued_for"],
                            [(f["horizon_h"], f["target_time"], f["p_clear"])
@@ -386,17 +393,45 @@ class Service:
                            station_id=origin.station_id, features=inputs_at_issue["features"],
                            target_sun_elevation_deg=inputs_at_issue["target_sun"])
                 for n, inputs_at_issue, (origin, *_) in zip(nowcasts, inputs, batch,
-                                                            strict=True)])
+                                                            strict=True)]
         except Exception as exc:  # noqa: BLE001 - every request of the batch fails with it
-            for *_, answered in batch:
-                if not answered.done():  # done: the request was cancelled meanwhile
-                    answered.set_exception(exc)
+            self._settle([(None, batch)], exc)
             return
-        for counter in self.predictions_by_horizon:
-            counter.inc(len(batch))
-        for nowcast, (*_, answered) in zip(nowcasts, batch, strict=True):
-            if not answered.done():
-                answered.set_result(nowcast)
+        self._to_commit.append((records, nowcasts, batch))
+        if not self._committing:
+            self._commit()
+
+    def _commit(self) -> None:
+        """Group commit: the batches answered while the previous commit was on its way to
+        disk go in one transaction, in the store's writer thread — the event loop keeps
+        validating and forecasting meanwhile."""
+        groups, self._to_commit = self._to_commit, []
+        self._committing = True
+        loop = asyncio.get_running_loop()
+        written = loop.run_in_executor(self._writer, self.store.log_predictions,
+                                       [r for records, _, _ in groups for r in records])
+        written.add_done_callback(lambda done: self._committed(done, groups))
+
+    def _committed(self, done: asyncio.Future, groups: list) -> None:
+        self._committing = False
+        error = done.exception() if not done.cancelled() else asyncio.CancelledError()
+        self._settle([(nowcasts, batch) for _, nowcasts, batch in groups], error)
+        if self._to_commit:
+            self._commit()
+
+    def _settle(self, groups: list, error: BaseException | None) -> None:
+        """Answer the requests of committed batches, or fail them all with ``error``."""
+        for nowcasts, batch in groups:
+            if error is not None:
+                for *_, answered in batch:
+                    if not answered.done():  # done: the request was cancelled meanwhile
+                        answered.set_exception(error)
+                continue
+            for counter in self.predictions_by_horizon:
+                counter.inc(len(batch))
+            for nowcast, (*_, answered) in zip(nowcasts, batch, strict=True):
+                if not answered.done():
+                    answered.set_result(nowcast)
 
     async def night(self, request: NightRequest, nowcast: dict | None = None
                     ) -> NightResponse:
