@@ -211,8 +211,9 @@ def test_the_wal_stays_bounded_under_sustained_writes(tmp_path):
     opened.close()
     assert not errors
     assert status["state"] == "ok" and status["wal_truncations"] > 0
-    # far more went through the WAL than it ever held: it was reset, again and again
-    assert database > 3 * largest, (database, largest)
+    # without resets the WAL holds every page ever written, more than the database itself;
+    # here it never held half of it (a loaded 2-core machine delays the checks: no tighter)
+    assert database > 2 * largest, (database, largest)
     assert largest < 4 * 1024 * 1024 + 40_000_000
 
 
