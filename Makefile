@@ -7,7 +7,7 @@ export NO_MKDOCS_2_WARNING := 1
 UV ?= $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 RUN := $(UV) run --frozen
 
-.PHONY: help uv-bootstrap system-deps install repro test unit nbval docs-check lint notebooks lab mlflow-ui docs-serve bench bench-serving bench-app bench-feed serve production-snapshot clean
+.PHONY: help uv-bootstrap system-deps install repro test unit nbval docs-check lint notebooks lab mlflow-ui docs-serve plots vendor bench bench-serving bench-app bench-feed serve production-snapshot clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -35,8 +35,8 @@ lint: ## ruff
 unit: ## the fast unit tests only
 	$(RUN) pytest tests -m "not notebooks and not e2e"
 
-nbval: ## re-run notebooks/ in a temporary copy and compare with their stored outputs
-	$(RUN) pytest tests/notebooks
+nbval: ## re-run notebooks/ in a temporary copy and compare with their stored outputs (NB=02_train: that one alone)
+	NB=$(NB) $(RUN) pytest tests/notebooks $(if $(NB),-k one_notebook)
 
 docs-check: ## build the docs site strictly into a temporary folder
 	tmp=$$(mktemp -d) && $(RUN) mkdocs build --strict --quiet --site-dir $$tmp && rm -rf $$tmp
@@ -44,14 +44,20 @@ docs-check: ## build the docs site strictly into a temporary folder
 notebooks: install ## refresh the stored outputs of notebooks/ (what nbval compares against)
 	$(RUN) starry notebooks
 
-lab: install ## JupyterLab on the project's environment
-	$(RUN) jupyter lab notebooks
+lab: install ## JupyterLab on the project's environment (also as root)
+	$(RUN) jupyter lab notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
 
 mlflow-ui: install ## the MLflow UI on http://127.0.0.1:5000
 	$(RUN) mlflow ui --backend-store-uri sqlite:///mlflow.db --port 5000
 
-docs-serve: install ## serve the docs site on http://127.0.0.1:8000
-	$(RUN) mkdocs serve
+docs-serve: install ## serve the docs site on http://127.0.0.1:8001 (make serve has 8000)
+	$(RUN) mkdocs serve --dev-addr 127.0.0.1:8001
+
+plots: install ## dvc plots show -> dvc_plots/index.html (offline: Vega served from docs/assets/vendor/)
+	$(RUN) dvc plots show
+
+vendor: ## re-fetch the vendored JavaScript (mermaid, vega) pinned by vendor/package-lock.json (needs npm)
+	bash scripts/vendor.sh
 
 bench: install ## time a full and a no-op dvc repro, per stage, kernel start vs compute (benchmarks/)
 	$(RUN) python benchmarks/repro_time.py

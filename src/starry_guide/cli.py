@@ -430,16 +430,43 @@ def summary() -> None:
 @app.command()
 def notebooks(
     stage: list[str] = typer.Option(None, help="only these stages (default: all)"),
+    force: bool = typer.Option(False, help="re-run even notebooks whose sources did not "
+                                           "change"),
 ) -> None:
-    """Re-execute notebooks/ in a temporary copy of the project (as nbval does) and store
-    their outputs, so nbval compares against a default run."""
-    from starry_guide.notebook import StageFailed, refresh_committed
+    """Refresh the stored outputs of the notebooks in notebooks/ whose sources changed.
 
+    They run as nbval runs them (a copy of the project with its own MLflow store), so nbval
+    compares against a default run; the notebook-sources views are brought up to date, so
+    no pipeline stage becomes stale because outputs were rewritten."""
+    from starry_guide.notebook import (
+        StageFailed,
+        refresh_committed,
+        stale_notebooks,
+        update_source_views,
+    )
+
+    root = find_project_root()
     try:
-        for path in refresh_committed(find_project_root(), stage or None):
-            typer.echo(f"refreshed {path}")
+        todo = stale_notebooks(root)
+        refreshed = refresh_committed(root, stage or None, force=force)
     except StageFailed as exc:
         _fail(str(exc))
+    for path in refreshed:
+        typer.echo(f"refreshed {path}")
+    if not refreshed:
+        typer.echo("every notebook is up to date with its sources" if not todo else
+                   f"not refreshed (sources changed): {', '.join(todo)}")
+    typer.echo(update_source_views(root))
+
+
+@app.command("notebook-sources")
+def notebook_sources() -> None:
+    """Write notebooks/.sources/ — the notebooks' cells without outputs (dvc stage
+    notebook_sources; the pipeline stages depend on these views)."""
+    from starry_guide.notebook import write_source_views
+
+    for path in write_source_views(find_project_root()):
+        typer.echo(f"wrote {path}")
 
 
 champion_app = typer.Typer(no_args_is_help=True,

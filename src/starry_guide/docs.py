@@ -1,35 +1,96 @@
 """Living documentation: pages generated from the pipeline's outputs, then ``mkdocs build``.
 
-Generated pages go to ``docs/generated/`` (committed, so the site builds from a fresh clone);
-hand-written pages stay in ``docs/``. Both are rebuilt atomically: a failing build leaves the
-previous pages and ``site/`` in place.
+Generated pages and their figures go to ``docs/generated/`` (committed, so the site builds
+from a fresh clone); hand-written pages stay in ``docs/``. Both are rebuilt atomically: a
+failing build leaves the previous pages and ``site/`` in place.
+
+Pages: the pipeline, the problem definition, the model card of the champion, the champion's
+history, monitoring, accuracy you can check, model metrics, data quality, the HTTP API
+(pre-rendered from the service's OpenAPI schema) and the executed notebooks. Figures are
+drawn with the same plotting functions as the notebooks (:mod:`starry_guide.evaluate`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
+import numbers
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pandas as pd
 import yaml
 
 from starry_guide.notebook import STAGE_NOTEBOOKS, STAGING_DIR, _replace
-from starry_guide.reports import read_json
+from starry_guide.reports import read_json, write_json
 
 GENERATED = Path("docs") / "generated"
 SITE = Path("site")
 KEY_METRICS = ["brier", "bss", "roc_auc", "accuracy", "precision", "recall", "f1"]
+#: columns that count things: shown as integers, never as 20784.0000
+COUNT_COLUMNS = {"rows", "nights", "n_boot", "forecasts", "said_clear", "observed_hours",
+                 "usable_night_hours", "horizon_h", "horizon (h)", "trials", "version"}
+#: what a confident forecast is, on the accuracy page
+CONFIDENT = 0.7
 
 
 class DocsError(RuntimeError):
     """The docs could not be generated or built; the message says which input or page."""
 
 
+def fmt(value, column: str | None = None) -> str:
+    """A value for a table: counts as integers, other numbers to 4 significant digits."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, numbers.Integral):
+        return f"{int(value):,}".replace(",", "\u2009")
+    if isinstance(value, numbers.Real):
+        if column in COUNT_COLUMNS and float(value).is_integer():
+            return f"{int(value):,}".replace(",", "\u2009")
+        return f"{float(value):.4g}"
+    return str(value)
+
+
 def _table(frame: pd.DataFrame) -> str:
-    return frame.to_markdown(floatfmt=".4f")
+    """A Markdown table with :func:`fmt` applied to every cell (and the index)."""
+    shown = frame.copy()
+    shown.index = [fmt(i, frame.index.name) for i in frame.index]
+    shown.index.name = frame.index.name
+    for column in frame.columns:
+        shown[column] = [fmt(v, str(column)) for v in frame[column]]
+    return shown.to_markdown(disable_numparse=True)
+
+
+def _figure(fig, destination: Path, name: str) -> str:
+    """Save a Matplotlib figure under ``destination/figures/docs/`` and return its Markdown
+    path relative to the generated pages."""
+    import matplotlib.pyplot as plt
+
+    folder = destination / "figures" / "docs"
+    folder.mkdir(parents=True, exist_ok=True)
+    fig.savefig(folder / f"{name}.png", dpi=80, metadata={"Software": None})
+    plt.close(fig)
+    return f"figures/docs/{name}.png"
+
+
+def _decision_line(select: dict, decision: dict) -> str:
+    """One true sentence about the gate: who is champion, and why."""
+    champion = (decision.get("champion") or {}).get("candidate") or select["champion"]
+    best = decision.get("best_candidate")
+    reason = decision.get("reason", "")
+    if not decision.get("promoted"):
+        return f"**the champion stays: `{champion}`** — {reason}"
+    if best == champion:
+        return f"**new champion: `{champion}`**, promoted by the gate — {reason}"
+    # no champion existed: the incumbent (the baseline) became the first champion
+    return (f"**first champion: `{champion}`** (the incumbent, as no model was champion "
+            f"yet); the best-ranked candidate `{best}` did not pass the gate — {reason}")
 
 
 def pipeline_page(root: Path) -> str:
@@ -75,34 +136,51 @@ def pipeline_page(root: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def metrics_page(root: Path) -> str:
-    """The champion, every candidate's validation scores and the data summary."""
+def _by_horizon_frame(data: dict) -> pd.DataFrame:
+    """{name: {horizon: value}} -> a horizon x name frame, horizons as sorted integers."""
+    frame = pd.DataFrame(data)
+    frame.index = frame.index.astype(int)
+    return frame.sort_index().rename_axis("horizon_h")
+
+
+def _held_out_key(select: dict) -> str:
+    """The held-out months' key in select.json (``held_out``; ``test`` in older outputs)."""
+    return "held_out" if "held_out" in select else "test"
+
+
+def _loso_by_station(per: dict) -> dict:
+    """BSS per held-out station, from either layout of ``leave_one_station_out``."""
+    if "bss_by_station" in per:
+        return dict(per["bss_by_station"])
+    return {station: m["bss"] for station, m in per.items() if isinstance(m, dict)}
+
+
+def metrics_page(root: Path, destination: Path) -> str:
+    """The champion, every candidate's scores, leave-one-station-out, with figures."""
+    from starry_guide import evaluate
+
     metrics = root / "reports" / "metrics"
     select = read_json(metrics / "select.json")
     train = read_json(metrics / "train.json")
     data = read_json(metrics / "data.json")
-    held_out = pd.DataFrame({split: select[split] for split in ("validation", "held_out", "unseen")
-                             if split in select}).T
-    candidates = pd.DataFrame({n: v["validation"] for n, v in train.items()}).T
     decision = read_json(root / "reports" / "select_decision.json")
     gate = decision.get("gate") or {}
-    candidates_held_out = pd.DataFrame(select.get("candidates_held_out", {})).T
-    by_horizon = pd.DataFrame(select.get("held_out_bss_by_horizon", {}))
-    if not by_horizon.empty:
-        by_horizon.index = by_horizon.index.astype(int)
-        by_horizon = by_horizon.sort_index().rename_axis("horizon (h)")
-    loso = pd.DataFrame({name: {**per["bss_by_station"], "pooled": per["pooled"]["bss"],
-                                "pooled, held-out months only":
+    held = _held_out_key(select)
+    held_out = pd.DataFrame({split: select[split] for split in ("validation", held, "unseen")
+                             if split in select}).T
+    candidates = pd.DataFrame({n: v["validation"] for n, v in train.items()}).T
+    candidates_held_out = pd.DataFrame(select.get(f"candidates_{held}", {})).T
+    loso_raw = select.get("leave_one_station_out", {})
+    loso = pd.DataFrame({name: {**_loso_by_station(per),
+                                **({"pooled": per["pooled"]["bss"]} if "pooled" in per else {}),
+                                **({"pooled, held-out months only":
                                     per["pooled_held_out_months"]["bss"]}
-                         for name, per in select.get("leave_one_station_out", {}).items()})
-    loso_horizon = pd.DataFrame({name: per["bss_by_horizon"] for name, per in
-                                 select.get("leave_one_station_out", {}).items()})
-    loso_horizon.index.name = "horizon (h)"
-    adaptation = pd.DataFrame(select.get("adaptation", {})).T
-    adaptation.index.name = "labelled nights"
-    champion = (decision.get("champion") or {}).get("candidate", decision["best_candidate"])
-    verdict = f"new champion: {champion}" if decision["promoted"] else "the champion stays"
-    gate_lines = [f"- decision: **{verdict}** — {decision['reason']}"]
+                                   if "pooled_held_out_months" in per else {})}
+                         for name, per in loso_raw.items()})
+    loso_horizon = pd.DataFrame({name: per["bss_by_horizon"] for name, per in loso_raw.items()
+                                 if "bss_by_horizon" in per})
+    adaptation = pd.DataFrame(select.get("adaptation", {})).T.rename_axis("labelled nights")
+    gate_lines = [f"- decision: {_decision_line(select, decision)}"]
     incumbent = decision.get("incumbent_model")
     if incumbent:
         gate_lines.append(f"- judged against: `{incumbent['candidate']}` (model "
@@ -110,22 +188,24 @@ def metrics_page(root: Path) -> str:
     if gate:
         level = gate.get("confidence", 0.95)
         gate_lines.append(f"- Brier difference (best challenger − incumbent) "
-                          f"{gate['brier_difference']:+.5f}, {level:.1%} CI "
-                          f"{gate['ci_low']:+.5f} … {gate['ci_high']:+.5f} "
+                          f"{gate['brier_difference']:+.3g}, {level:.1%} CI "
+                          f"{gate['ci_low']:+.3g} … {gate['ci_high']:+.3g} "
                           f"({int(gate['nights'])} nights, {int(gate['n_boot'])} resamples)")
     lines = [
         "# Model metrics",
         "",
-        "Generated from `reports/metrics/*.json` by the `docs` stage.",
+        "Generated from `reports/metrics/*.json` and `reports/plots/*.csv` by the `docs` "
+        "stage. BSS is the Brier skill score against calibrated persistence (above 0 beats "
+        "the baseline). *held-out months* of the training stations were never used for a "
+        "choice; *unseen* = a station never used in training.",
         "",
         f"## Champion: `{select['champion']}`",
         "",
-        f"Chosen by pooled validation **{select['selection_metric']}**. BSS is the Brier skill "
-        "score against calibrated persistence (above 0 beats the baseline). *held_out* = held-out "
-        "months of the training stations (never used for a choice); *unseen* = a station never "
-        "used in training.",
+        f"Candidates are ranked by pooled validation {select['selection_metric']}; the "
+        "champion is whoever [the gate](../forecast-skill.md#the-gate) says — see below and "
+        "the [model card](model-card.md).",
         "",
-        _table(held_out[["rows", "clear_rate", *KEY_METRICS]]),
+        _table(held_out[[c for c in ["rows", "clear_rate", *KEY_METRICS] if c in held_out]]),
         "",
         "## The champion gate",
         "",
@@ -133,40 +213,469 @@ def metrics_page(root: Path) -> str:
         "",
         "## Candidates on the validation months",
         "",
-        _table(candidates[[*KEY_METRICS, "log_loss", "ece", "threshold"]]),
+        _table(candidates[[c for c in [*KEY_METRICS, "log_loss", "ece", "threshold"]
+                           if c in candidates]]),
         "",
-        "## Leave one station out — the headline (BSS vs calibrated persistence)",
-        "",
-        "Each station scored by the recipe refit on the other stations (see *Forecast skill "
-        "and the gate*).",
-        "",
-        _table(loso) if not loso.empty else "",
-        "",
-        _table(loso_horizon.T) if not loso_horizon.empty else "",
-        "",
-        "![LOSO BSS by station and horizon](figures/select/loso_station_horizon.png)",
-        "",
-        "### Adaptation at a new place (BSS after n labelled nights)",
-        "",
-        _table(adaptation) if not adaptation.empty else "",
-        "",
-        "## Candidates on the held-out months",
-        "",
-        _table(candidates_held_out) if not candidates_held_out.empty else "",
-        "",
-        "### Brier skill by horizon (held-out months)",
-        "",
-        _table(by_horizon) if not by_horizon.empty else "",
-        "",
-        "![Reliability of the champion](figures/train/reliability_"
-        f"{select['champion']}.png)",
-        "",
+    ]
+    plots = root / "reports" / "plots"
+    if (plots / "validation_by_horizon.csv").exists():
+        long = pd.read_csv(plots / "validation_by_horizon.csv")
+        wide = long.pivot(index="horizon_h", columns="candidate", values="bss")
+        fig = evaluate.plot_by_horizon(wide.drop(columns=["persistence"], errors="ignore"),
+                                       "BSS vs calibrated persistence",
+                                       "Validation skill by horizon", zero_line=True)
+        lines += ["### Skill by horizon (validation)", "",
+                  f"![Validation BSS by horizon, one line per candidate]"
+                  f"({_figure(fig, destination, 'validation_bss_by_horizon')})", "",
+                  "*persistence* (hard 0/1 forecasts, far below 0) is left out of the figure "
+                  "so the others can be told apart; it is in the table.", "",
+                  _table(wide.T.rename_axis("BSS \\ horizon (h)")), ""]
+    if (plots / "reliability.csv").exists():
+        curves = {name: table for name, table in
+                  pd.read_csv(plots / "reliability.csv").groupby("candidate")}
+        fig = evaluate.plot_reliability(curves, "Reliability (validation)")
+        lines += ["### Reliability (validation)", "",
+                  f"![Reliability of every candidate]"
+                  f"({_figure(fig, destination, 'validation_reliability')})", ""]
+    if not loso.empty:
+        by_station = loso.drop(index=[i for i in loso.index if str(i).startswith("pooled")])
+        fig = evaluate.plot_grouped_bars(by_station.rename_axis("held-out station"),
+                                         "BSS vs calibrated persistence",
+                                         "Leave one station out")
+        lines += ["## Leave one station out — the headline (BSS vs calibrated persistence)",
+                  "", "Each station scored by the recipe refit on the other stations (see "
+                  "[forecast skill and the gate](../forecast-skill.md)).", "",
+                  f"![BSS per held-out station]({_figure(fig, destination, 'loso_bss')})", "",
+                  _table(loso.rename_axis("held-out station")), ""]
+        if not loso_horizon.empty:
+            lines += [_table(loso_horizon.T.rename_axis("BSS \\ horizon (h)")), ""]
+        if (root / "reports" / "figures" / "select" / "loso_station_horizon.png").exists():
+            lines += ["![LOSO BSS by station and horizon]"
+                      "(figures/select/loso_station_horizon.png)", ""]
+    if not adaptation.empty:
+        lines += ["### Adaptation at a new place (BSS after n labelled nights)", "",
+                  _table(adaptation), ""]
+    lines += ["## Candidates on the held-out months", "",
+              _table(candidates_held_out) if not candidates_held_out.empty else "", ""]
+    if select.get(f"{held}_bss_by_horizon"):
+        by_horizon = _by_horizon_frame(select[f"{held}_bss_by_horizon"])
+        fig = evaluate.plot_by_horizon(by_horizon, "BSS vs calibrated persistence",
+                                       "Skill by horizon, held-out months", zero_line=True)
+        lines += ["### Brier skill by horizon (held-out months)", "",
+                  f"![BSS by horizon on the held-out months]"
+                  f"({_figure(fig, destination, 'held_out_bss_by_horizon')})",
+                  "", _table(by_horizon.T.rename_axis("BSS \\ horizon (h)")), ""]
+    lines += [
         "## Data",
         "",
-        f"{data['stations']} stations, {data['observed_hours']} observed hours.",
+        f"{fmt(data['stations'])} stations, {fmt(data['observed_hours'])} observed hours.",
         "",
         _table(pd.DataFrame({"rows": data["rows"], "clear rate": data["clear_rate"]})),
+        "",
     ]
+    return "\n".join(lines) + "\n"
+
+
+def _settings(root: Path):
+    from starry_guide.config import load_settings
+
+    return load_settings(root)
+
+
+def problem_page(root: Path) -> str:
+    """Who it is for, what "clear" means and why, horizons, success, data and limits."""
+    settings = _settings(root)
+    data = read_json(root / "reports" / "metrics" / "data.json")
+    quality = read_json(root / "reports" / "data_quality.json")
+    label, split = settings.label, settings.split
+    horizons = list(label.horizons)
+    stations = pd.DataFrame({sid: {"format": r["kind"].upper(), "rows": r["rows"],
+                                   "usable_night_hours": r["usable_night_hours"],
+                                   "clear-sky rate": r["clear_sky_rate"],
+                                   "verdict": r["verdict"]} for sid, r in quality.items()}).T
+    stations = stations.rename_axis("station")
+    unseen = ", ".join(f"`{s}`" for s in split.unseen_stations) or "none"
+    return "\n".join([
+        "# The problem",
+        "",
+        "Generated from `params.yaml`, `reports/metrics/data.json` and "
+        "`reports/data_quality.json` by the `docs` stage: the numbers below are this "
+        "repository's.",
+        "",
+        "## Who it is for",
+        "",
+        "- **People who look up**: amateur astronomers, astrophotographers, anyone planning a "
+        "night outside — *is it worth setting up tonight, and when?* They see P(clear) for "
+        "each of the next hours and tonight's best windows (the [API](api.md) and the app).",
+        "- **Analysts** who improve the model in the notebooks, and **operators** who keep the "
+        "service and its champion honest ([runbook](../runbook.md), "
+        "[monitoring](monitoring.md)).",
+        "",
+        "## What \"clear\" means, and why",
+        "",
+        f"A target hour is **clear** when the observed *opaque* sky cover is at most "
+        f"**{label.clear_max_opaque_tenths:g} tenths**, and it counts only at **night**: the sun "
+        f"more than {abs(label.night_max_sun_elevation_deg):g}° below the horizon "
+        "(astronomical twilight is over). Opaque cover is what hides stars — thin cirrus "
+        "counts in *total* cover but not in opaque cover. Two tenths or less is the sky an "
+        "observer calls clear; daytime hours are not the question.",
+        "",
+        "## What is forecast",
+        "",
+        f"P(clear at *t + h*) for **h = {horizons[0]} … {horizons[-1]} hours** after an hourly "
+        "observation at *t*, from that observation and the hours before it (cloud cover, its "
+        "lags and trends, pressure, humidity, wind, the sun's position at *t* and *t + h*). "
+        "A probability, not a yes/no: the user decides how sure is sure enough.",
+        "",
+        "## What success means",
+        "",
+        "- **Better than the honest baseline**: calibrated persistence (P(clear at *t + h* | "
+        "opaque cover at *t*, *h*), counted on the training months). Measured by the Brier "
+        "skill score (BSS > 0 beats it), pooled and at every horizon, on months and a station "
+        "that no choice ever saw. Goal: BSS ≥ +0.05 pooled on the temporal test, > 0 at every "
+        "horizon, ≥ 0 on every held-out station.",
+        "- **Calibrated**: when it says 70 %, it is clear about 70 % of the time "
+        "([accuracy you can check](accuracy.md)).",
+        "- **Replaced only through the gate**: a challenger becomes champion only with a "
+        "significant improvement ([forecast skill and the gate](../forecast-skill.md)).",
+        "",
+        "## The data, and its limits",
+        "",
+        f"{fmt(data['stations'])} stations, {fmt(data['observed_hours'])} observed hours; "
+        f"validation months {list(split.validation_months)}, temporal-test months "
+        f"{list(split.test_months)}, held-out station(s) {unseen}.",
+        "",
+        _table(stations),
+        "",
+        "- Typical-year files (TMY) splice months of different years: no feature or label "
+        "reaches across a month boundary, and months — not hours — are held out.",
+        "- A handful of stations and one (typical) year each: the sky at a new place is "
+        "learned from very few climates. See [data quality](data-quality.md) for what was "
+        "repaired or dropped, and [add your own station](../add-your-station.md).",
+        "- Hourly observations: nothing about the next 10 minutes, and no satellite view of "
+        "clouds coming from upwind.",
+        "",
+    ]) + "\n"
+
+
+def _bundle_card(root: Path) -> dict:
+    path = root / "models" / "champion" / "bundle" / "model_card.json"
+    return read_json(path) if path.exists() else {}
+
+
+def model_card_page(root: Path, destination: Path) -> str:
+    """The champion's model card, after Mitchell et al. (2019), "Model Cards for Model
+    Reporting": details, intended use, factors, metrics, data, caveats, lineage."""
+    settings = _settings(root)
+    select = read_json(root / "reports" / "metrics" / "select.json")
+    decision = read_json(root / "reports" / "select_decision.json")
+    card = _bundle_card(root)
+    champion_json = root / "models" / "champion" / "champion.json"
+    champion = read_json(champion_json) if champion_json.exists() else {}
+    lineage = card.get("lineage", {})
+    held = _held_out_key(select)
+    held_out = pd.DataFrame({split: select[split] for split in ("validation", held, "unseen")
+                             if split in select}).T
+    name = select["champion"]
+    lines = [
+        f"# Model card: `{name}`",
+        "",
+        "The current champion (registry alias `@champion`), described after Mitchell et al., "
+        "[*Model Cards for Model Reporting*](https://arxiv.org/abs/1810.03993) (FAT* 2019). "
+        "Generated by the `docs` stage from the select stage's outputs and the champion's "
+        "ONNX bundle (`models/champion/bundle/model_card.json`).",
+        "",
+        "## Model details",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| candidate | `{name}` |",
+        f"| registered model | `{card.get('model_name', settings.select.model_name)}` "
+        f"(alias `@champion`) |",
+        *([f"| model id | `{champion['model_id']}` |"] if champion.get("model_id") else []),
+        f"| decision | {_decision_line(select, decision)} |",
+        f"| served as | ONNX bundle (`models/champion/bundle/`), onnxruntime; parity with "
+        f"scikit-learn max \\|Δ\\| {fmt(select.get('onnx_parity_max_abs'))} |",
+        f"| output | P(clear at t + h), h = {settings.label.horizons[0]} … "
+        f"{settings.label.horizons[-1]} h |",
+        "",
+        "## Intended use",
+        "",
+        "- **For**: deciding whether, and when, to observe the night sky in the next hours at a "
+        "place with hourly surface observations like the training stations'.",
+        "- **Out of scope**: aviation or safety decisions; daytime cloud; places or climates "
+        "far from the training stations without checking the unseen-station numbers below; "
+        "horizons beyond 12 h; inputs without opaque cloud cover.",
+        "",
+        "## Factors",
+        "",
+        "Performance is reported by **horizon** (skill decays with lead time) and by "
+        "**station** (climate regime); a station held out of training stands in for a new "
+        "place.",
+        "",
+        "## Metrics",
+        "",
+        "Brier score and BSS against calibrated persistence (the decision metrics), ROC AUC, "
+        "expected calibration error (ECE), and accuracy / precision / recall / F1 at the "
+        "threshold chosen on validation.",
+        "",
+        _table(held_out[[c for c in ["rows", "clear_rate", "brier", "bss", "roc_auc", "ece",
+                                     "accuracy", "f1"] if c in held_out]]),
+        "",
+    ]
+    by_horizon = select.get(f"{held}_bss_by_horizon", {})
+    if name in by_horizon:
+        frame = _by_horizon_frame({name: by_horizon[name]})
+        lines += ["### By horizon (held-out months)", "",
+                  _table(frame.T.rename_axis("BSS \\\\ horizon (h)")), ""]
+    loso = select.get("leave_one_station_out", {}).get(name)
+    if loso:
+        per_station = pd.Series(_loso_by_station(loso)).to_frame("bss").rename_axis(
+            "held-out station")
+        lines += ["### By station (leave one station out, BSS)", "", _table(per_station), ""]
+    lines += [
+        "### Calibration",
+        "",
+        "The reliability diagram and the \"when we said ≥ 70 %\" table are on "
+        "[accuracy you can check](accuracy.md).",
+        "",
+        "## Training and evaluation data",
+        "",
+        f"Stations {', '.join(f'`{s}`' for s in settings.data.stations)}; training on every "
+        f"month except validation {list(settings.split.validation_months)} and test "
+        f"{list(settings.split.test_months)}; held-out station(s) "
+        f"{', '.join(f'`{s}`' for s in settings.split.unseen_stations) or 'none'}. "
+        "See [the problem](problem.md) and [data quality](data-quality.md).",
+        "",
+        "## Caveats and known failure modes",
+        "",
+        "- **Few climates**: a handful of typical-year stations; skill on a held-out station "
+        "can be below the baseline (table above).",
+        "- **Short horizons are persistence's**: at 1–2 h, cloud cover now is most of the "
+        "answer; learned models have lost to calibrated persistence there.",
+        "- **Fronts and fast changes**: nothing upwind is observed, so cloud arriving within "
+        "the hour is missed.",
+        "- **Missing or stuck sensors**: missing cover falls back to the station climatology "
+        "in the bundle; a stuck sensor looks like persistent weather — watch "
+        "[monitoring](monitoring.md).",
+        "",
+        "## Lineage",
+        "",
+        "| | |",
+        "|---|---|",
+    ]
+    for key, label in (("git_commit", "git commit"),
+                       ("data_processed_md5", "data (`data/processed`, md5 from dvc.lock)"),
+                       ("seed", "seed")):
+        if lineage.get(key):
+            lines.append(f"| {label} | `{lineage[key]}` |")
+    with contextlib.suppress(ImportError):
+        import mlflow
+
+        lines.append(f"| MLflow | {card['mlflow_version']} |" if card.get("mlflow_version")
+                     else f"| MLflow (this environment; the bundle does not record it) | "
+                          f"{mlflow.__version__} |")
+    if card.get("sha256"):
+        lines.append("| bundle files (SHA-256) | " + "<br>".join(
+            f"`{f}` {h[:12]}…" for f, h in sorted(card["sha256"].items())) + " |")
+    params = lineage.get("params")
+    if params:
+        lines += ["", "Parameters (`params.yaml` when it was trained):", "",
+                  "```yaml", yaml.safe_dump(params, sort_keys=True).strip(), "```"]
+    return "\n".join(lines) + "\n"
+
+
+def _history(root: Path) -> tuple[list[dict], str]:
+    """Every gate decision and rollback: the registry's history (``starry champion
+    history``) when this version has one, else the last decision from the select stage;
+    and where it came from."""
+    try:
+        from starry_guide import registry, tracking
+    except ImportError:
+        registry = None
+    if registry is not None and hasattr(registry, "history"):
+        settings = _settings(root)
+        with contextlib.suppress(Exception):
+            tracking.configure(settings, tracking.SELECT_EXPERIMENT)
+            entries = registry.history(settings)
+            if entries:
+                return entries, ("the MLflow registry's select experiment (`starry champion "
+                                 "history` prints the same)")
+    decision = read_json(root / "reports" / "select_decision.json")
+    select = read_json(root / "reports" / "metrics" / "select.json")
+    gate = decision.get("gate") or {}
+    return [{"date": "last dvc repro", "event": "decision", "candidate": select["champion"],
+             "promoted": decision.get("promoted"), "incumbent": decision.get("incumbent"),
+             "best_candidate": decision.get("best_candidate"),
+             "ci_low": gate.get("ci_low"), "ci_high": gate.get("ci_high"),
+             "reason": decision.get("reason", "")}], ("`reports/select_decision.json`: the "
+                                                    "last decision only (this registry "
+                                                    "keeps no history)")
+
+
+def history_page(root: Path) -> str:
+    """Champion history: every decision as a table and as a timeline."""
+    entries, source = _history(root)
+    lines = ["# Champion history", "",
+             f"Every decision of the gate and every rollback, oldest first — from {source}, "
+             "as of the last `docs` stage run. The current champion's card: "
+             "[model card](model-card.md).", "",
+             "| date | event | champion after | incumbent | best candidate | 95 % CI of "
+             "ΔBrier | reason |", "|---|---|---|---|---|---|---|"]
+    for e in entries:
+        ci = (f"{e['ci_low']:+.3g} … {e['ci_high']:+.3g}"
+              if e.get("ci_low") is not None and e.get("ci_high") is not None else "—")
+        event = e.get("event", "decision")
+        if event == "decision":
+            event += " (promoted)" if e.get("promoted") else " (kept)"
+        reason = str(e.get("reason", "")).replace("|", "\\\\|").replace("\n", " ")
+        version = f" v{e['version']}" if e.get("version") else ""
+        lines.append(f"| {e.get('date', '')} | {event} | `{e.get('candidate')}`{version} | "
+                     f"`{e.get('incumbent') or '—'}` | `{e.get('best_candidate') or '—'}` | "
+                     f"{ci} | {reason} |")
+    lines += ["", "## Timeline", "", "```mermaid", "timeline", "    title @champion over time"]
+    for e in entries:
+        what = e.get("event", "decision")
+        after = e.get("candidate")
+        if what == "decision":
+            text = (f"{after} promoted" if e.get("promoted") else f"{after} kept")
+        else:
+            text = f"rolled back to {after}"
+        date = str(e.get("date", "")).replace(":", "h", 1).replace(":", "m", 1)
+        lines.append(f"    {date} : {text}")
+    lines += ["```", ""]
+    return "\n".join(lines) + "\n"
+
+
+def accuracy_page(root: Path, destination: Path) -> str:
+    """Verification anyone can check: the champion's reliability on the temporal test and
+    "when we said ≥ 70 % clear, it was clear X % of the time", by horizon."""
+    from starry_guide import evaluate
+    from starry_guide.serve.bundle import load_bundle
+
+    bundle = load_bundle(root / "models" / "champion" / "bundle")
+    rows = pd.read_parquet(root / "data" / "processed" / "rows.parquet")
+    name = read_json(root / "reports" / "metrics" / "select.json")["champion"]
+    lines = ["# Accuracy you can check", "",
+             f"The champion (`{name}`, from its ONNX bundle — what the service serves) on rows "
+             "no choice ever saw, recomputed by the `docs` stage from "
+             "`data/processed/rows.parquet`. Like a weather service publishing its own "
+             "verification: if these numbers are wrong, the forecasts are too.", ""]
+    for split, label in (("held_out", "held-out months"), ("test", "held-out months"),
+                         ("unseen", "unseen station")):
+        part = rows[rows["split"] == split].reset_index(drop=True)
+        if part.empty:
+            continue
+        p = bundle.predict(part)
+        y = part["clear"].to_numpy()
+        table = evaluate.verification_by_horizon(y, p, part["horizon_h"].to_numpy(), CONFIDENT)
+        overall = evaluate.verification_by_horizon(y, p, [0] * len(y), CONFIDENT).iloc[0]
+        said = int(overall["said_clear"])
+        sentence = (f"When we said **≥ {CONFIDENT:.0%} clear** on the {label}, it was clear "
+                    f"**{overall['came_true']:.0%}** of the time ({fmt(said)} forecasts; "
+                    f"clear {overall['clear_rate']:.0%} of all hours)." if said else
+                    f"On the {label} the champion never said ≥ {CONFIDENT:.0%} clear.")
+        shown = table.rename(columns={
+            "forecasts": "forecasts", "said_clear": f"said ≥ {CONFIDENT:.0%}",
+            "came_true": "came true", "mean_forecast": "mean forecast then",
+            "clear_rate": "clear rate (all)"}).rename_axis("horizon (h)")
+        curve = evaluate.reliability(y, p)
+        fig = evaluate.plot_reliability({name: curve}, f"Reliability — {label}")
+        lines += [f"## {label[0].upper() + label[1:]}", "", sentence, "",
+                  _table(shown), "",
+                  f"![Reliability diagram, {label}]"
+                  f"({_figure(fig, destination, f'reliability_{split}')})", "",
+                  "On the diagonal = calibrated: forecasts of 30 % come true 30 % of the time.",
+                  "", _table(curve.rename_axis("bin")), ""]
+    return "\n".join(lines) + "\n"
+
+
+def openapi_schema(root: Path) -> dict:
+    """The service's OpenAPI schema, from the app built around the champion's bundle (as
+    ``starry serve --workers N`` builds it), with a throw-away serving store."""
+    from starry_guide.serve import api
+
+    saved = {k: os.environ.get(k) for k in ("STARRY_BUNDLE", "STARRY_STORE_URL")}
+    with tempfile.TemporaryDirectory(prefix="starry-openapi-") as tmp:
+        os.environ["STARRY_BUNDLE"] = str(root / "models" / "champion" / "bundle")
+        os.environ["STARRY_STORE_URL"] = f"sqlite:///{Path(tmp) / 'store.sqlite'}"
+        try:
+            return api.app_from_environment().openapi()
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+
+def _schema_type(schema: dict) -> str:
+    if "$ref" in schema:
+        name = schema["$ref"].rsplit("/", 1)[-1]
+        return f"[{name}](#{name.lower()})"
+    if "anyOf" in schema:
+        return " or ".join(_schema_type(s) for s in schema["anyOf"])
+    if schema.get("type") == "array":
+        return f"array of {_schema_type(schema.get('items', {}))}"
+    kind = schema.get("type", "object")
+    if "enum" in schema:
+        kind += " (" + ", ".join(f"`{v}`" for v in schema["enum"]) + ")"
+    return kind
+
+
+def _cell(text) -> str:
+    return str(text or "").replace("|", "\\\\|").replace("\n", " ")
+
+
+def api_page(schema: dict) -> str:
+    """The OpenAPI schema as a page: endpoints, parameters, bodies, responses, schemas."""
+    info = schema.get("info", {})
+    lines = [f"# HTTP API: {info.get('title', '')} {info.get('version', '')}", "",
+             "Rendered by the `docs` stage from the service's OpenAPI schema "
+             "([openapi.json](openapi.json)); a running service shows the same in Swagger UI "
+             "at `/docs` (served by the service itself, offline).", "",
+             _cell(info.get("description")), ""]
+    for path, methods in schema.get("paths", {}).items():
+        for method, op in methods.items():
+            lines += [f"## `{method.upper()} {path}`", "", _cell(op.get("summary")), "",
+                      str(op.get("description") or "").strip(), ""]
+            params = op.get("parameters") or []
+            if params:
+                lines += ["| parameter | in | required | type | description |",
+                          "|---|---|---|---|---|"]
+                lines += [f"| `{p['name']}` | {p.get('in')} | "
+                          f"{fmt(bool(p.get('required')))} | "
+                          f"{_schema_type(p.get('schema', {}))} | "
+                          f"{_cell(p.get('description') or p['schema'].get('description'))} |"
+                          for p in params]
+                lines.append("")
+            body = (op.get("requestBody") or {}).get("content", {})
+            for media, content in body.items():
+                lines += [f"Request body ({media}): {_schema_type(content.get('schema', {}))}",
+                          ""]
+            responses = op.get("responses") or {}
+            if responses:
+                lines += ["| response | description | body |", "|---|---|---|"]
+                for code, response in responses.items():
+                    content = response.get("content") or {}
+                    shown = ", ".join(_schema_type(c.get("schema", {}))
+                                      for c in content.values()) or "—"
+                    lines.append(f"| {code} | {_cell(response.get('description'))} | "
+                                 f"{shown} |")
+                lines.append("")
+    schemas = schema.get("components", {}).get("schemas", {})
+    if schemas:
+        lines += ["## Schemas", ""]
+    for name, spec in sorted(schemas.items()):
+        lines += [f"### {name}", "", _cell(spec.get("description")), ""]
+        props = spec.get("properties") or {}
+        required = set(spec.get("required") or [])
+        if props:
+            lines += ["| field | type | required | description |", "|---|---|---|---|"]
+            lines += [f"| `{field}` | {_schema_type(p)} | {fmt(field in required)} | "
+                      f"{_cell(p.get('description') or p.get('title'))} |"
+                      for field, p in props.items()]
+            lines.append("")
     return "\n".join(lines) + "\n"
 
 
@@ -236,7 +745,7 @@ def monitoring_page(root: Path) -> str:
                                  "labelled": d["labelled_predictions"],
                                  **{f"{k} alerts": n for k, n in d["alerts"].items()}}
                              for s, d in report["stations"].items()}).T
-    lines += ["## Per station", "", stations.to_markdown(), ""]
+    lines += ["## Per station", "", _table(stations.rename_axis("station")), ""]
     alerts = report["alerts"]
     for kind, title in (("data_quality", "Data-quality alerts"), ("drift", "Drift alerts"),
                         ("prediction_drift", "Prediction-drift alerts"),
@@ -254,17 +763,66 @@ def monitoring_page(root: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+BUNDLE = Path("models") / "champion" / "bundle"
+
+
+def _needs_champion(title: str) -> str:
+    return (f"# {title}\n\nThis page is computed from the champion's bundle "
+            "(`models/champion/bundle/`), which this checkout does not have yet: run "
+            "`make repro` (or `.venv/bin/dvc repro`) and it is generated.\n")
+
+
+def summary_metrics(root: Path) -> dict:
+    """The few numbers `dvc exp show` and `dvc metrics diff` show by default
+    (``reports/metrics/summary.json``): the gate's decision and the champion's key scores.
+    The detailed metrics stay in ``reports/metrics/*.json`` (``dvc metrics show FILE``)."""
+    select = read_json(root / "reports" / "metrics" / "select.json")
+    decision = read_json(root / "reports" / "select_decision.json")
+    gate = decision.get("gate") or {}
+    best = decision.get("best_candidate")
+    held = _held_out_key(select)
+    return {
+        "champion": select["champion"],
+        "decision": ("promoted" if decision.get("promoted") and best == select["champion"]
+                     else "first champion" if decision.get("promoted") else "kept"),
+        "best_candidate": best,
+        "gate_ci_high": gate.get("ci_high"),
+        "held_out_brier": select.get(held, {}).get("brier"),
+        "held_out_bss": select.get(held, {}).get("bss"),
+        "unseen_bss": select.get("unseen", {}).get("bss"),
+        "best_held_out_bss": select.get(f"candidates_{held}", {}).get(best, {}).get("bss"),
+    }
+
+
 def generate(root: Path, destination: Path) -> None:
     """Write every generated page (and the figures and executed notebooks they show)."""
     destination.mkdir(parents=True)
-    try:
-        (destination / "pipeline.md").write_text(pipeline_page(root), encoding="utf-8")
-        (destination / "metrics.md").write_text(metrics_page(root), encoding="utf-8")
-        (destination / "data-quality.md").write_text(quality_page(root), encoding="utf-8")
-        (destination / "monitoring.md").write_text(monitoring_page(root), encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise DocsError(f"{exc.filename} is missing; run `dvc repro` first") from None
     shutil.copytree(root / "reports" / "figures", destination / "figures")
+    pages = {
+        "pipeline.md": lambda: pipeline_page(root),
+        "problem.md": lambda: problem_page(root),
+        "model-card.md": lambda: model_card_page(root, destination),
+        "champion-history.md": lambda: history_page(root),
+        "monitoring.md": lambda: monitoring_page(root),
+        "accuracy.md": lambda: (accuracy_page(root, destination)
+                                if (root / BUNDLE).is_dir()
+                                else _needs_champion("Accuracy you can check")),
+        "metrics.md": lambda: metrics_page(root, destination),
+        "data-quality.md": lambda: quality_page(root),
+    }
+    for name, page in pages.items():
+        try:
+            text = page()
+        except FileNotFoundError as exc:
+            raise DocsError(f"{name}: {exc.filename} is missing; run `dvc repro` first") \
+                from None
+        (destination / name).write_text(text, encoding="utf-8")
+    if (root / BUNDLE).is_dir():
+        schema = openapi_schema(root)
+        write_json(destination / "openapi.json", schema)
+        (destination / "api.md").write_text(api_page(schema), encoding="utf-8")
+    else:  # the docs stage always has it (a dependency); a bare checkout may not
+        (destination / "api.md").write_text(_needs_champion("HTTP API"), encoding="utf-8")
     notebooks = destination / "notebooks"
     notebooks.mkdir()
     for name in STAGE_NOTEBOOKS.values():
@@ -300,6 +858,7 @@ def build(root: Path) -> Path:
     if previous.exists():
         shutil.rmtree(previous)
     _replace(staging / "site", root / SITE)
+    write_json(root / "reports" / "metrics" / "summary.json", summary_metrics(root))
     shutil.rmtree(staging, ignore_errors=True)
     return root / SITE
 

@@ -130,6 +130,30 @@ def reliability(y_true: np.ndarray, p_clear: np.ndarray, bins: int = 10) -> pd.D
     return table.reset_index(drop=True).round(6)
 
 
+def verification_by_horizon(y_true: np.ndarray, p_clear: np.ndarray, horizons: np.ndarray,
+                            said: float = 0.7) -> pd.DataFrame:
+    """"When we said at least ``said`` clear, how often was it clear?" — per horizon.
+
+    One row per horizon: how many forecasts said P(clear) >= ``said``, the share of them that
+    came true, the mean of those forecasts (what a calibrated model's share would be), and the
+    clear rate over all rows of that horizon (what saying nothing would give).
+    """
+    frame = pd.DataFrame({"horizon_h": np.asarray(horizons, dtype=int),
+                          "y": np.asarray(y_true, dtype=float),
+                          "p": np.asarray(p_clear, dtype=float)})
+    frame["said"] = frame["p"] >= said
+    confident = frame[frame["said"]].groupby("horizon_h")
+    table = pd.DataFrame({
+        "forecasts": frame.groupby("horizon_h").size(),
+        "said_clear": confident.size(),
+        "came_true": confident["y"].mean(),
+        "mean_forecast": confident["p"].mean(),
+        "clear_rate": frame.groupby("horizon_h")["y"].mean(),
+    })
+    table["said_clear"] = table["said_clear"].fillna(0).astype(int)
+    return table.rename_axis("horizon_h")
+
+
 def plot_reliability(curves: dict[str, pd.DataFrame], title: str) -> plt.Figure:
     """Reliability diagram: one line per model; the diagonal is perfect calibration."""
     fig, ax = plt.subplots(figsize=(5, 5))
@@ -156,9 +180,12 @@ def plot_roc(y_true: np.ndarray, probabilities: dict[str, np.ndarray], title: st
     return fig
 
 
-def plot_by_horizon(table: pd.DataFrame, metric: str, title: str) -> plt.Figure:
+def plot_by_horizon(table: pd.DataFrame, metric: str, title: str,
+                    zero_line: bool = False) -> plt.Figure:
     """A metric against forecast horizon, one line per model (``table``: horizon x model)."""
     fig, ax = plt.subplots(figsize=(6, 4))
+    if zero_line:
+        ax.axhline(0, color="grey", linestyle=":", linewidth=1)
     for name in table.columns:
         ax.plot(table.index, table[name], marker="o", label=name)
     ax.set(xlabel="horizon (hours ahead)", ylabel=metric, title=title)
@@ -212,3 +239,34 @@ def unseen_station_shift(reference: pd.DataFrame, unseen: pd.DataFrame,
                         "missing_unseen": _round(float(np.isnan(cur).mean()))})
     return (pd.DataFrame.from_records(records).set_index("feature")
             .sort_values("psi", ascending=False))
+
+
+def plot_bars(values: pd.Series, xlabel: str, title: str,
+              threshold: float | None = None) -> plt.Figure:
+    """Horizontal bars, one per index entry, largest at the top (e.g. drift per feature);
+    ``threshold`` draws a dotted reference line."""
+    values = values.sort_values()
+    fig, ax = plt.subplots(figsize=(6, max(2.0, 0.25 * len(values) + 1)))
+    ax.barh([str(i) for i in values.index], values.to_numpy())
+    if threshold is not None:
+        ax.axvline(threshold, color="red", linestyle=":")
+    ax.axvline(0, color="grey", linewidth=0.8)
+    ax.set(xlabel=xlabel, title=title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_grouped_bars(table: pd.DataFrame, ylabel: str, title: str) -> plt.Figure:
+    """Grouped vertical bars: one group per row of ``table`` (e.g. a station), one bar per
+    column (e.g. a model), with a line at 0."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    width = 0.8 / max(1, len(table.columns))
+    x = np.arange(len(table.index))
+    for i, name in enumerate(table.columns):
+        ax.bar(x + i * width - 0.4 + width / 2, table[name].to_numpy(), width, label=name)
+    ax.axhline(0, color="grey", linewidth=0.8)
+    ax.set_xticks(x, [str(i) for i in table.index])
+    ax.set(ylabel=ylabel, title=title)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig

@@ -54,7 +54,8 @@ def test_repro_builds_every_output(project):
                  "reports/metrics/select.json", "reports/metrics/monitor.json",
                  "models/champion/bundle/model.onnx", "models/champion/champion.json",
                  "reports/notebooks/05_monitor.ipynb", "site/index.html",
-                 "site/generated/metrics/index.html", "docs/generated/pipeline.md"):
+                 "site/generated/model-card.html", "reports/metrics/summary.json",
+                 "site/generated/metrics.html", "docs/generated/pipeline.md"):
         assert (copy / path).exists(), path
     select = json.loads((copy / "reports/metrics/select.json").read_text())
     assert select["champion"] in yaml.safe_load((copy / "params.yaml").read_text())[
@@ -104,6 +105,35 @@ def test_a_fresh_clone_reproduces_the_committed_outputs(project, tmp_path):
     assert status == "", f"a fresh clone's dvc repro changed committed files:\n{status}"
     second = run([str(BIN / "dvc"), "repro"], clone, clone_env)
     assert "Running stage" not in second.stdout
+
+
+def test_refreshed_notebook_outputs_make_no_stage_stale_but_edits_do(project):
+    copy, env = project
+    select, train = copy / "notebooks/03_select.ipynb", copy / "notebooks/02_train.ipynb"
+    originals = {select: select.read_text(), train: train.read_text()}
+    try:
+        # what `make notebooks` does to a notebook: new outputs, same cells
+        nb = json.loads(originals[select])
+        for cell in nb["cells"]:
+            if cell["cell_type"] == "code":
+                cell["outputs"], cell["execution_count"] = [], None
+        select.write_text(json.dumps(nb, indent=1))
+        result = run([str(BIN / "dvc"), "repro"], copy, env)
+        assert "Running stage 'notebook_sources'" in result.stdout
+        ran = [line for line in result.stdout.splitlines() if "Running stage" in line]
+        assert len(ran) == 1, ran
+        # an analyst's edit (even of markdown) changes the view: its stage is stale
+        nb = json.loads(originals[train])
+        markdown = next(c for c in nb["cells"] if c["cell_type"] == "markdown")
+        markdown["source"] = ["An edited sentence."]
+        train.write_text(json.dumps(nb, indent=1))
+        run([str(BIN / "dvc"), "repro", "--single-item", "notebook_sources"], copy, env)
+        status = json.loads(run([str(BIN / "dvc"), "status", "--json"], copy, env).stdout)
+        assert "train" in status and "prepare" not in status and "select" not in status
+    finally:
+        for path, text in originals.items():
+            path.write_text(text)
+        run([str(BIN / "dvc"), "repro", "--single-item", "notebook_sources"], copy, env)
 
 
 def test_a_train_parameter_reruns_train_and_after_never_prepare(project):

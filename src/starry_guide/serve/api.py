@@ -37,7 +37,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 from pydantic_core import to_json
 
 from starry_guide import astro, features, quality
-from starry_guide.serve import admin, place, planner, webapp
+from starry_guide.serve import admin, docs_ui, place, planner, webapp
 from starry_guide.serve.bundle import Bundle, BundleError
 from starry_guide.serve.night import NightResponse, Step, Window, assemble  # noqa: F401
 from starry_guide.serve.store import (
@@ -552,10 +552,12 @@ def create_app(service: Service) -> FastAPI:
         gc.freeze()
         yield
 
-    app = FastAPI(title="Starry Guide", version="1", lifespan=lifespan,
+    app = FastAPI(title="Starry Guide", version="1", lifespan=lifespan, docs_url=None,
+                  redoc_url=None,
                   description="Will the night sky be clear in the next 1-12 hours, and when "
                               "is the best time to look up?")
     app.state.service = service
+    app.include_router(docs_ui.router)  # /docs: Swagger UI from the package's own files
 
     app.add_middleware(LimitsAndMetrics, service=service)
     from starry_guide.serve.feed import router as feed_router  # it imports this module

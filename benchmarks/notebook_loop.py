@@ -1,0 +1,106 @@
+"""The analyst's edit → refresh → test loop on one notebook (issue: "well under a minute plus
+that notebook's own run time").
+
+In a fresh temporary copy of the project (its own `.cache/notebooks/`, MLflow store and
+outputs), measured in one run:
+
+* baseline — the old loop: refresh every notebook from scratch (`refresh_committed(force)`),
+  which is also what the first `make notebooks` in a new clone pays;
+* the notebook's own run time: one Papermill execution of it, from the saved state;
+* the loop: edit a markdown cell of NB, `make notebooks` (refresh_committed: only NB runs,
+  from the saved state the earlier notebooks left), then nbval over NB alone
+  (`make nbval NB=...`: restore that state, run NB under nbval);
+* overhead = loop − 2 × the notebook's own run time (refresh and test each run it once).
+
+    .venv/bin/python benchmarks/notebook_loop.py [02_train] [--in-place]
+
+``--in-place`` uses the project itself and the state a previous `make notebooks` saved
+(skipping the from-scratch baseline), and puts the notebook's bytes back afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from starry_guide import notebook
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def timed(action) -> float:
+    start = time.perf_counter()
+    action()
+    return round(time.perf_counter() - start, 1)
+
+
+def loop(project: Path, stage: str, tmp: Path) -> dict:
+    """Edit a markdown cell of ``stage``'s notebook, refresh, nbval it alone; time each."""
+    path = project / "notebooks" / notebook.STAGE_NOTEBOOKS[stage]
+    nb = json.loads(path.read_text())
+    markdown = next(c for c in nb["cells"] if c["cell_type"] == "markdown")
+    markdown["source"] = [*markdown["source"], "\n\nAn analyst's new sentence."]
+    path.write_text(json.dumps(nb, indent=1))
+    refreshed: list = []
+    refresh = timed(lambda: refreshed.extend(notebook.refresh_committed(project)))
+    assert [p.name for p in refreshed] == [path.name], refreshed  # that notebook alone
+    state = notebook.state_before(project, stage)
+    own = timed(lambda: notebook.execute(state / "notebooks" / path.name, tmp / "own.ipynb",
+                                         cwd=state / "notebooks"))
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{state.parent / 'mlflow.db'}",
+           "MPLBACKEND": notebook.INLINE_BACKEND}
+
+    def nbval() -> None:  # what `make nbval NB=...` does
+        work = notebook.state_before(project, stage)
+        result = subprocess.run(
+            [sys.executable, "-m", "pytest", "--nbval", "--nbval-current-env",
+             "--nbval-sanitize-with", str(ROOT / "tests" / "notebooks" / "sanitize.cfg"),
+             "-p", "no:cacheprovider", "-q", f"notebooks/{path.name}"],
+            cwd=work, env=env, capture_output=True, text=True, check=False)
+        assert result.returncode == 0, result.stdout[-3000:]
+
+    test = timed(nbval)
+    total = round(refresh + test, 1)
+    return {"notebook_own_run_s": own, "refresh_after_markdown_edit_s": refresh,
+            "nbval_this_notebook_s": test, "loop_s": total,
+            "overhead_beyond_two_runs_s": round(total - 2 * own, 1)}
+
+
+def main(name: str = "02_train", in_place: bool = False) -> dict:
+    stage = next(s for s, nb in notebook.STAGE_NOTEBOOKS.items() if nb.startswith(name))
+    out = {"notebook": notebook.STAGE_NOTEBOOKS[stage],
+           "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+           "load_average_1min_at_start": round(os.getloadavg()[0], 1)}
+    with tempfile.TemporaryDirectory(prefix="starry-loop-") as tmp:
+        if in_place:
+            # the project itself, with the state `make notebooks` saved; the notebook's
+            # bytes are put back afterwards
+            path = ROOT / "notebooks" / notebook.STAGE_NOTEBOOKS[stage]
+            original = path.read_bytes()
+            try:
+                out |= loop(ROOT, stage, Path(tmp))
+            finally:
+                path.write_bytes(original)
+        else:
+            copy = Path(tmp) / "project"
+            notebook.copy_project(ROOT, copy, with_code=True)
+            out["baseline_refresh_all_from_scratch_s"] = timed(
+                lambda: notebook.refresh_committed(copy, force=True))
+            out |= loop(copy, stage, Path(tmp))
+    out["load_average_1min_at_end"] = round(os.getloadavg()[0], 1)
+    print(json.dumps(out, indent=2))
+    results = ROOT / "benchmarks" / "results"
+    results.mkdir(exist_ok=True)
+    (results / "notebook_loop.json").write_text(json.dumps(out, indent=2) + "\n")
+    return out
+
+
+if __name__ == "__main__":
+    args = [a for a in sys.argv[1:] if a != "--in-place"]
+    main(*args, in_place="--in-place" in sys.argv)

@@ -1,0 +1,71 @@
+"""Generated pages: numbers formatted for people, a gate line that cannot contradict itself,
+the verification table, the OpenAPI page."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from starry_guide import docs, evaluate
+
+
+def test_counts_are_integers_and_metrics_have_four_significant_digits():
+    assert docs.fmt(20784.0, "rows") == "20\u2009784"
+    assert docs.fmt(178.0, "nights") == "178"
+    assert docs.fmt(0.183016, "brier") == "0.183"
+    assert docs.fmt(0.0249408, "bss") == "0.02494"
+    assert docs.fmt(-0.253027) == "-0.253"
+    assert docs.fmt(float("nan")) == "—" and docs.fmt(None) == "—"
+    assert docs.fmt(True) == "yes"
+    table = docs._table(pd.DataFrame({"rows": [20784.0], "brier": [0.1830161]},
+                                     index=["test"]))
+    assert "20\u2009784" in table and "0.183" in table and "20784.0" not in table
+
+
+SELECT = {"champion": "calibrated_persistence"}
+
+
+def test_the_gate_line_says_who_is_champion_and_never_contradicts_itself():
+    kept = docs._decision_line(SELECT, {"promoted": False, "best_candidate": "stack",
+                                        "reason": "not significant"})
+    assert kept.startswith("**the champion stays: `calibrated_persistence`**")
+    promoted = docs._decision_line({"champion": "stack"}, {
+        "promoted": True, "best_candidate": "stack", "reason": "significant"})
+    assert promoted.startswith("**new champion: `stack`**")
+    # a fresh clone: no champion yet, the best candidate fails, the baseline is crowned
+    first = docs._decision_line(SELECT, {"promoted": True, "best_candidate": "stack",
+                                         "reason": "stack not promoted; the incumbent "
+                                                   "becomes the champion"})
+    assert first.startswith("**first champion: `calibrated_persistence`**")
+    assert "new champion" not in first
+
+
+def test_when_we_said_70_percent_clear_it_was_clear_this_often():
+    horizons = np.array([1] * 4 + [2] * 4)
+    p = np.array([0.9, 0.8, 0.2, 0.75, 0.71, 0.1, 0.1, 0.3])
+    y = np.array([1, 0, 0, 1, 1, 0, 1, 0])
+    table = evaluate.verification_by_horizon(y, p, horizons, said=0.7)
+    assert table.loc[1, "said_clear"] == 3 and table.loc[1, "came_true"] == 2 / 3
+    assert table.loc[2, "said_clear"] == 1 and table.loc[2, "came_true"] == 1.0
+    assert table.loc[1, "clear_rate"] == 0.5 and table.loc[2, "forecasts"] == 4
+    assert abs(table.loc[1, "mean_forecast"] - (0.9 + 0.8 + 0.75) / 3) < 1e-12
+
+
+def test_the_openapi_page_lists_endpoints_parameters_and_schemas():
+    schema = {
+        "info": {"title": "Starry Guide", "version": "1", "description": "Clear skies?"},
+        "paths": {"/v1/night": {"get": {
+            "summary": "Tonight", "parameters": [
+                {"name": "latitude", "in": "query", "required": True,
+                 "schema": {"type": "number", "description": "degrees north"}}],
+            "responses": {"200": {"description": "OK", "content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/Night"}}}}}}}},
+        "components": {"schemas": {"Night": {
+            "properties": {"windows": {"type": "array", "items": {"type": "string"}}},
+            "required": ["windows"]}}},
+    }
+    page = docs.api_page(schema)
+    assert "## `GET /v1/night`" in page
+    assert "| `latitude` | query | yes | number | degrees north |" in page
+    assert "[Night](#night)" in page and "### Night" in page
+    assert "| `windows` | array of string | yes |" in page
