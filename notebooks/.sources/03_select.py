@@ -67,14 +67,17 @@ print(f"champion: {selection.champion_candidate}")
 # %% [markdown]
 # ## The champion on held-out data
 #
-# Validation months chose it; the temporal-test months and the unseen station were not used for any choice.
+# Validation months chose it. The held-out months (`split.held_out_months`) and the unseen
+# station were not used for any choice. TMY files splice months from different years, and the
+# held-out months interleave with the training months, so they are *held-out months*, not a
+# temporal test.
 
 # %%
 held_out = pd.DataFrame(selection.scores["champion"]).T
 held_out[["rows", "clear_rate", "brier", "bss", "ece", "roc_auc", "accuracy", "precision", "recall", "f1"]]
 
 # %% [markdown]
-# ## Skill by horizon on the temporal test
+# ## Skill by horizon on the held-out months
 #
 # The champion and, when it is another model, the best-ranked candidate — how far the challenger is from earning its place.
 
@@ -83,24 +86,56 @@ models = {selection.champion_candidate: mlflow.sklearn.load_model(selection.cham
 best = selection.ranking[0]
 models.setdefault(best, mlflow.sklearn.load_model(runs[best]["model_uri"]))
 baseline = mlflow.sklearn.load_model(runs[training.BASELINE]["model_uri"])
-test_rows = rows[rows["split"] == "test"].reset_index(drop=True)
-X_test, _ = training.split_xy(rows, "test", settings)
-p_baseline = training.predict_clear(baseline, X_test)
+held_out_rows = rows[rows["split"] == "held_out"].reset_index(drop=True)
+X_held_out, _ = training.split_xy(rows, "held_out", settings)
+p_baseline = training.predict_clear(baseline, X_held_out)
 by_horizon = pd.DataFrame({
-    name: evaluate.scores_by_horizon(test_rows, training.predict_clear(m, X_test),
-                                     selection.scores[name]["test"]["threshold"], p_baseline)["bss"]
+    name: evaluate.scores_by_horizon(held_out_rows, training.predict_clear(m, X_held_out),
+                                     selection.scores[name]["held_out"]["threshold"], p_baseline)["bss"]
     for name, m in models.items()})
-fig = evaluate.plot_by_horizon(by_horizon, "BSS vs calibrated persistence", "Temporal test: skill by horizon")
+fig = evaluate.plot_by_horizon(by_horizon, "BSS vs calibrated persistence", "Held-out months: skill by horizon")
 by_horizon.round(4)
 
 # %% [markdown]
-# ## Leave one station out
+# ## Leave one station out — the headline
 #
-# Each model's recipe refit without each station in turn (test months excluded), scored on every row of the station it never saw; BSS against calibrated persistence refit the same way.
+# What a user at a new place gets. For each of the stations in turn, the recipe of the best
+# learned model (and of the champion, when it is learned) is refit on the *other* stations'
+# training and validation months, together with calibrated persistence; both then score every
+# row of the station they never saw. BSS is against that refit calibrated persistence:
+# pooled, per station, per horizon, and per (station, horizon) in the figure.
 
 # %%
-loso = {name: champion.leave_one_station_out(rows, m, settings) for name, m in models.items()}
-pd.DataFrame({name: {station: s["bss"] for station, s in per.items()} for name, per in loso.items()}).round(4)
+from starry_guide import loso
+
+learned = next(c for c in selection.ranking if c not in ("persistence", training.BASELINE))
+models.setdefault(learned, mlflow.sklearn.load_model(runs[learned]["model_uri"]))
+loso_results = {name: loso.leave_one_station_out(rows, m, settings, name)
+                for name, m in models.items() if name not in ("persistence", training.BASELINE)}
+headline = loso_results[selection.champion_candidate if selection.champion_candidate in loso_results
+                        else learned]
+(outputs.figures_dir / "select").mkdir(parents=True, exist_ok=True)
+fig = loso.plot_station_horizon(headline, f"Leave one station out: {headline.candidate} vs calibrated persistence")
+fig.savefig(outputs.figures_dir / "select" / "loso_station_horizon.png", dpi=80)
+pd.DataFrame({name: {**r.summary()["bss_by_station"], "pooled": r.pooled()["bss"],
+                     "pooled, held-out months only": r.pooled(held_out_only=True)["bss"]}
+              for name, r in loso_results.items()}).round(4)
+
+# %%
+pd.DataFrame({name: r.summary()["bss_by_horizon"] for name, r in loso_results.items()}).round(4).T
+
+# %% [markdown]
+# ## Adaptation at a new place
+#
+# A new station gains its own labelled nights as the feed runs. Simulated on the
+# leave-one-station-out forecasts: from four start dates spread over the year, the station's
+# first *n* nights recalibrate its forecasts (a two-parameter logistic map of the logit, shrunk
+# toward no change), and every *n* is scored on the same later nights. Calibrated persistence
+# is adapted the same way; `bss_vs_baseline` compares with the unadapted baseline.
+
+# %%
+adaptation = loso.adaptation(headline)
+adaptation
 
 # %% [markdown]
 # ## The transfer bundle
@@ -124,9 +159,9 @@ card = transfer.write_bundle(
     feature_spec=transfer.feature_spec(settings),
     climate=transfer.climatology(observations, settings.label.night_max_sun_elevation_deg,
                                  settings.label.clear_max_opaque_tenths),
-    X_check=X_test)
+    X_check=X_held_out)
 transfer.publish(bundle_dir, settings.select.model_name, selection.champion_version)
-print(f"ONNX parity on {card['onnx_parity_rows']} test rows: max |p_onnx - p_sklearn| = "
+print(f"ONNX parity on {card['onnx_parity_rows']} held-out rows: max |p_onnx - p_sklearn| = "
       f"{card['onnx_parity_max_abs']:.1e} (tolerance {transfer.PARITY_TOLERANCE:g})")
 
 # %% [markdown]
@@ -145,11 +180,13 @@ reports.write_json(outputs.metrics_dir / "select.json", {
     "champion": selection.champion_candidate,
     "selection_metric": metric,
     **selection.scores["champion"],
-    "candidates_test": {name: {k: selection.scores[name]["test"][k] for k in ("brier", "bss", "roc_auc")}
+    "candidates_held_out": {name: {k: selection.scores[name]["held_out"][k] for k in ("brier", "bss", "roc_auc")}
                         for name in selection.ranking},
-    "test_bss_by_horizon": by_horizon.to_dict(),
+    "held_out_bss_by_horizon": by_horizon.to_dict(),
     "onnx_parity_max_abs": card["onnx_parity_max_abs"],
-    "leave_one_station_out": loso,
+    "leave_one_station_out": {name: r.summary() for name, r in loso_results.items()},
+    "loso_headline": headline.candidate,
+    "adaptation": {str(n): row for n, row in adaptation.to_dict(orient="index").items()},
 })
 reports.write_json(outputs.reports_dir / "select_decision.json", {
     "promoted": selection.decision.promote,

@@ -332,8 +332,9 @@ def problem_page(root: Path) -> str:
         "- **Better than the honest baseline**: calibrated persistence (P(clear at *t + h* | "
         "opaque cover at *t*, *h*), counted on the training months). Measured by the Brier "
         "skill score (BSS > 0 beats it), pooled and at every horizon, on months and a station "
-        "that no choice ever saw. Goal: BSS ≥ +0.05 pooled on the temporal test, > 0 at every "
-        "horizon, ≥ 0 on every held-out station.",
+        "that no choice ever saw — above all on stations left out of training (leave one "
+        "station out). The goals and where the models stand: [forecast skill and the "
+        "gate](../forecast-skill.md).",
         "- **Calibrated**: when it says 70 %, it is clear about 70 % of the time "
         "([accuracy you can check](accuracy.md)).",
         "- **Replaced only through the gate**: a challenger becomes champion only with a "
@@ -342,8 +343,8 @@ def problem_page(root: Path) -> str:
         "## The data, and its limits",
         "",
         f"{fmt(data['stations'])} stations, {fmt(data['observed_hours'])} observed hours; "
-        f"validation months {list(split.validation_months)}, temporal-test months "
-        f"{list(split.test_months)}, held-out station(s) {unseen}.",
+        f"validation months {list(split.validation_months)}, held-out months "
+        f"{list(split.held_out_months)}, unseen station(s) {unseen}.",
         "",
         _table(stations),
         "",
@@ -442,8 +443,8 @@ def model_card_page(root: Path, destination: Path) -> str:
         "## Training and evaluation data",
         "",
         f"Stations {', '.join(f'`{s}`' for s in settings.data.stations)}; training on every "
-        f"month except validation {list(settings.split.validation_months)} and test "
-        f"{list(settings.split.test_months)}; held-out station(s) "
+        f"month except validation {list(settings.split.validation_months)} and held-out "
+        f"{list(settings.split.held_out_months)}; unseen station(s) "
         f"{', '.join(f'`{s}`' for s in settings.split.unseen_stations) or 'none'}. "
         "See [the problem](problem.md) and [data quality](data-quality.md).",
         "",
@@ -548,7 +549,7 @@ def history_page(root: Path) -> str:
 
 
 def accuracy_page(root: Path, destination: Path) -> str:
-    """Verification anyone can check: the champion's reliability on the temporal test and
+    """Verification anyone can check: the champion's reliability on the held-out months and
     "when we said ≥ 70 % clear, it was clear X % of the time", by horizon."""
     from starry_guide import evaluate
     from starry_guide.serve.bundle import load_bundle
