@@ -92,6 +92,6 @@ long = (pd.concat({name: r.by_horizon[["brier", "bss"]] for name, r in results.i
 reports.write_csv(outputs.plots_dir / "validation_by_horizon.csv", long)
 reliability = pd.concat(curves, names=["candidate"]).reset_index(level=0)
 reports.write_csv(outputs.plots_dir / "reliability.csv", reliability)
-reports.write_json(outputs.reports_dir / "train_runs.json",
-                   {name: {"run_id": r.run_id, "model_uri": r.model_uri} for name, r in results.items()})
+# candidates by content id: the select stage finds their runs in MLflow by this tag
+reports.write_json(outputs.reports_dir / "train_runs.json", training.candidate_index(results))
 print(f"logged {len(results)} candidate runs to MLflow")

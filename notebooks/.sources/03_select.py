@@ -5,19 +5,28 @@
 # %% [markdown]
 # # 3 · Select: the champion gate
 #
-# The candidates are ranked on the validation months (`select.metric`). The best one must then
-# pass the **gate** against the incumbent — the registry's `@champion`, or calibrated persistence
-# when there is none yet:
+# The candidates are ranked on the validation months (`select.metric`). Each one ranked above
+# the **incumbent** must then pass the **gate** against it:
 #
 # 1. its pooled Brier improvement must be **significant**: a paired bootstrap over whole nights
 #    (`select.bootstrap_samples`), whose `select.confidence` interval of the Brier difference
-#    excludes 0 — hours of one night are correlated, so rows are not resampled one by one;
+#    excludes 0 — hours of one night are correlated, so rows are not resampled one by one.
+#    Trying several challengers on the same nights raises the odds that one passes by luck, so
+#    with *k* challengers each is judged at the Bonferroni level 1 − (1 − confidence)/*k*;
 # 2. at no horizon may it fall below calibrated persistence by more than
 #    `select.horizon_tolerance_bss` (Brier skill score).
 #
-# Otherwise the champion stays (the baseline itself may be the champion) and the candidate
-# becomes the `challenger`. The decision, its confidence interval and reasons go to
-# `reports/select_decision.json`, to tags on the model version, and to the docs.
+# The incumbent is the champion in `models/champion/` — committed with the pipeline's outputs,
+# so the decision depends only on tracked files (the registry's `@champion` must agree; a
+# registry that cannot be read stops the stage). Before there is any champion, calibrated
+# persistence is the incumbent (the baseline itself may be the champion). Models rolled back
+# from (`starry champion rollback`) are not tried again.
+#
+# The decision, the incumbent it was judged against and the reasons go to
+# `reports/select_decision.json` and to the docs; the registry gets the versions, aliases, tags
+# and one decision run in MLflow (`starry champion history`) — written **last**, after the
+# champion's bundle was exported and its ONNX parity checked, so a failure anywhere leaves
+# `@champion` and `models/champion/` as they were.
 
 # %% tags=['parameters']
 # Parameters. Every knob lives in params.yaml and is read by load_settings() below, whether
@@ -38,14 +47,14 @@ outputs = Paths(settings.project_root / output_dir) if output_dir else inputs
 pd.set_option("display.precision", 4)
 pd.set_option("display.width", 120)
 
-import mlflow.sklearn
-
-from starry_guide import champion, evaluate, reports, tracking, training
+from starry_guide import champion, evaluate, registry, reports, tracking, training
 
 rows = pd.read_parquet(inputs.processed_dir / "rows.parquet")
-runs = reports.read_json(inputs.reports_dir / "train_runs.json")
+candidates = reports.read_json(inputs.reports_dir / "train_runs.json")  # candidate -> model_id
 tracking.configure(settings, tracking.SELECT_EXPERIMENT)
-selection = champion.select(rows, {name: run["model_uri"] for name, run in runs.items()}, settings)
+model_uris = training.find_runs(candidates)
+in_registry = registry.current_champion(settings)  # a read error stops the stage here
+selection = champion.select(rows, model_uris, settings, registry_champion=in_registry)
 
 # %% [markdown]
 # ## Ranking on validation
@@ -59,10 +68,14 @@ ranking[[metric, "bss", "ece", "roc_auc", "accuracy", "precision", "recall", "f1
 # ## The gate's decision
 
 # %%
-print(f"best candidate: {selection.decision.candidate}; incumbent: {selection.decision.incumbent}")
-print(f"promoted: {selection.decision.promote}")
-print(selection.decision.reason)
-print(f"champion: {selection.champion_candidate}")
+decision = selection.decision
+print(f"incumbent: {decision.incumbent} (model {decision.incumbent_model_id}, "
+      f"from {selection.incumbent.source})")
+print(f"best candidate: {decision.candidate}; promoted: {decision.promote}")
+print(decision.reason)
+print(f"champion: {selection.champion_candidate} (model {selection.champion_model_id})")
+pd.DataFrame(decision.tried, columns=["candidate", "passed", "brier_difference", "ci_low",
+                                      "ci_high", "confidence", "losing_horizons"])
 
 # %% [markdown]
 # ## The champion on held-out data
@@ -82,17 +95,19 @@ held_out[["rows", "clear_rate", "brier", "bss", "ece", "roc_auc", "accuracy", "p
 # The champion and, when it is another model, the best-ranked candidate — how far the challenger is from earning its place.
 
 # %%
-models = {selection.champion_candidate: mlflow.sklearn.load_model(selection.champion_model_uri)}
+models = {selection.champion_candidate: selection.champion_estimator}
 best = selection.ranking[0]
-models.setdefault(best, mlflow.sklearn.load_model(runs[best]["model_uri"]))
-baseline = mlflow.sklearn.load_model(runs[training.BASELINE]["model_uri"])
+models.setdefault(best, selection.estimators[best])
 held_out_rows = rows[rows["split"] == "held_out"].reset_index(drop=True)
 X_held_out, _ = training.split_xy(rows, "held_out", settings)
-p_baseline = training.predict_clear(baseline, X_held_out)
+p_baseline = training.predict_clear(selection.estimators[training.BASELINE], X_held_out)
+p_held_out = {selection.champion_candidate: selection.predict_champion(X_held_out)}
+p_held_out.setdefault(best, training.predict_clear(selection.estimators[best], X_held_out))
+thresholds = {selection.champion_candidate: selection.scores["champion"]["held_out"]["threshold"]}
+thresholds.setdefault(best, selection.scores[best]["held_out"]["threshold"])
 by_horizon = pd.DataFrame({
-    name: evaluate.scores_by_horizon(held_out_rows, training.predict_clear(m, X_held_out),
-                                     selection.scores[name]["held_out"]["threshold"], p_baseline)["bss"]
-    for name, m in models.items()})
+    name: evaluate.scores_by_horizon(held_out_rows, p, thresholds[name], p_baseline)["bss"]
+    for name, p in p_held_out.items()})
 fig = evaluate.plot_by_horizon(by_horizon, "BSS vs calibrated persistence", "Held-out months: skill by horizon")
 by_horizon.round(4)
 
@@ -108,15 +123,17 @@ by_horizon.round(4)
 # %%
 from starry_guide import loso
 
-learned = next(c for c in selection.ranking if c not in ("persistence", training.BASELINE))
-models.setdefault(learned, mlflow.sklearn.load_model(runs[learned]["model_uri"]))
+learned = next((c for c in selection.ranking if c not in ("persistence", training.BASELINE)), None)
+if learned is not None:
+    models.setdefault(learned, selection.estimators[learned])
 loso_results = {name: loso.leave_one_station_out(rows, m, settings, name)
-                for name, m in models.items() if name not in ("persistence", training.BASELINE)}
-headline = loso_results[selection.champion_candidate if selection.champion_candidate in loso_results
-                        else learned]
+                for name, m in models.items()
+                if m is not None and name not in ("persistence", training.BASELINE)}
+headline = loso_results.get(selection.champion_candidate) or loso_results.get(learned)
 (outputs.figures_dir / "select").mkdir(parents=True, exist_ok=True)
-fig = loso.plot_station_horizon(headline, f"Leave one station out: {headline.candidate} vs calibrated persistence")
-fig.savefig(outputs.figures_dir / "select" / "loso_station_horizon.png", dpi=80)
+if headline is not None:
+    fig = loso.plot_station_horizon(headline, f"Leave one station out: {headline.candidate} vs calibrated persistence")
+    fig.savefig(outputs.figures_dir / "select" / "loso_station_horizon.png", dpi=80)
 pd.DataFrame({name: {**r.summary()["bss_by_station"], "pooled": r.pooled()["bss"],
                      "pooled, held-out months only": r.pooled(held_out_only=True)["bss"]}
               for name, r in loso_results.items()}).round(4)
@@ -134,48 +151,33 @@ pd.DataFrame({name: r.summary()["bss_by_horizon"] for name, r in loso_results.it
 # is adapted the same way; `bss_vs_baseline` compares with the unadapted baseline.
 
 # %%
-adaptation = loso.adaptation(headline)
+adaptation = loso.adaptation(headline) if headline is not None else pd.DataFrame()
 adaptation
 
 # %% [markdown]
 # ## The transfer bundle
 #
 # The champion as ONNX (`models/champion/bundle/`): the model, its feature specification, the
-# station climatology for nights without observations, and a model card with lineage and
-# checksums. The API and batch scoring predict from it with onnxruntime; the parity check
-# compares ONNX with scikit-learn on every test row.
+# station climatology for nights without observations, and a model card (content id, scores,
+# checksums). The API and batch scoring predict from it with onnxruntime; the parity check
+# compares ONNX with scikit-learn on every held-out row and stops the stage when they disagree
+# by more than `select.onnx_parity_tolerance` — before anything reaches the registry.
 
 # %%
-from starry_guide.features import feature_columns
-from starry_guide.serve import bundle as transfer
-
 observations = pd.read_parquet(inputs.processed_dir / "observations.parquet")
-bundle_dir = outputs.champion_dir / "bundle"
-card = transfer.write_bundle(
-    models[selection.champion_candidate], feature_columns(settings.features), bundle_dir,
-    card={"model_name": settings.select.model_name, "version": selection.champion_version,
-          "candidate": selection.champion_candidate, "scores": selection.scores["champion"],
-          "lineage": {**tracking.lineage_tags(settings), "params": settings.as_dict()["train"]}},
-    feature_spec=transfer.feature_spec(settings),
-    climate=transfer.climatology(observations, settings.label.night_max_sun_elevation_deg,
-                                 settings.label.clear_max_opaque_tenths),
-    X_check=X_held_out)
-transfer.publish(bundle_dir, settings.select.model_name, selection.champion_version)
+card = champion.export_bundle(selection, settings, rows, observations, outputs.champion_dir / "bundle")
 print(f"ONNX parity on {card['onnx_parity_rows']} held-out rows: max |p_onnx - p_sklearn| = "
-      f"{card['onnx_parity_max_abs']:.1e} (tolerance {transfer.PARITY_TOLERANCE:g})")
+      f"{card['onnx_parity_max_abs']:.1e} (tolerance {settings.select.onnx_parity_tolerance:g})")
 
 # %% [markdown]
 # ## Outputs
+#
+# Everything here is a function of tracked inputs — models are named by content id
+# (`model_id`), never by an MLflow run id or registry version, which differ between machines.
 
 # %%
-champion.export_model(selection.champion_model_uri, outputs.champion_dir / "mlflow_model")
-reports.write_json(outputs.champion_dir / "champion.json", {
-    "model_name": settings.select.model_name,
-    "version": selection.champion_version,
-    "candidate": selection.champion_candidate,
-    "model_uri": selection.champion_model_uri,
-    "scores": selection.scores["champion"],
-})
+reports.write_json(outputs.champion_dir / "champion.json", champion.champion_card(selection, settings))
+loso_summaries = {name: r.summary() for name, r in loso_results.items()}
 reports.write_json(outputs.metrics_dir / "select.json", {
     "champion": selection.champion_candidate,
     "selection_metric": metric,
@@ -184,18 +186,25 @@ reports.write_json(outputs.metrics_dir / "select.json", {
                         for name in selection.ranking},
     "held_out_bss_by_horizon": by_horizon.to_dict(),
     "onnx_parity_max_abs": card["onnx_parity_max_abs"],
-    "leave_one_station_out": {name: r.summary() for name, r in loso_results.items()},
-    "loso_headline": headline.candidate,
+    "leave_one_station_out": loso_summaries,
+    "loso_headline": None if headline is None else headline.candidate,
     "adaptation": {str(n): row for n, row in adaptation.to_dict(orient="index").items()},
 })
-reports.write_json(outputs.reports_dir / "select_decision.json", {
-    "promoted": selection.decision.promote,
-    "reason": selection.decision.reason,
-    "best_candidate": selection.decision.candidate,
-    "incumbent": selection.decision.incumbent,
-    "gate": selection.decision.details,
-    "ranking": selection.ranking,
-    "champion_version": selection.champion_version,
-    "challenger_version": selection.challenger_version,
-})
-print("champion exported to models/champion/")
+decision_record = champion.decision_record(selection)
+reports.write_json(outputs.reports_dir / "select_decision.json", decision_record)
+print("champion written to models/champion/")
+
+# %% [markdown]
+# ## The registry, last
+#
+# Only now — outputs written, bundle exported and parity-checked — does the registry change:
+# versions registered, the decision logged as a run of the select experiment (with the bundle),
+# the champion's held-out and leave-one-station-out scores put on its training run, its version
+# described, and finally the `@challenger` and `@champion` aliases moved. If any of it fails the
+# stage fails, and `@champion` and `models/champion/` stay as they were.
+
+# %%
+versions = registry.record_selection(selection, settings, outputs.champion_dir / "bundle",
+                                     decision_record, loso_summaries)
+print(f"registry: @champion = {selection.champion_candidate} (model {selection.champion_model_id}); "
+      "`starry champion history` lists every decision")

@@ -487,31 +487,28 @@ def model_card_page(root: Path, destination: Path) -> str:
 
 
 def _history(root: Path) -> tuple[list[dict], str]:
-    """Every gate decision and rollback: the registry's history (``starry champion
-    history``) when this version has one, else the last decision from the select stage;
-    and where it came from."""
-    try:
-        from starry_guide import registry, tracking
-    except ImportError:
-        registry = None
-    if registry is not None and hasattr(registry, "history"):
-        settings = _settings(root)
-        with contextlib.suppress(Exception):
-            tracking.configure(settings, tracking.SELECT_EXPERIMENT)
-            entries = registry.history(settings)
-            if entries:
-                return entries, ("the MLflow registry's select experiment (`starry champion "
-                                 "history` prints the same)")
+    """The gate's decisions that tracked files record, and where they came from.
+
+    The registry's full, dated history (every decision and rollback: ``starry champion
+    history``) lives in this machine's MLflow store; a committed page built from it would
+    differ on every machine and break "a fresh clone's `dvc repro` reproduces the committed
+    outputs". So the page shows what git tracks — the last decision
+    (``reports/select_decision.json``) — and points to the command for the rest."""
     decision = read_json(root / "reports" / "select_decision.json")
     select = read_json(root / "reports" / "metrics" / "select.json")
     gate = decision.get("gate") or {}
-    return [{"date": "last dvc repro", "event": "decision", "candidate": select["champion"],
-             "promoted": decision.get("promoted"), "incumbent": decision.get("incumbent"),
+    champion = (decision.get("champion") or {}).get("candidate") or select["champion"]
+    incumbent = decision.get("incumbent")
+    if isinstance(decision.get("incumbent_model"), dict):
+        incumbent = decision["incumbent_model"].get("candidate", incumbent)
+    return [{"date": "last dvc repro", "event": "decision", "candidate": champion,
+             "promoted": decision.get("promoted"), "incumbent": incumbent,
              "best_candidate": decision.get("best_candidate"),
              "ci_low": gate.get("ci_low"), "ci_high": gate.get("ci_high"),
-             "reason": decision.get("reason", "")}], ("`reports/select_decision.json`: the "
-                                                    "last decision only (this registry "
-                                                    "keeps no history)")
+             "reason": decision.get("reason", "")}], (
+        "`reports/select_decision.json` (the last decision; the full dated history of "
+        "decisions and rollbacks is machine-specific — it lives in the MLflow registry: "
+        "`.venv/bin/starry champion history`)")
 
 
 def history_page(root: Path) -> str:
