@@ -87,7 +87,11 @@ def read_tables(store: serving.Store, clear_max_opaque_tenths: float) -> dict[st
     """The store's content as Arrow tables (see the module docstring), in one read
     transaction so they are consistent with each other."""
     s = serving
-    with store.engine.connect() as db, db.begin():
+    # one snapshot of the data for all tables: SQLite's read transaction is one already;
+    # PostgreSQL's default (READ COMMITTED) sees each statement's own moment
+    options = ({"isolation_level": "REPEATABLE READ"} if store.dialect == "postgresql"
+               else {})
+    with store.engine.connect().execution_options(**options) as db, db.begin():
         stations = _rows(db, sa.select(s.stations).order_by(s.stations.c.station_id))
         observations = _rows(db, sa.select(s.observations).order_by(
             s.observations.c.station_id, s.observations.c.time))
