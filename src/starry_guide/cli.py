@@ -114,14 +114,35 @@ def serve(
     feed_token_file: str = typer.Option(
         None, help="file holding the observation feed's bearer token (mode 600); default: "
                    "env STARRY_FEED_TOKEN_FILE or STARRY_FEED_TOKEN; none: the feed is off"),
+    cors_origin: list[str] = typer.Option(
+        None, help="a browser origin allowed to call the API (repeat for more; also "
+                   "STARRY_CORS_ORIGINS and params.yaml serve.cors_origins); default: CORS off"),
+    rate_per_s: float = typer.Option(None, help="write requests per second per client "
+                                                "address and worker; 0 = no limit"),
+    rate_burst: int = typer.Option(None, help="write requests a client may burst"),
+    max_in_flight: int = typer.Option(None, help="requests in progress per worker before "
+                                                 "503 + Retry-After"),
+    max_body_bytes: int = typer.Option(None, help="request body limit (413 above it)"),
+    header_timeout_s: float = typer.Option(None, help="seconds for a request's headers "
+                                                      "(408 after)"),
+    body_timeout_s: float = typer.Option(None, help="seconds for a request's body once its "
+                                                    "headers are in (408 after)"),
+    shutdown_timeout_s: float = typer.Option(None, help="seconds requests in flight get to "
+                                                        "finish on SIGTERM"),
 ) -> None:
     """Serve the champion over HTTP (FastAPI + uvicorn) with the web app at /; API docs at
-    /docs."""
+    /docs.
+
+    Limits (body size, header and body deadlines, requests in progress, the write rate per
+    client, CORS) come from params.yaml's ``serve`` section; these options override it.
+    """
+    import dataclasses
     from pathlib import Path
 
     import uvicorn
 
-    from starry_guide.serve import feed
+    from starry_guide.config import ServeSettings, load_settings
+    from starry_guide.serve import feed, process
     from starry_guide.serve.api import Service, create_app
     from starry_guide.serve.bundle import BundleError, load_bundle, resolve_alias
     from starry_guide.serve.store import URL_ENV, Store, StoreError
@@ -131,11 +152,23 @@ def serve(
     except ConfigError:
         root = Path.cwd()
     try:
+        # outside a project: the defaults
+        limits = (load_settings(root).serve if (root / "params.yaml").is_file()
+                  else ServeSettings())
+        overrides = {name: value for name, value in (
+            ("rate_per_s", rate_per_s), ("rate_burst", rate_burst),
+            ("max_in_flight", max_in_flight), ("max_body_bytes", max_body_bytes),
+            ("header_timeout_s", header_timeout_s), ("body_timeout_s", body_timeout_s),
+            ("shutdown_timeout_s", shutdown_timeout_s))
+            if value is not None}
+        origins = (*limits.cors_origins, *process.cors_origins_from_environment(),
+                   *(cors_origin or ()))
+        limits = dataclasses.replace(limits, **overrides,
+                                     cors_origins=tuple(dict.fromkeys(origins)))
         if bundle:
             path = Path(bundle)
         else:
             from starry_guide import tracking
-            from starry_guide.config import load_settings
 
             settings = load_settings(root)
             tracking.configure(settings, tracking.SELECT_EXPERIMENT)
@@ -153,7 +186,8 @@ def serve(
         _fail(f"cannot start: {exc}")
     typer.echo(f"serving {loaded.card.get('candidate')} version {loaded.version} from {path}; "
                f"store {opened.display_url}; observation feed "
-               f"{'on' if has_feed else 'off (no feed token configured)'}")
+               f"{'on' if has_feed else 'off (no feed token configured)'}; CORS "
+               f"{'for ' + ', '.join(limits.cors_origins) if limits.cors_origins else 'off'}")
     from starry_guide.serve import admin  # reload on SIGHUP or POST /v1/admin/reload
 
     os.environ[admin.SOURCE_ENV] = (f"path:{Path(bundle).resolve()}" if bundle else
@@ -162,11 +196,18 @@ def serve(
         import mlflow
 
         os.environ["MLFLOW_TRACKING_URI"] = mlflow.get_tracking_uri()
+    process.settings_to_environment(limits)  # read by the HTTP protocol and the workers
+    server_options = dict(
+        host=host, port=port, log_level="warning",
+        access_log=False,  # the store and /metrics record requests
+        http="starry_guide.serve.protocol:GuardedHttpToolsProtocol",
+        timeout_keep_alive=max(1, round(limits.keep_alive_s)),
+        limit_concurrency=limits.max_connections,
+        timeout_graceful_shutdown=max(1, round(limits.shutdown_timeout_s)))
     if workers == 1:
-        served = create_app(service)
+        served = create_app(service, limits)
         admin.install_sighup(served)
-        uvicorn.run(served, host=host, port=port, log_level="warning",
-                    access_log=False)  # the store and /metrics record requests
+        uvicorn.run(served, **server_options)
         return
     # each worker process opens the verified bundle itself (a session cannot be forked)
     os.environ["STARRY_BUNDLE"] = str(Path(path).resolve())
@@ -175,10 +216,10 @@ def serve(
     os.environ["STARRY_MAX_STATION_KM"] = str(max_station_km)
     os.environ["STARRY_STORE_LOCATION_DECIMALS"] = str(store_settings.location_decimals)
     os.environ["STARRY_STORE_RETENTION_DAYS"] = str(store_settings.retention_days)
+    os.environ[process.SUPERVISOR_VARIABLE] = str(os.getpid())
     # SIGHUP replaces the workers one by one; a new one may take a while to load its model
     uvicorn.run("starry_guide.serve.admin:app_from_source", factory=True, workers=workers,
-                host=host, port=port, log_level="warning", access_log=False,
-                timeout_worker_healthcheck=60)
+                timeout_worker_healthcheck=60, **server_options)
 
 
 def _store_settings(root):

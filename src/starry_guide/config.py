@@ -118,6 +118,41 @@ class StoreSettings:
 
 
 @dataclass(frozen=True)
+class ServeSettings:
+    """Limits of ``starry serve`` (params.yaml ``serve``; its options override them).
+
+    Each limit holds per worker process; see the Serving page of the docs."""
+
+    max_body_bytes: int = 256 * 1024  # larger bodies: 413, counted while reading
+    body_timeout_s: float = 10.0  # a body not complete this long after its headers: 408
+    header_timeout_s: float = 10.0  # headers not complete this long after connecting: 408
+    keep_alive_s: float = 5.0  # an idle keep-alive connection is closed after this
+    max_in_flight: int = 128  # more requests in progress: 503 + Retry-After
+    max_connections: int = 1024  # more open connections: uvicorn answers 503
+    retry_after_s: int = 1
+    rate_per_s: float = 10.0  # write requests per client address; 0 = no limit
+    rate_burst: int = 100
+    cors_origins: tuple[str, ...] = ()  # empty: CORS off
+    shutdown_timeout_s: float = 10.0  # SIGTERM: in-flight requests get this long to finish
+
+    def __post_init__(self) -> None:
+        for name in ("max_body_bytes", "max_in_flight", "max_connections", "rate_burst"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"serve.{name} = {getattr(self, name)!r} must be >= 1")
+        for name in ("body_timeout_s", "header_timeout_s", "keep_alive_s",
+                     "shutdown_timeout_s"):
+            if not float(getattr(self, name)) > 0:
+                raise ConfigError(f"serve.{name} = {getattr(self, name)!r} must be > 0")
+        if not float(self.rate_per_s) >= 0:
+            raise ConfigError(f"serve.rate_per_s = {self.rate_per_s!r} must be >= 0 "
+                              "(0 turns the rate limit off)")
+        for origin in self.cors_origins:
+            if origin != "*" and not origin.startswith(("http://", "https://")):
+                raise ConfigError(f"serve.cors_origins: {origin!r} is not an origin; write "
+                                  "it as scheme://host[:port], e.g. https://app.example.org")
+
+
+@dataclass(frozen=True)
 class Paths:
     """Where each stage reads and writes, relative to the project root."""
 
@@ -187,6 +222,7 @@ class Settings:
     monitor: MonitorSettings
     project_root: Path
     store: StoreSettings = StoreSettings()
+    serve: ServeSettings = ServeSettings()
 
     @property
     def paths(self) -> Paths:
@@ -329,9 +365,41 @@ def load_settings(project_dir: Path | str | None = None) -> Settings:
                                 "store"),
         ),
         project_root=root,
+        serve=_serve_settings(raw, source),
     )
     _check(settings, source)
     return settings
+
+
+def _serve_settings(raw: dict[str, Any], source: Path) -> ServeSettings:
+    """The optional ``serve`` section; absent keys keep :class:`ServeSettings`' defaults."""
+    section = raw.get("serve") or {}
+    if not isinstance(section, dict):
+        raise ConfigError(f"{source}: 'serve' should be a mapping")
+    fields = {f.name: f for f in dataclasses.fields(ServeSettings)}
+    values: dict[str, Any] = {}
+    for key, value in section.items():
+        if key not in fields:
+            raise ConfigError(f"{source}: 'serve.{key}' is not a setting; known: "
+                              f"{', '.join(fields)}")
+        default = fields[key].default
+        kind = type(default)
+        try:
+            if kind is tuple:
+                values[key] = tuple(str(v) for v in (value or ()))
+            elif kind is int and not isinstance(value, bool) and float(value) == int(value):
+                values[key] = int(value)
+            elif kind is float and not isinstance(value, bool):
+                values[key] = float(value)
+            else:
+                raise TypeError
+        except (TypeError, ValueError):
+            raise ConfigError(f"{source}: 'serve.{key}' = {value!r} should be a "
+                              f"{kind.__name__}") from None
+    try:
+        return ServeSettings(**values)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
 
 
 def _check(s: Settings, source: Path) -> None:

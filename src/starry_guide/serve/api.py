@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import (
@@ -37,8 +38,10 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 from pydantic_core import to_json
 
 from starry_guide import astro, features, quality
-from starry_guide.serve import admin, docs_ui, place, planner, webapp
+from starry_guide.config import ServeSettings
+from starry_guide.serve import admin, docs_ui, errors, place, planner, webapp
 from starry_guide.serve.bundle import Bundle, BundleError
+from starry_guide.serve.guard import RequestGuard
 from starry_guide.serve.night import NightResponse, Step, Window, assemble  # noqa: F401
 from starry_guide.serve.store import (
     FeedbackExists,
@@ -49,8 +52,9 @@ from starry_guide.serve.store import (
 )
 from starry_guide.stations import WEATHER_COLUMNS
 
-#: request limits: what one client may ask of one call
-MAX_BODY_BYTES = 256 * 1024
+#: request limits: what one client may ask of one call (the body limit is configurable:
+#: params.yaml ``serve.max_body_bytes``; this is its default)
+MAX_BODY_BYTES = ServeSettings().max_body_bytes
 MAX_OBSERVATIONS = 240
 MIN_DATE, MAX_DATE = astro.FIRST_DATE, astro.LAST_DATE
 DARK_SKY_MAG = ("the site's moonless zenith sky brightness, V mag/arcsec²: 21.6 pristine, "
@@ -65,7 +69,8 @@ def bounds(name: str) -> dict[str, float]:
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # NaN and infinities are refused field by field ("Input should be a finite number")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Station(Strict):
@@ -433,6 +438,12 @@ class Service:
                 if not answered.done():
                     answered.set_result(nowcast)
 
+    def close(self) -> None:
+        """Close the store (called when the server shuts down, after the requests in
+        flight were answered): the writer thread finishes its commit first."""
+        self._writer.shutdown(wait=True)
+        self.store.close()
+
     async def night(self, request: NightRequest, nowcast: dict | None = None
                     ) -> NightResponse:
         """The night's timeline; P(clear) from ``nowcast`` (a :class:`NowcastResponse` dict,
@@ -473,16 +484,18 @@ def json_body(model: type[BaseModel]) -> Callable[[Request], Awaitable[BaseModel
     FastAPI body parameter first builds Python objects with ``json.loads`` — measured on a
     nowcast body, an endpoint that only validates kept 73 % of a bare endpoint's throughput
     this way and 43 % FastAPI's way. Errors are FastAPI's usual 422 with ``loc`` starting
-    at ``body``.
+    at ``body``; :mod:`starry_guide.serve.errors` makes them safe to send.
     """
 
     async def validated(request: Request) -> BaseModel:
+        raw = await request.body()
         try:
-            return model.model_validate_json(await request.body())
+            # strict: a boolean or a numeric string is not a number (JSON has those types)
+            return model.model_validate_json(raw, strict=True)
         except ValidationError as exc:
             raise RequestValidationError(
                 [{**error, "loc": ("body", *error["loc"])}
-                 for error in exc.errors(include_url=False)]) from None
+                 for error in exc.errors(include_url=False)], body=raw) from None
 
     return validated
 
@@ -495,9 +508,9 @@ def body_schema(model: type[BaseModel]) -> dict:
     }}}}
 
 
-class LimitsAndMetrics:
-    """ASGI middleware: refuses bodies declared over :data:`MAX_BODY_BYTES` (413), counts
-    responses by endpoint and status, and times the ``/v1/`` endpoints.
+class Metrics:
+    """ASGI middleware: counts responses by endpoint and status and times the ``/v1/``
+    endpoints — every response, the guard's refusals included.
 
     Plain ASGI rather than Starlette's ``BaseHTTPMiddleware``, which wraps every request in
     extra tasks and streams (measured: a pass-through one left a bare endpoint 40 % of its
@@ -517,13 +530,6 @@ class LimitsAndMetrics:
             return
         # unknown paths share one label: a scanner must not blow up the metrics' cardinality
         endpoint = scope["path"] if scope["path"] in self.ENDPOINTS else "other"
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
-            self.service.requests.labels(endpoint, "413").inc()
-            response = JSONResponse({"detail": f"request body over {MAX_BODY_BYTES} bytes"},
-                                    status_code=413)
-            await response(scope, receive, send)
-            return
         start = time.perf_counter()
         status = 500
 
@@ -541,8 +547,11 @@ class LimitsAndMetrics:
             self.service.requests.labels(endpoint, str(status)).inc()
 
 
-def create_app(service: Service) -> FastAPI:
-    """The FastAPI application around a loaded :class:`Service`."""
+def create_app(service: Service, limits: ServeSettings | None = None) -> FastAPI:
+    """The FastAPI application around a loaded :class:`Service`, guarded by ``limits``
+    (default: :class:`~starry_guide.config.ServeSettings`' defaults, CORS off)."""
+    limits = limits or ServeSettings()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         # everything loaded so far (pandas, skyfield, onnxruntime, the bundle) lives as long
@@ -551,6 +560,8 @@ def create_app(service: Service) -> FastAPI:
         gc.collect()
         gc.freeze()
         yield
+        # uvicorn has drained the requests in flight (SIGTERM): close the store cleanly
+        service.close()
 
     app = FastAPI(title="Starry Guide", version="1", lifespan=lifespan, docs_url=None,
                   redoc_url=None,
@@ -559,14 +570,26 @@ def create_app(service: Service) -> FastAPI:
     app.state.service = service
     app.include_router(docs_ui.router)  # /docs: Swagger UI from the package's own files
 
-    app.add_middleware(LimitsAndMetrics, service=service)
-    from starry_guide.serve.feed import router as feed_router  # it imports this module
-    app.include_router(feed_router)
-    from starry_guide.serve.events import router as events_router  # the same
+    errors.install(app)
+    # outermost last: the metrics see every reply, CORS headers go on the guard's refusals too
+    from starry_guide.serve import feed  # it imports this module
+
+    try:
+        feeder = feed.load_token()  # the feeder is not rate-limited
+    except feed.FeedTokenError:
+        feeder = None  # the feed itself says why it is off
+    app.add_middleware(RequestGuard, limits=limits, trusted_token=feeder)
+    if limits.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(limits.cors_origins),
+                           allow_methods=["GET", "POST"], allow_headers=["Content-Type"],
+                           max_age=600)
+    app.add_middleware(Metrics, service=service)
+    app.include_router(feed.router)
+    from starry_guide.serve.events import router as events_router  # it imports this module
     app.include_router(events_router)
     app.include_router(admin.router)  # POST /v1/admin/reload
 
-    too_large = {413: {"description": f"request body over {MAX_BODY_BYTES} bytes"}}
+    too_large = {413: {"description": f"request body over {limits.max_body_bytes} bytes"}}
     invalid = {422: {"description": "Validation Error", "content": {"application/json": {
         "schema": {"$ref": "#/components/schemas/HTTPValidationError"}}}}}
 
@@ -577,7 +600,7 @@ def create_app(service: Service) -> FastAPI:
             schema = get_openapi(title=app.title, version=app.version,
                                  description=app.description, routes=app.routes)
             components = schema.setdefault("components", {}).setdefault("schemas", {})
-            for model in (NowcastRequest, NightRequest):
+            for model in (NowcastRequest, NightRequest, FeedbackRequest):
                 model_schema = model.model_json_schema(
                     ref_template="#/components/schemas/{model}")
                 components.update(model_schema.pop("$defs", {}))
@@ -628,9 +651,11 @@ def create_app(service: Service) -> FastAPI:
         return await service.night(body)
 
     @app.post("/v1/feedback", response_model=FeedbackResponse,
-              responses={**too_large, 404: {"description": "unknown prediction_id"},
-                         409: {"description": "this prediction already has feedback"}})
-    def feedback(body: FeedbackRequest) -> FeedbackResponse:
+              responses={**too_large, **invalid, 404: {"description": "unknown prediction_id"},
+                         409: {"description": "this prediction already has feedback"}},
+              openapi_extra=body_schema(FeedbackRequest))
+    def feedback(body: Annotated[FeedbackRequest, Depends(json_body(FeedbackRequest))]
+                 ) -> FeedbackResponse:
         """What the user actually saw (once per prediction): a signal for monitoring,
         independent of the feed's observations."""
         try:
@@ -666,18 +691,22 @@ def create_app(service: Service) -> FastAPI:
 
 def app_from_environment() -> FastAPI:
     """The app for one of several uvicorn worker processes (``starry serve --workers N``):
-    the bundle and store come from ``STARRY_BUNDLE`` and ``STARRY_STORE_URL``, set by
-    ``starry serve`` after it has checked them."""
+    the bundle, store and limits come from ``STARRY_BUNDLE``, ``STARRY_STORE_URL`` and
+    ``STARRY_SERVE_SETTINGS``, set by ``starry serve`` after it has checked them. The worker
+    exits (gracefully) when its supervisor dies."""
     import os
     from pathlib import Path
 
-    from starry_guide.serve import store
+    from starry_guide.serve import process, store
     from starry_guide.serve.bundle import load_bundle
 
+    supervisor = os.environ.get(process.SUPERVISOR_VARIABLE)
+    process.die_with_parent(int(supervisor) if supervisor else None)
     opened = Store(os.environ[store.URL_ENV],
                    location_decimals=int(os.environ.get("STARRY_STORE_LOCATION_DECIMALS",
                                                         store.LOCATION_DECIMALS)),
                    retention_days=int(os.environ.get("STARRY_STORE_RETENTION_DAYS", 0)))
     return create_app(Service(load_bundle(Path(os.environ["STARRY_BUNDLE"])), opened,
                               max_station_km=float(os.environ.get(
-                                  "STARRY_MAX_STATION_KM", place.DEFAULT_MAX_STATION_KM))))
+                                  "STARRY_MAX_STATION_KM", place.DEFAULT_MAX_STATION_KM))),
+                      process.settings_from_environment())

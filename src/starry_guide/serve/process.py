@@ -1,0 +1,86 @@
+"""The server's process model: settings handed to worker processes, and workers that die with
+their supervisor.
+
+``starry serve --workers N`` runs uvicorn's supervisor, which starts N worker processes
+sharing one listening socket. If the supervisor is killed outright (``kill -9``, the OOM
+killer), nothing tells the workers: they went on serving as orphans, holding the port, and a
+restart failed with "Address already in use". Each worker therefore asks the kernel for
+``SIGTERM`` when its parent dies (``prctl(PR_SET_PDEATHSIG)``, Linux) — and, where that is
+not available, polls its parent id — so it shuts down gracefully (finishing the requests in
+flight, closing the store) and frees the port for the restart.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+
+from starry_guide.config import ServeSettings
+
+#: the environment variable carrying ServeSettings to worker processes (JSON)
+SETTINGS_VARIABLE = "STARRY_SERVE_SETTINGS"
+#: allowed browser origins, comma-separated (added to params.yaml's and --cors-origin's)
+CORS_VARIABLE = "STARRY_CORS_ORIGINS"
+#: the supervisor's process id, for its workers to watch
+SUPERVISOR_VARIABLE = "STARRY_SUPERVISOR_PID"
+PR_SET_PDEATHSIG = 1
+PARENT_POLL_SECONDS = 1.0
+
+log = logging.getLogger(__name__)
+
+
+def settings_to_environment(settings: ServeSettings) -> None:
+    """Hand ``settings`` to worker processes started after this call."""
+    os.environ[SETTINGS_VARIABLE] = json.dumps(dataclasses.asdict(settings))
+
+
+def settings_from_environment() -> ServeSettings:
+    """The settings ``starry serve`` handed over, or the defaults."""
+    raw = os.environ.get(SETTINGS_VARIABLE)
+    if not raw:
+        return ServeSettings()
+    values = json.loads(raw)
+    values["cors_origins"] = tuple(values.get("cors_origins", ()))
+    return ServeSettings(**values)
+
+
+def cors_origins_from_environment() -> tuple[str, ...]:
+    """Origins listed in ``STARRY_CORS_ORIGINS``."""
+    raw = os.environ.get(CORS_VARIABLE, "")
+    return tuple(origin.strip() for origin in raw.split(",") if origin.strip())
+
+
+def die_with_parent(parent_pid: int | None = None) -> str:
+    """Make this process receive SIGTERM when its parent exits, however it exits.
+
+    Returns how: ``"prctl"`` (the kernel signals us), ``"poll"`` (a thread checks the
+    parent id every second), or ``"orphaned"`` when the parent was already gone (SIGTERM sent
+    to ourselves at once).
+    """
+    parent_pid = os.getppid() if parent_pid is None else parent_pid
+    how = "poll"
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) == 0:
+                how = "prctl"
+        except (OSError, AttributeError):  # no libc symbol: fall back to polling
+            pass
+    if os.getppid() != parent_pid:  # the parent died before the kernel was told
+        os.kill(os.getpid(), signal.SIGTERM)
+        return "orphaned"
+    if how == "poll":
+        def watch() -> None:
+            while os.getppid() == parent_pid:
+                threading.Event().wait(PARENT_POLL_SECONDS)
+            log.warning("supervisor %d is gone; shutting down", parent_pid)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        threading.Thread(target=watch, name="watch-supervisor", daemon=True).start()
+    return how
