@@ -1,10 +1,14 @@
 """Serving benchmarks, each against a baseline measured in the same run.
 
 1. API: requests/s and p50/p99 latency of POST /v1/nowcast (a real uvicorn process serving
-   the champion bundle) at 1, 10 and 50 concurrent clients (benchmarks/loadgen.py), side by
-   side with a bare FastAPI endpoint returning a constant, and with one that only validates
-   the same body (benchmarks/bare_app.py), under the same load: 3 alternating rounds of 2 s
-   per server and level, the best round of each kept.
+   the champion bundle, `starry serve` with its limits on) at 1, 10 and 50 concurrent
+   clients (benchmarks/loadgen.py), side by side with the same app without the request
+   guard and header deadline (benchmarks/unguarded_app.py: "before the limits"), a bare
+   FastAPI endpoint returning a constant, and one that only validates the same body
+   (benchmarks/bare_app.py), under the same load: 3 alternating rounds of 2 s per server
+   and level, the best round of each kept. The load generator is one client address, so
+   the write-rate limit is raised out of its way (the bucket is still checked on every
+   request).
 2. Batch: rows/s end to end (file in -> Parquet out; CSV with the sun's nodes not yet
    computed, then Parquet with them cached, best of 3) with the time of each step, vs raw
    onnxruntime on an in-memory array of the same number of model rows.
@@ -52,9 +56,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(args: list[str], port: int) -> subprocess.Popen:
+def start(args: list[str], port: int, env: dict | None = None) -> subprocess.Popen:
     process = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+                               stderr=subprocess.DEVNULL, env={**os.environ, **(env or {})})
     for _ in range(300):
         try:
             httpx.post(f"http://127.0.0.1:{port}/v1/nowcast", json={}, timeout=1)
@@ -68,12 +72,20 @@ def start(args: list[str], port: int) -> subprocess.Popen:
 def api_benchmark(body: dict) -> dict:
     env_python = sys.executable
     tmp = tempfile.mkdtemp(prefix="starry-bench-")
-    real_port, bare_port = free_port(), free_port()
+    real_port, bare_port, unguarded_port = free_port(), free_port(), free_port()
     real = start([env_python, "-m", "starry_guide.cli", "serve", "--bundle", str(BUNDLE),
-                  "--port", str(real_port), "--store", f"{tmp}/store.sqlite"], real_port)
+                  "--port", str(real_port), "--store", f"{tmp}/store.sqlite",
+                  "--rate-per-s", "1000000", "--rate-burst", "1000000"], real_port)
+    unguarded = start([env_python, "-m", "uvicorn", "benchmarks.unguarded_app:app",
+                       "--factory", "--port", str(unguarded_port), "--log-level", "warning",
+                       "--no-access-log"], unguarded_port,
+                      {"STARRY_BUNDLE": str(BUNDLE),
+                       "STARRY_STORE_URL": f"sqlite:///{tmp}/unguarded.sqlite"})
     bare = start([env_python, "-m", "uvicorn", "benchmarks.bare_app:app", "--port",
                   str(bare_port), "--log-level", "warning", "--no-access-log"], bare_port)
-    targets = {"nowcast": (real_port, "/v1/nowcast"), "bare": (bare_port, "/v1/nowcast"),
+    targets = {"nowcast": (real_port, "/v1/nowcast"),
+               "nowcast_unguarded": (unguarded_port, "/v1/nowcast"),
+               "bare": (bare_port, "/v1/nowcast"),
                "bare_validated": (bare_port, "/v1/validated")}
     results = {}
     try:
@@ -90,8 +102,11 @@ def api_benchmark(body: dict) -> dict:
                                 for name, runs in rounds.items()}
             r = results[clients]
             r["ratio_rps"] = round(r["nowcast"]["requests_per_s"] / r["bare"]["requests_per_s"], 3)
+            r["guarded_vs_unguarded_rps"] = round(
+                r["nowcast"]["requests_per_s"] / r["nowcast_unguarded"]["requests_per_s"], 3)
     finally:
         real.terminate()
+        unguarded.terminate()
         bare.terminate()
     return results
 

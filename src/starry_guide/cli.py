@@ -25,12 +25,19 @@ def _fail(message: str) -> None:
 @app.command()
 def stage(name: str = typer.Argument(..., help="prepare, train, select or monitor")) -> None:
     """Run one pipeline stage's notebook with Papermill (what `dvc repro` calls)."""
-    from starry_guide.notebook import StageFailed, run_stage
+    import signal
+
+    from starry_guide.notebook import StageFailed, StageInterrupted, run_stage
 
     try:
         executed = run_stage(name, find_project_root())
     except (StageFailed, ConfigError) as exc:
         _fail(f"stage '{name}' failed; its previous outputs were left in place.\n{exc}")
+    except StageInterrupted as exc:
+        typer.echo(f"stage '{name}' interrupted by {signal.Signals(exc.signum).name}; its "
+                   "MLflow runs were closed as KILLED and its previous outputs left in place",
+                   err=True)
+        raise typer.Exit(code=128 + exc.signum) from None
     typer.echo(f"stage '{name}' done; executed notebook: {executed}")
 
 

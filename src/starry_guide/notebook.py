@@ -16,8 +16,13 @@ import json
 import os
 import re
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
+import uuid
 from pathlib import Path
 
 import yaml
@@ -33,6 +38,11 @@ STAGE_NOTEBOOKS = {
 EXECUTED_DIR = Path("reports") / "notebooks"
 FAILED_DIR = Path("reports") / "failed"
 STAGING_DIR = Path(".staging")
+#: one file per running stage: who runs it, and the tag of its MLflow runs
+RUNNERS_DIR = STAGING_DIR / "runners"
+#: every MLflow run a stage's notebook starts carries this tag naming the stage run (set
+#: through MLflow's ``MLFLOW_RUN_CONTEXT``), so that a killed stage's runs can be closed
+STAGE_RUN_TAG = "starry_stage_run"
 
 _VOLATILE_KEYS = ("start_time", "end_time", "duration", "input_path", "output_path")
 
@@ -44,6 +54,66 @@ _KERNEL_CONFIG.KernelManager.transport_encryption = "auto"
 
 class StageFailed(RuntimeError):
     """A stage's notebook raised; the message carries the failing cell's error."""
+
+
+class StageInterrupted(KeyboardInterrupt):
+    """The stage runner got SIGTERM, SIGHUP or SIGINT; its MLflow runs were closed."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+        self.at_ms = int(time.time() * 1000)
+
+
+def _interrupt(signum, frame) -> None:
+    raise StageInterrupted(signum)
+
+
+def _mlflow_uri(root: Path) -> str:
+    # the store the stage's kernel will use (tracking.tracking_uri, without params.yaml)
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}"
+
+
+def _process_start(pid: int) -> str | None:
+    """The kernel's start time of process ``pid`` (tells a reused pid apart), None when
+    unknown, ``"zombie"`` for a process that has exited but not been reaped."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return "zombie" if fields[0] == "Z" else fields[19]
+
+
+def _alive(marker: dict) -> bool:
+    try:
+        os.kill(marker["pid"], 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return marker.get("started") is None or _process_start(marker["pid"]) == marker["started"]
+
+
+def close_abandoned_runs(root: Path) -> list[str]:
+    """Close as ``KILLED`` the MLflow runs of stage runners on this machine that died without
+    cleaning up (``kill -9``, a crash, the machine's OOM killer); called as each stage
+    starts. Returns the closed run ids."""
+    folder = root / RUNNERS_DIR
+    closed: list[str] = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            marker = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if marker.get("host") != socket.gethostname() or _alive(marker):
+            continue  # another machine's runner, or one still running
+        from starry_guide import tracking
+
+        closed += tracking.close_stage_runs(
+            marker["uri"], marker["stage_run"], "KILLED",
+            f"stage '{marker['stage']}' (runner pid {marker['pid']}) died without finishing")
+        path.unlink(missing_ok=True)
+    return closed
 
 
 def declared_outputs(root: Path, stage: str) -> list[Path]:
@@ -172,6 +242,59 @@ def run_stage(stage: str, root: Path) -> Path:
     """
     if stage not in STAGE_NOTEBOOKS:
         raise StageFailed(f"unknown stage {stage!r}; stages: {', '.join(STAGE_NOTEBOOKS)}")
+    close_abandoned_runs(root)
+    stage_run = uuid.uuid4().hex
+    uri = _mlflow_uri(root)
+    marker = root / RUNNERS_DIR / f"{stage_run}.json"
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({
+        "stage": stage, "stage_run": stage_run, "pid": os.getpid(),
+        "started": _process_start(os.getpid()), "host": socket.gethostname(), "uri": uri,
+        "since": time.time()}), encoding="utf-8")
+    # every MLflow run the notebook starts is tagged with this stage run
+    context_before = os.environ.get("MLFLOW_RUN_CONTEXT")
+    os.environ["MLFLOW_RUN_CONTEXT"] = json.dumps(
+        {**json.loads(context_before or "{}"), STAGE_RUN_TAG: stage_run})
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        handlers = {sig: signal.signal(sig, _interrupt)
+                    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)}
+    try:
+        return _run_stage(stage, root)
+    except StageFailed:
+        _close_runs(uri, stage_run, "FAILED", f"stage '{stage}' failed")
+        raise
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, "signum", signal.SIGINT)
+        _close_runs(uri, stage_run, "KILLED", f"stage '{stage}' was interrupted by "
+                    f"{signal.Signals(signum).name}",
+                    getattr(exc, "at_ms", int(time.time() * 1000)))
+        raise
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        if context_before is None:
+            os.environ.pop("MLFLOW_RUN_CONTEXT", None)
+        else:
+            os.environ["MLFLOW_RUN_CONTEXT"] = context_before
+        marker.unlink(missing_ok=True)
+
+
+def _close_runs(uri: str, stage_run: str, status: str, reason: str,
+                since_ms: int | None = None) -> None:
+    from starry_guide import tracking
+
+    # a second signal while closing would leave them open: ignore it for these moments
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN) if main else None
+    try:
+        tracking.close_stage_runs(uri, stage_run, status, reason, since_ms)
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run_stage(stage: str, root: Path) -> Path:
     notebook = root / "notebooks" / STAGE_NOTEBOOKS[stage]
     staging = root / STAGING_DIR / stage
     if staging.exists():

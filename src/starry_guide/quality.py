@@ -68,6 +68,14 @@ TIMEZONE_TOLERANCE_H = 3.5
 #: a station's median precipitable water above this is a unit error (the wettest climates
 #: have a median near 5 cm)
 PRECIPITABLE_WATER_MAX_MEDIAN_CM = 10.0
+#: a flipped latitude sign is judged from the file's own seasons: the monthly mean air
+#: temperature must not run against the header latitude's monthly sunshine (correlation at
+#: most this), over at least this many months, with a seasonal swing of at least this much,
+#: and only away from the tropics (see _check_hemisphere)
+HEMISPHERE_MAX_CORRELATION = -0.5
+HEMISPHERE_MIN_MONTHS = 9
+HEMISPHERE_MIN_SWING_C = 4.0
+HEMISPHERE_MIN_LATITUDE = 15.0
 #: a typical-year file (TMY2/TMY3/EPW) has one row per hour of a year
 YEAR_ROWS = (8760, 8784)
 
@@ -202,6 +210,46 @@ def _check_metadata(station: StationData, report: QualityReport) -> None:
             f"{src}: field 'timezone' = {tz:+g} h does not fit longitude {lon:g} (solar time "
             f"{solar:+.1f} h; {gap:.1f} h apart). Is the longitude's sign flipped (east is "
             "positive)? Fix the header"
+        )
+
+
+def _check_hemisphere(frame: pd.DataFrame, station: StationData,
+                      report: QualityReport) -> None:
+    """Reject a latitude whose sign the file's own temperatures contradict.
+
+    Away from the tropics the air is warmest in the months of most sunshine. The sunshine
+    of each month is computed for the header's latitude (mean of sin(sun elevation) over the
+    hours the sun is up); if the monthly mean temperatures run against it (correlation
+    <= :data:`HEMISPHERE_MAX_CORRELATION`) the header puts the station in the wrong
+    hemisphere. Not judged — nothing can be told — for files with fewer than
+    :data:`HEMISPHERE_MIN_MONTHS` months of temperatures, a seasonal swing under
+    :data:`HEMISPHERE_MIN_SWING_C`, or a header latitude within
+    :data:`HEMISPHERE_MIN_LATITUDE` of the equator; a wrong latitude in the right hemisphere
+    is never caught.
+    """
+    lat = float(station.meta["latitude"])
+    if abs(lat) < HEMISPHERE_MIN_LATITUDE:
+        return
+    sunshine = np.clip(np.sin(np.radians(frame["sun_elevation_deg"].to_numpy())), 0, None)
+    months = pd.DataFrame({"month": frame["time"].dt.month.to_numpy(), "sun": sunshine,
+                           "temp": frame["temp_air_c"].to_numpy()})
+    counted = months.groupby("month").agg(sun=("sun", "mean"), temp=("temp", "mean"),
+                                          n=("temp", "count"))
+    counted = counted[counted["n"] >= 48]
+    if len(counted) < HEMISPHERE_MIN_MONTHS:
+        return
+    swing = float(counted["temp"].max() - counted["temp"].min())
+    if swing < HEMISPHERE_MIN_SWING_C:
+        return
+    correlation = float(np.corrcoef(counted["sun"], counted["temp"])[0, 1])
+    if correlation <= HEMISPHERE_MAX_CORRELATION:
+        warmest = int(counted["temp"].idxmax())
+        report.reject(
+            f"{station.source}: field 'latitude' = {lat:g} puts the station in the "
+            f"{'northern' if lat > 0 else 'southern'} hemisphere, but its temperatures peak "
+            f"in month {warmest} and run against that hemisphere's seasons (correlation of "
+            f"monthly mean temperature with monthly sunshine {correlation:+.2f}). Is the "
+            f"latitude's sign flipped (north is positive)? Fix the header"
         )
 
 
@@ -359,6 +407,7 @@ def assess(station: StationData, label: LabelSettings,
                               first["elevation_m"])
     geometry.index = frame.index
     frame = frame.join(geometry)
+    _check_hemisphere(frame, station, report)
     _check_label(frame, station, report, label, min_usable_night_hours)
     if report.usable:
         frame = canonical_schema().validate(frame[[*ID_COLUMNS, *WEATHER_COLUMNS,

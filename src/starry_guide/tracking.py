@@ -17,6 +17,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from starry_guide.config import Settings
+from starry_guide.notebook import STAGE_RUN_TAG
 
 TRAIN_EXPERIMENT = "starry-guide/train"
 SELECT_EXPERIMENT = "starry-guide/select"
@@ -93,3 +94,46 @@ def lineage_tags(settings: Settings) -> dict[str, str]:
     if processed:
         tags["data_processed_md5"] = processed
     return tags
+
+
+
+
+def close_stage_runs(uri: str, stage_run: str, status: str, reason: str,
+                     ended_since_ms: int | None = None) -> list[str]:
+    """Mark the runs of ``stage_run`` (tag ``starry_stage_run``) still ``RUNNING`` in the
+    store at ``uri`` as ``status`` (``KILLED`` or ``FAILED``), with the tag
+    ``starry_closed_because`` = ``reason``; with ``ended_since_ms``, also the runs that
+    ended at or after that time (epoch ms) — the ones the interruption itself ended, which
+    MLflow marks ``FAILED`` (a ``with`` block left by the exception) or even ``FINISHED``
+    (its exit handler in a kernel shut down mid-cell).
+
+    A stage killed mid-run leaves its runs ``RUNNING`` for ever; the stage runner calls this
+    when it is interrupted or fails, and for a runner that died outright, when the next
+    stage starts (:func:`starry_guide.notebook.close_abandoned_runs`). Returns the run ids.
+    """
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        return []
+    from mlflow.entities import ViewType
+
+    client = MlflowClient(tracking_uri=uri)
+    experiments = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
+    if not experiments:
+        return []
+    closed, token = [], None
+    while True:
+        page = client.search_runs(experiments, filter_string=f"tags.{STAGE_RUN_TAG} = "
+                                                             f"'{stage_run}'",
+                                  run_view_type=ViewType.ALL, max_results=1000,
+                                  page_token=token)
+        for run in page:
+            info = run.info
+            ended_by_it = (ended_since_ms is not None and info.end_time is not None
+                           and info.end_time >= ended_since_ms and info.status != status)
+            if info.status == "RUNNING" or ended_by_it:
+                client.set_tag(info.run_id, "starry_closed_because", reason)
+                client.set_terminated(info.run_id, status=status,
+                                      end_time=info.end_time if ended_by_it else None)
+                closed.append(info.run_id)
+        token = page.token
+        if not token:
+            return closed

@@ -19,8 +19,12 @@ from tests.serve.conftest import bundle_dir, request_body, rows  # noqa: F401 (f
 
 STARRY = [sys.executable, "-m", "starry_guide.cli"]
 ROOT = Path(__file__).resolve().parents[2]
-#: limits that keep the suite fast: deadlines of seconds, not tens of seconds
+#: no write-rate limit: the suite's clients all come from one address
 FAST = ["--rate-per-s", "0"]
+#: exit statuses of a graceful stop: uvicorn re-raises the SIGTERM it handled once it has
+#: drained the requests in flight and run the app's shutdown (one worker); the supervisor
+#: of --workers exits 0
+GRACEFUL = (0, -signal.SIGTERM)
 
 
 def free_port() -> int:
