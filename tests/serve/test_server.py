@@ -205,7 +205,8 @@ def test_every_answered_prediction_survives_a_killed_worker(bundle_dir, tmp_path
     port = free_port()
     process = subprocess.Popen(
         [*STARRY, "serve", "--bundle", str(bundle_dir), "--port", str(port), "--store", url_,
-         "--workers", "2"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+         "--workers", "2", "--rate-per-s", "0"],  # load from one address: no write-rate limit
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 90
