@@ -60,7 +60,8 @@ def server(bundle_dir, tmp_path):
     store = f"sqlite:///{tmp_path / 'store.sqlite'}"
     port = free_port()
     process = subprocess.Popen(
-        [*STARRY, "serve", "--bundle", str(served), "--port", str(port), "--store", store],
+        [*STARRY, "serve", "--bundle", str(served), "--port", str(port), "--store", store,
+         "--rate-per-s", "0"],  # load from one client address: no write-rate limit
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "STARRY_ADMIN_TOKEN": TOKEN})
     url = f"http://127.0.0.1:{port}"
@@ -154,7 +155,7 @@ def test_sighup_to_the_supervisor_replaces_every_worker(bundle_dir, other_bundle
     port = free_port()
     process = subprocess.Popen(
         [*STARRY, "serve", "--bundle", str(served), "--port", str(port), "--workers", "2",
-         "--store", f"sqlite:///{tmp_path / 'store.sqlite'}"],
+         "--store", f"sqlite:///{tmp_path / 'store.sqlite'}", "--rate-per-s", "0"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
