@@ -1,19 +1,18 @@
 """Probabilistic and decision metrics, pooled and per horizon, plus their figures.
 
+The plotting functions return Matplotlib figures and never choose a backend: in a notebook
+kernel they render inline; elsewhere Matplotlib's default applies (Agg when headless).
+
 The Brier skill score (BSS) compares a model's Brier score with the calibrated-persistence
 baseline on the same rows: ``1 - brier / brier_reference``; above 0 beats the baseline.
 """
 
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from sklearn import metrics as skm  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from sklearn import metrics as skm
 
 #: metrics where a larger value is better
 GREATER_IS_BETTER = {"roc_auc", "bss", "accuracy", "precision", "recall", "f1"}

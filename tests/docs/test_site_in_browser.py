@@ -83,7 +83,7 @@ def test_the_dag_is_an_svg_drawn_by_the_local_mermaid(browser, site):
 
 
 def test_notebook_pages_show_their_figures(browser, site):
-    for name in ("01_prepare",):
+    for name in ("01_prepare", "02_train"):
         report, page, context = _check_page(browser, site, site / "generated" / "notebooks"
                                             / f"{name}.html")
         try:
@@ -94,6 +94,8 @@ def test_notebook_pages_show_their_figures(browser, site):
             assert not report.problems, report.problems
         finally:
             context.close()
+    train = (site / "generated" / "notebooks" / "02_train.html").read_text()
+    assert train.count("data:image/png") >= 2  # skill by horizon and calibration
 
 
 def test_vendored_javascript_matches_its_checksums():
