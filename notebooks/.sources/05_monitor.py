@@ -35,7 +35,6 @@ outputs = Paths(settings.project_root / output_dir) if output_dir else inputs
 pd.set_option("display.precision", 4)
 pd.set_option("display.width", 120)
 
-%matplotlib inline
 from starry_guide import monitor, reports
 from starry_guide.serve.bundle import load_bundle
 
