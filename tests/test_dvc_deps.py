@@ -178,6 +178,7 @@ NOT_STAGE_INPUTS = {
     ("starry_guide.notebook", "notebooks"): "copy_project / `starry notebooks`, not a stage",
     ("starry_guide.notebook", "data/raw"): "copy_project / `starry notebooks`, not a stage",
     ("starry_guide.notebook", "data/production"): "copy_project, not a stage",
+    ("starry_guide.notebook", "mlflow.db"): "the runner closes a killed stage's MLflow runs",
     ("starry_guide.notebook", ".dvc"): "`starry notebooks` asks whether it is a DVC repo",
     ("starry_guide.tracking", "dvc.lock"): "lineage tags, written to MLflow only",
     ("starry_guide.tracking", "mlflow.db"): "the MLflow store (runs, registry)",

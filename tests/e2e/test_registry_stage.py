@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from starry_guide import packaged
 from starry_guide.notebook import copy_project
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,6 +67,7 @@ def project(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("registry")
     copy = tmp / "project"
     copy_project(ROOT, copy)
+    packaged.ensure(copy)  # a fresh clone has not run the stations stage
     db = tmp / "mlflow.db"
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{db}",
            "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}

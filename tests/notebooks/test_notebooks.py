@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from starry_guide import packaged
 from starry_guide.notebook import INLINE_BACKEND, STAGE_NOTEBOOKS, copy_project, state_before
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_notebooks_reproduce_their_stored_outputs(tmp_path: Path) -> None:
     project = tmp_path / "project"
     copy_project(ROOT, project)
+    packaged.ensure(project)  # a fresh clone has not run the stations stage
     # figures inline, as `make notebooks` stored them, whatever MPLBACKEND the caller has
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
            "MPLBACKEND": INLINE_BACKEND}
