@@ -71,8 +71,8 @@ bench-app: install ## first load of the web app in Chromium: bytes and time (nee
 bench-feed: install ## observation feed: ingestion rate and its cost to nowcast latency (needs make repro)
 	$(RUN) python benchmarks/feed.py
 
-serve: install ## the real-time API and the web app on http://127.0.0.1:8000 (the registry's @champion)
-	$(RUN) starry serve
+serve: install ## the real-time API and the web app on http://127.0.0.1:8000 (the champion in models/champion/)
+	$(RUN) starry serve --bundle models/champion/bundle
 
 production-snapshot: install ## replay 16 weeks of two real stations (one with a stuck cloud sensor) into a fresh server, snapshot into data/production
 	$(RUN) python scripts/production_snapshot.py
