@@ -91,7 +91,7 @@ pd.DataFrame({s: {k: v for k, v in d.items() if k != "alerts"}
 # chunks give.
 
 # %%
-monitor.plot_performance(result);
+fig = monitor.plot_performance(result)  # shown inline (a bare `;` line shows it twice under nbval)
 
 # %%
 result.performance.set_index(["station_id", "chunk"]).tail(12)
@@ -100,7 +100,7 @@ result.performance.set_index(["station_id", "chunk"]).tail(12)
 result.performance_by_horizon.set_index("horizon_h")
 
 # %%
-monitor.plot_reliability(result);
+fig = monitor.plot_reliability(result)
 
 # %% [markdown]
 # ## Data quality and users' feedback
@@ -111,7 +111,7 @@ monitor.plot_reliability(result);
 # disagreement.
 
 # %%
-monitor.plot_quality(result);
+fig = monitor.plot_quality(result)
 
 # %%
 result.quality
