@@ -20,6 +20,7 @@ from starry_guide import features, models
 from starry_guide.serve import bundle as transfer
 from tests.serve.conftest import request_body
 from tests.serve.test_server import free_port
+from tests.support.server import wait_until_healthy
 
 STARRY = [sys.executable, "-m", "starry_guide.cli"]
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,16 +66,7 @@ def server(bundle_dir, tmp_path):
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "STARRY_ADMIN_TOKEN": TOKEN})
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.2)
-    else:
-        process.kill()
-        raise AssertionError(process.stdout.read())
+    wait_until_healthy(url, process)
     yield url, served, store, process
     process.terminate()
     process.wait(timeout=10)

@@ -16,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.serve.conftest import fresh_postgres_database, request_body
+from tests.support.server import wait_until_healthy
 
 STARRY = [sys.executable, "-m", "starry_guide.cli"]
 FEED_TOKEN = "a-feeder-token-of-32-characters!"
@@ -44,16 +45,7 @@ def server(bundle_dir, tmp_path_factory, request):
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "STARRY_FEED_TOKEN": FEED_TOKEN})
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.2)
-    else:
-        process.kill()
-        raise AssertionError(process.stdout.read())
+    wait_until_healthy(url, process)
     yield url, log
     process.terminate()
     process.wait(timeout=10)
