@@ -95,9 +95,7 @@ held_out[["rows", "clear_rate", "brier", "bss", "ece", "roc_auc", "accuracy", "p
 # The champion and, when it is another model, the best-ranked candidate — how far the challenger is from earning its place.
 
 # %%
-models = {selection.champion_candidate: selection.champion_estimator}
 best = selection.ranking[0]
-models.setdefault(best, selection.estimators[best])
 held_out_rows = rows[rows["split"] == "held_out"].reset_index(drop=True)
 X_held_out, _ = training.split_xy(rows, "held_out", settings)
 p_baseline = training.predict_clear(selection.estimators[training.BASELINE], X_held_out)
@@ -118,17 +116,18 @@ by_horizon.round(4)
 # learned model (and of the champion, when it is learned) is refit on the *other* stations'
 # training and validation months, together with calibrated persistence; both then score every
 # row of the station they never saw. BSS is against that refit calibrated persistence:
-# pooled, per station, per horizon, and per (station, horizon) in the figure.
+# pooled, per station, per horizon, and per (station, horizon) in the figure. A recipe is a
+# candidate with today's `params.yaml`: only its unfitted copy is used, so the numbers do not
+# depend on which fitted model this machine happens to hold.
 
 # %%
 from starry_guide import loso
 
 learned = next((c for c in selection.ranking if c not in ("persistence", training.BASELINE)), None)
-if learned is not None:
-    models.setdefault(learned, selection.estimators[learned])
-loso_results = {name: loso.leave_one_station_out(rows, m, settings, name)
-                for name, m in models.items()
-                if m is not None and name not in ("persistence", training.BASELINE)}
+recipes = [name for name in dict.fromkeys([selection.champion_candidate, learned])
+           if name in selection.estimators and name not in ("persistence", training.BASELINE)]
+loso_results = {name: loso.leave_one_station_out(rows, selection.estimators[name], settings, name)
+                for name in recipes}
 headline = loso_results.get(selection.champion_candidate) or loso_results.get(learned)
 (outputs.figures_dir / "select").mkdir(parents=True, exist_ok=True)
 if headline is not None:

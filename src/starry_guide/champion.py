@@ -232,15 +232,19 @@ def bundle_predictor(bundle_dir: Path) -> Callable[[pd.DataFrame], np.ndarray]:
 
 def incumbent_from(tracked: dict | None, champion_dir: Path, registry_champion,
                    estimators: dict[str, object], model_ids: dict[str, str],
-                   load_version: Callable[[object], object],
-                   find_estimator: Callable[[str], object | None]) -> Incumbent:
+                   load_version: Callable[[object], object]) -> Incumbent:
     """The incumbent: the tracked champion (``models/champion/``), else the registry's
     ``@champion`` (adopted once, when ``models/champion/`` does not exist yet), else the
     baseline.
 
+    The tracked champion is scored by today's estimator when one of today's candidates *is*
+    that model (same content id), otherwise through its committed ONNX bundle — what is
+    served — never through an estimator loaded from this machine's registry: a fresh clone,
+    whose registry is empty, must score it exactly as this workspace does.
+
     ``registry_champion`` is the registry's ``@champion`` version (or None: there is none);
-    ``load_version`` loads a version's estimator, ``find_estimator`` the estimator of a
-    registered model id (or None). A tracked champion that the registry contradicts raises
+    ``load_version`` loads a version's estimator (only to adopt a registry champion). A
+    tracked champion that the registry contradicts raises
     :class:`starry_guide.registry.RegistryError`.
     """
     from starry_guide.registry import RegistryError, version_model_id
@@ -257,19 +261,15 @@ def incumbent_from(tracked: dict | None, champion_dir: Path, registry_champion,
                 "the commit that holds the registry's champion, or move the registry back "
                 "with `starry champion rollback VERSION --reason ...`")
         estimator = estimators.get(by_id[mid]) if mid in by_id else None
-        if estimator is None:
-            estimator = (load_version(registry_champion) if registry_champion is not None
-                         else find_estimator(mid))
         bundle = Path(champion_dir) / "bundle"
-        if estimator is not None:  # the same numbers the candidates are scored with
+        if estimator is not None:  # today's candidate is the champion itself
             predict = lambda X, e=estimator: predict_clear(e, X)  # noqa: E731
         elif bundle.is_dir():  # what is served, within the ONNX parity tolerance
             predict = bundle_predictor(bundle)
         else:
             raise FileNotFoundError(
-                f"{bundle} is missing and model {mid} is neither among today's candidates "
-                "nor in the registry: the incumbent cannot be judged. Restore it with "
-                "`git checkout -- models/champion`")
+                f"{bundle} is missing and model {mid} is not among today's candidates: the "
+                "incumbent cannot be judged. Restore it with `git checkout -- models/champion`")
         return Incumbent(tracked["candidate"], mid, "models/champion", predict, estimator,
                          list(tracked.get("rolled_back", [])))
     if registry_champion is not None:
@@ -328,8 +328,7 @@ def select(rows: pd.DataFrame, model_uris: dict[str, str], settings, incumbent=N
     if incumbent is None:
         incumbent = incumbent_from(read_tracked(settings.paths.champion_dir),
                                    settings.paths.champion_dir, registry_champion,
-                                   estimators, model_ids, registry.load_version,
-                                   lambda mid: registry.find_estimator(settings, mid))
+                                   estimators, model_ids, registry.load_version)
     try:
         scores["incumbent"], p_incumbent = score_all(incumbent.predict)
     except Exception as exc:  # noqa: BLE001 - e.g. trained on feature columns we no longer build

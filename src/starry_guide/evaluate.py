@@ -66,13 +66,28 @@ def expected_calibration_error(y_true: np.ndarray, p_clear: np.ndarray, bins: in
 
 def choose_threshold(y_true: np.ndarray, p_clear: np.ndarray, metric: str = "f1") -> float:
     """The P(clear) cut-off that maximises ``metric`` (``f1`` or ``accuracy``) on these rows,
-    searched on a 0.01 grid; chosen on validation, then applied unchanged to test rows."""
+    searched on a 0.01 grid; chosen on validation, then applied unchanged to test rows.
+
+    Counted for the whole grid at once from the sorted probabilities (the same numbers as
+    scikit-learn's ``f1_score`` / ``accuracy_score`` at each cut-off, ~100 times faster)."""
+    if metric not in ("f1", "accuracy"):
+        raise ValueError(f"threshold metric {metric!r}: use 'f1' or 'accuracy'")
     y = np.asarray(y_true, dtype=int)
     p = np.asarray(p_clear, dtype=float)
     grid = np.round(np.arange(0.05, 0.96, 0.01), 2)
-    score = skm.f1_score if metric == "f1" else skm.accuracy_score
-    values = [score(y, (p >= t).astype(int), **({"zero_division": 0.0} if metric == "f1"
-                                                 else {})) for t in grid]
+    order = np.argsort(p, kind="stable")
+    first = np.searchsorted(p[order], grid, side="left")  # rows below the cut-off
+    clear_below = np.concatenate([[0], np.cumsum(y[order])])[first]
+    n, positives = len(y), int(y.sum())
+    predicted = n - first                   # p >= t
+    true_positive = positives - clear_below
+    if metric == "f1":
+        denominator = predicted + positives
+        values = np.divide(2.0 * true_positive, denominator,
+                           out=np.zeros(len(grid)), where=denominator > 0)
+    else:
+        true_negative = first - clear_below
+        values = (true_positive + true_negative) / max(n, 1)
     return float(grid[int(np.argmax(values))])
 
 

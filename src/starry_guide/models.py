@@ -244,8 +244,10 @@ class PersistenceLogisticClassifier(ClassifierMixin, BaseEstimator):
         self.intercept_ = np.zeros(len(self.horizons_))
         for i, h in enumerate(self.horizons_):
             at_h = horizons == h
-            fitted = LogisticRegression(C=self.C, max_iter=self.max_iter).fit(design[at_h],
-                                                                              y[at_h])
+            # Newton-Cholesky: a few exact steps on ~40 standardised columns; L-BFGS took
+            # six times longer to the same optimum (leave-one-station-out fits 96 of these)
+            fitted = LogisticRegression(C=self.C, max_iter=self.max_iter,
+                                        solver="newton-cholesky").fit(design[at_h], y[at_h])
             self.coef_[i], self.intercept_[i] = fitted.coef_[0], fitted.intercept_[0]
         return self
 

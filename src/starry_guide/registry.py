@@ -114,12 +114,6 @@ def load_version(version):
         raise _failed(f"load {version.name} version {version.version}", exc) from None
 
 
-def find_estimator(settings, model_id: str):
-    """The estimator of the registered version with this content id, or None."""
-    version = find_version(settings, model_id)
-    return None if version is None else load_version(version)
-
-
 def register(client: MlflowClient, model_name: str, model_uri: str, model_id: str,
              tags: dict[str, str]):
     """Register ``model_uri`` unless a version with the same content id exists; return it."""
