@@ -38,7 +38,7 @@ outputs = Paths(settings.project_root / output_dir) if output_dir else inputs
 pd.set_option("display.precision", 4)
 pd.set_option("display.width", 120)
 
-from starry_guide import features, packaged, quality, reports, splits, stations
+from starry_guide import features, packaged, production, quality, reports, splits, stations
 
 pd.Series(settings.as_dict()["data"] | settings.as_dict()["label"], dtype=object).to_frame("value")
 
@@ -115,6 +115,39 @@ summary
 rows.groupby("horizon_h")["clear"].agg(["size", "mean"]).T
 
 # %% [markdown]
+# ## Production observations
+#
+# What the service's feed received, from the store's snapshot in `data/production/`
+# (`starry store snapshot`, or `starry retrain`, which takes it and runs the pipeline). Each
+# station's hours pass the same checks as a station file above — including the stuck-sensor rule
+# (`data.stuck_label_max_hours`), which keeps a frozen cloud sensor from teaching anything — and
+# a station with fewer than `production.min_usable_night_hours` usable night hours is skipped,
+# not fatal. Every row keeps its provenance (`source`).
+#
+# They split **by time**: the most recent `production.recent_window_days` of each station are
+# held out (`recent`) — no model trains on them, and the champion gate judges every challenger
+# on them as well as on the research validation months. Older production hours train, except in
+# the research validation and held-out months (`excluded`): the demo's feed replays the research
+# files themselves, and a model must never learn the answers it is validated on.
+
+# %%
+production_frames, production_reports = production.check_snapshot(settings)
+(quality.report_table(production_reports) if production_reports
+ else "no production snapshot in data/production (or production.use is false)")
+
+# %%
+rows["source"] = production.RESEARCH
+if production_frames:
+    production_rows = features.supervised_rows(pd.concat(production_frames, ignore_index=True),
+                                               settings.label, settings.features)
+    production_rows["split"] = production.assign_splits(production_rows, settings)
+    production_rows["source"] = production.SOURCE
+    rows = pd.concat([rows.astype({"split": str}), production_rows], ignore_index=True)
+rows["split"] = pd.Categorical(rows["split"], categories=splits.SPLITS)
+summary = splits.split_summary(rows)
+production.summary(rows[rows["source"] == production.SOURCE])
+
+# %% [markdown]
 # ## Outputs
 #
 # Parquet for the next stages, a data summary for `dvc metrics`, the quality report as JSON.
@@ -124,11 +157,13 @@ outputs.processed_dir.mkdir(parents=True, exist_ok=True)
 observations.to_parquet(outputs.processed_dir / "observations.parquet", index=False)
 rows.to_parquet(outputs.processed_dir / "rows.parquet", index=False)
 reports.write_json(outputs.reports_dir / "data_quality.json",
-                   {r.station_id: r.as_dict() for r in quality_reports})
+                   {r.station_id: r.as_dict() for r in quality_reports}
+                   | {f"{production.SOURCE}/{r.station_id}": r.as_dict() for r in production_reports})
 reports.write_json(outputs.metrics_dir / "data.json", {
     "stations": len(quality_reports),
     "observed_hours": len(observations),
     "rows": summary["rows"].to_dict(),
     "clear_rate": summary["clear_rate"].to_dict(),
+    "production_stations": sum(r.usable for r in production_reports),
 })
 print(f"{len(observations)} hourly observations, {len(rows)} supervised rows written")

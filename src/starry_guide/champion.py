@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from starry_guide import evaluate
+from starry_guide import adaptation, evaluate
 from starry_guide.evaluate import GREATER_IS_BETTER
 from starry_guide.reports import read_json
 from starry_guide.training import BASELINE, model_id, predict_clear, split_xy
@@ -94,6 +94,7 @@ class Incumbent:
     estimator: object | None = None  # its scikit-learn estimator, when one is at hand
     rolled_back: list[dict] = field(default_factory=list)
     note: str = ""  # why the incumbent is not what one would expect (e.g. cannot score)
+    station_maps: dict = field(default_factory=dict)  # its station adaptation (adaptation.py)
 
 
 @dataclass
@@ -109,44 +110,107 @@ class Decision:
     incumbent_model_id: str = ""
 
 
+@dataclass
+class RecentWindow:
+    """The most recent production window (split ``recent``): rows, and each model's
+    P(clear) on them (station maps applied)."""
+
+    rows: pd.DataFrame
+    p: dict[str, np.ndarray]  # candidate -> P(clear)
+    p_incumbent: np.ndarray
+    nights: int
+
+    @property
+    def usable(self) -> bool:
+        return len(self.rows) > 0
+
+
+def _recent_test(window: RecentWindow, name: str, *, n_boot: int, confidence: float,
+                 seed: int) -> dict:
+    y = window.rows["clear"].to_numpy(dtype=float)
+    boot = evaluate.paired_bootstrap_brier(y, window.p[name], window.p_incumbent,
+                                           evaluate.night_ids(window.rows), n_boot, seed,
+                                           confidence)
+    return {**boot, "confidence": confidence}
+
+
 def decide(ranking: list[str], model_ids: dict[str, str], p_validation: dict[str, np.ndarray],
            incumbent: Incumbent, p_incumbent: np.ndarray, p_baseline: np.ndarray,
            val_rows: pd.DataFrame, settings, validation_scores: dict[str, dict[str, float]],
-           incumbent_validation: dict[str, float]) -> Decision:
-    """Challengers in ranking order against the incumbent; the first to pass the
-    :func:`gate` is promoted. A candidate that does not rank above the incumbent on the
-    validation metric cannot beat it, so the search stops there. Models rolled back from are
-    never tried again.
+           incumbent_validation: dict[str, float],
+           recent: RecentWindow | None = None) -> Decision:
+    """Challengers in ranking order against the incumbent; the first to pass is promoted.
 
-    Trying several challengers on the same validation nights inflates the chance that one
-    passes by luck, so each is judged at a Bonferroni-corrected level: with ``k``
-    challengers, ``1 - (1 - select.confidence) / k``.
+    Without a recent production window this is the :func:`gate` on the validation months:
+    a candidate that does not rank above the incumbent on the validation metric cannot beat
+    it, so the search stops there. With one (``recent``, at least
+    ``production.min_recent_nights`` nights), a challenger is also judged on it — what
+    matters now: it is promoted when its Brier improvement is significant on the validation
+    months **or** on the recent window, it is significantly worse on neither, and no horizon
+    falls below calibrated persistence on validation. Candidates better than the incumbent
+    on either are challengers. Models rolled back from are never tried again.
+
+    Trying several challengers (and two tests each) on the same nights inflates the chance
+    that one passes by luck, so each test is judged at a Bonferroni-corrected level: with
+    ``k`` challengers and ``m`` tests, ``1 - (1 - select.confidence) / (k * m)``.
     """
     blocked = {entry["model_id"] for entry in incumbent.rolled_back}
     metric = settings.select.metric
     sign = 1.0 if metric in GREATER_IS_BETTER else -1.0
+    use_recent = recent is not None and recent.nights >= settings.production.min_recent_nights
+    recent_better = set()
+    if use_recent:
+        y_recent = recent.rows["clear"].to_numpy(dtype=float)
+        old = np.mean((recent.p_incumbent - y_recent) ** 2)
+        recent_better = {n for n in ranking if np.mean((recent.p[n] - y_recent) ** 2) < old}
     challengers = []
     for name in ranking:
-        if model_ids[name] == incumbent.model_id or (
-                sign * validation_scores[name][metric]
-                <= sign * incumbent_validation[metric]):
+        if model_ids[name] == incumbent.model_id:
+            if not use_recent:
+                break
+            continue
+        better = (sign * validation_scores[name][metric]
+                  > sign * incumbent_validation[metric])
+        if not better and not use_recent:
             break
-        if model_ids[name] not in blocked:
+        if (better or name in recent_better) and model_ids[name] not in blocked:
             challengers.append(name)
-    level = 1 - (1 - settings.select.confidence) / max(len(challengers), 1)
+    tests = 2 if use_recent else 1
+    level = 1 - (1 - settings.select.confidence) / (max(len(challengers), 1) * tests)
     y = val_rows["clear"].to_numpy()
     horizons, nights = val_rows["horizon_h"].to_numpy(), evaluate.night_ids(val_rows)
     tried, texts, winner, best_details = [], [], None, {}
+    n_boot, seed = settings.select.bootstrap_samples, settings.seed
     for name in challengers:
         passed, reasons, details = gate(
             y, p_validation[name], p_incumbent, p_baseline, horizons, nights,
-            n_boot=settings.select.bootstrap_samples, confidence=level,
-            horizon_tolerance=settings.select.horizon_tolerance_bss, seed=settings.seed)
-        tried.append({"candidate": name, "model_id": model_ids[name], "passed": passed,
-                      "reasons": reasons, "brier_difference": details["brier_difference"],
-                      "ci_low": details["ci_low"], "ci_high": details["ci_high"],
-                      "confidence": level, "nights": details["nights"],
-                      "losing_horizons": details["losing_horizons"]})
+            n_boot=n_boot, confidence=level,
+            horizon_tolerance=settings.select.horizon_tolerance_bss, seed=seed)
+        entry = {"candidate": name, "model_id": model_ids[name], "passed": passed,
+                 "reasons": reasons, "brier_difference": details["brier_difference"],
+                 "ci_low": details["ci_low"], "ci_high": details["ci_high"],
+                 "confidence": level, "nights": details["nights"],
+                 "losing_horizons": details["losing_horizons"]}
+        if use_recent:
+            now = _recent_test(recent, name, n_boot=n_boot, confidence=level, seed=seed)
+            val_better, val_worse = details["ci_high"] < 0, details["ci_low"] > 0
+            now_better, now_worse = now["ci_high"] < 0, now["ci_low"] > 0
+            floor_ok = not details["losing_horizons"]
+            passed = (val_better or now_better) and not (val_worse or now_worse) and floor_ok
+            reasons = [f"validation months: {reasons[0]}", *reasons[1:]]
+            pct = f"{level:.1%}".replace(".0%", "%")
+            reasons.append(
+                f"recent production window: Brier difference {now['brier_difference']:+.5f} "
+                f"({pct} CI {now['ci_low']:+.5f}..{now['ci_high']:+.5f}, bootstrap over "
+                f"{int(now['nights'])} nights): "
+                + ("significantly better" if now_better else
+                   "significantly worse" if now_worse else "not significant"))
+            if val_worse:
+                reasons.append("significantly worse on the validation months")
+            entry.update(passed=passed, reasons=reasons, recent={
+                k: now[k] for k in ("brier_difference", "ci_low", "ci_high", "nights")})
+            details = {**details, "recent": entry["recent"]}
+        tried.append(entry)
         texts.append(f"{name} vs {incumbent.candidate}: "
                      f"{'promoted' if passed else 'not promoted'} — " + "; ".join(reasons))
         best_details = best_details or details
@@ -156,9 +220,9 @@ def decide(ranking: list[str], model_ids: dict[str, str], p_validation: dict[str
     skipped = [n for n in ranking if model_ids[n] in blocked]
     if skipped:
         texts.append("not tried (rolled back from): " + ", ".join(skipped))
-    if len(challengers) > 1:
-        texts.append(f"{len(challengers)} challengers: each judged at {level:.2%} "
-                     f"(Bonferroni for {settings.select.confidence:.0%} overall)")
+    if len(challengers) * tests > 1:
+        texts.append(f"{len(challengers)} challenger(s) x {tests} test(s): each judged at "
+                     f"{level:.2%} (Bonferroni for {settings.select.confidence:.0%} overall)")
     if winner is not None:
         champion, champion_id, promote = winner, model_ids[winner], True
         texts.insert(len(tried), f"{winner} becomes the champion")
@@ -168,6 +232,8 @@ def decide(ranking: list[str], model_ids: dict[str, str], p_validation: dict[str
     else:
         champion, champion_id, promote = incumbent.candidate, incumbent.model_id, False
         texts.append("the champion stays" if tried else
+                     "no candidate beats the champion on validation or the recent window: "
+                     "the champion stays" if use_recent else
                      "no candidate ranks above the champion: the champion stays")
     if incumbent.note:
         texts.insert(0, incumbent.note)
@@ -189,6 +255,15 @@ class Selection:
     estimators: dict[str, object]
     scores: dict[str, dict[str, dict[str, float]]]  # candidate | "champion" | "incumbent"
     challenger: str | None  # best-ranked candidate that is not the champion
+    station_maps: dict[str, dict] = field(default_factory=dict)  # candidate -> its maps
+    recent_window: dict = field(default_factory=dict)  # what the gate's "now" test saw
+
+    @property
+    def champion_station_maps(self) -> dict:
+        """The champion's station adaptation (empty: none)."""
+        if self.decision.champion_model_id == self.incumbent.model_id:
+            return self.incumbent.station_maps
+        return self.station_maps.get(self.decision.champion, {})
 
     @property
     def champion_candidate(self) -> str:
@@ -271,7 +346,8 @@ def incumbent_from(tracked: dict | None, champion_dir: Path, registry_champion,
                 f"{bundle} is missing and model {mid} is not among today's candidates: the "
                 "incumbent cannot be judged. Restore it with `git checkout -- models/champion`")
         return Incumbent(tracked["candidate"], mid, "models/champion", predict, estimator,
-                         list(tracked.get("rolled_back", [])))
+                         list(tracked.get("rolled_back", [])),
+                         station_maps=dict(tracked.get("station_calibration", {})))
     if registry_champion is not None:
         estimator = load_version(registry_champion)
         return Incumbent(registry_champion.tags.get("candidate", "champion"),
@@ -319,10 +395,31 @@ def select(rows: pd.DataFrame, model_uris: dict[str, str], settings, incumbent=N
                 out[split] = evaluate.scores(y, predict(X), threshold, p_base[split])
         return out, p_val
 
-    scores, p_vals, model_ids = {}, {}, {}
+    # production rows that train each candidate's station maps, and the recent window
+    source = rows["source"] if "source" in rows.columns else pd.Series("research", rows.index)
+    adapt_rows = rows.loc[(rows["split"] == "train") & (source == "production")]
+    adapt_rows = adapt_rows.assign(night=evaluate.night_ids(adapt_rows))
+    recent_rows = rows.loc[rows["split"] == "recent"].reset_index(drop=True)
+    X_adapt, _ = split_xy(adapt_rows, "train", settings)
+    X_recent, _ = split_xy(recent_rows, "recent", settings)
+
+    def recent_scores(p_recent: np.ndarray, threshold: float) -> dict[str, float]:
+        p_base_recent = predict_clear(estimators[BASELINE], X_recent)
+        return evaluate.scores(recent_rows["clear"].to_numpy(), p_recent, threshold,
+                               p_base_recent)
+
+    scores, p_vals, model_ids, maps, p_recent = {}, {}, {}, {}, {}
     for name, estimator in estimators.items():
         scores[name], p_vals[name] = score_all(lambda X, e=estimator: predict_clear(e, X))
-        model_ids[name] = model_id(name, p_vals[name])
+        maps[name] = (adaptation.fit_station_maps(
+            adapt_rows, predict_clear(estimator, X_adapt),
+            min_nights=settings.production.min_adaptation_nights) if len(adapt_rows) else {})
+        model_ids[name] = adaptation.adapted_id(model_id(name, p_vals[name]), maps[name])
+        if len(recent_rows):
+            p_recent[name] = adaptation.apply_station_maps(
+                predict_clear(estimator, X_recent), recent_rows["station_id"], maps[name])
+            scores[name]["recent"] = recent_scores(p_recent[name],
+                                                   scores[name]["validation"]["threshold"])
     ranking = rank({n: s["validation"] for n, s in scores.items()}, settings.select.metric)
 
     if incumbent is None:
@@ -342,9 +439,23 @@ def select(rows: pd.DataFrame, model_uris: dict[str, str], settings, incumbent=N
                               estimators[BASELINE], incumbent.rolled_back, note)
         scores["incumbent"], p_incumbent = score_all(incumbent.predict)
 
+    window, recent_info = None, {"rows": int(len(recent_rows))}
+    if len(recent_rows):
+        p_recent_incumbent = adaptation.apply_station_maps(
+            incumbent.predict(X_recent), recent_rows["station_id"], incumbent.station_maps)
+        scores["incumbent"]["recent"] = recent_scores(
+            p_recent_incumbent, scores["incumbent"]["validation"]["threshold"])
+        window = RecentWindow(recent_rows, p_recent, p_recent_incumbent,
+                              int(len(np.unique(evaluate.night_ids(recent_rows)))))
+        recent_info |= {
+            "nights": window.nights,
+            "stations": sorted(map(str, recent_rows["station_id"].unique())),
+            "first_target": recent_rows["target_time"].min().isoformat(),
+            "last_target": recent_rows["target_time"].max().isoformat(),
+            "used_by_gate": window.nights >= settings.production.min_recent_nights}
     decision = decide(ranking, model_ids, p_vals, incumbent, p_incumbent, p_vals[BASELINE],
                       val_rows, settings, {n: scores[n]["validation"] for n in estimators},
-                      scores["incumbent"]["validation"])
+                      scores["incumbent"]["validation"], window)
     blocked = {entry["model_id"] for entry in incumbent.rolled_back}
     challenger = next((n for n in ranking if model_ids[n] != decision.champion_model_id
                        and model_ids[n] not in blocked), None)
@@ -352,7 +463,8 @@ def select(rows: pd.DataFrame, model_uris: dict[str, str], settings, incumbent=N
                        else scores[decision.champion])
     return Selection(ranking=ranking, decision=decision, incumbent=incumbent,
                      model_ids=model_ids, model_uris=dict(model_uris), estimators=estimators,
-                     scores={**scores, "champion": champion_scores}, challenger=challenger)
+                     scores={**scores, "champion": champion_scores}, challenger=challenger,
+                     station_maps=maps, recent_window=recent_info)
 
 
 def decision_record(selection: Selection) -> dict:
@@ -378,6 +490,8 @@ def decision_record(selection: Selection) -> dict:
         "ranking": selection.ranking,
         "model_ids": selection.model_ids,
         "rolled_back": inc.rolled_back,
+        "recent_window": selection.recent_window,
+        "champion_station_calibration": selection.champion_station_maps,
     }
 
 
@@ -389,6 +503,7 @@ def champion_card(selection: Selection, settings) -> dict:
         "model_id": selection.champion_model_id,
         "scores": selection.scores["champion"],
         "rolled_back": selection.incumbent.rolled_back,
+        "station_calibration": selection.champion_station_maps,
     }
 
 
@@ -420,6 +535,7 @@ def export_bundle(selection: Selection, settings, rows: pd.DataFrame,
               "model_id": selection.champion_model_id,
               "candidate": selection.champion_candidate,
               "scores": selection.scores["champion"],
+              "station_calibration": selection.champion_station_maps,
               "lineage": {"seed": settings.seed, "training_rows": train_rows,
                           "params": settings.as_dict()["train"]}},
         feature_spec=transfer.feature_spec(settings),

@@ -26,6 +26,19 @@ class DataSettings:
     stations: tuple[str, ...]
     reference_year: int
     min_usable_night_hours: int
+    stuck_label_max_hours: int = 168  # one cover value repeated longer: a stuck sensor
+
+
+@dataclass(frozen=True)
+class ProductionSettings:
+    """Production observations (the serving store's snapshot) as training data and as the
+    gate's most recent window (``params.yaml`` section ``production``, optional)."""
+
+    use: bool = True                  # False: the pipeline ignores data/production
+    recent_window_days: int = 28      # per station, the last N days: held out, the gate's "now"
+    min_usable_night_hours: int = 168  # fewer: the production station is skipped (reported)
+    min_recent_nights: int = 7        # fewer nights in the window: no recent-window test
+    min_adaptation_nights: int = 7    # a station's own labelled nights before it gets a map
 
 
 @dataclass(frozen=True)
@@ -223,6 +236,7 @@ class Settings:
     project_root: Path
     store: StoreSettings = StoreSettings()
     serve: ServeSettings = ServeSettings()
+    production: ProductionSettings = ProductionSettings()
 
     @property
     def paths(self) -> Paths:
@@ -308,6 +322,8 @@ def load_settings(project_dir: Path | str | None = None) -> Settings:
             stations=tuple(str(s) for s in _get(d, "stations", tuple, source, "data")),
             reference_year=_get(d, "reference_year", int, source, "data"),
             min_usable_night_hours=_get(d, "min_usable_night_hours", int, source, "data"),
+            stuck_label_max_hours=_get({"stuck_label_max_hours": 168, **d},
+                                       "stuck_label_max_hours", int, source, "data"),
         ),
         packaged=PackagedSettings(**{
             key: _get(pk, key, str, source, "packaged")
@@ -366,6 +382,10 @@ def load_settings(project_dir: Path | str | None = None) -> Settings:
         ),
         project_root=root,
         serve=_serve_settings(raw, source),
+        production=ProductionSettings(**{
+            f.name: _get({f.name: f.default, **(raw.get("production") or {})}, f.name,
+                         {"bool": bool, "int": int}[f.type], source, "production")
+            for f in dataclasses.fields(ProductionSettings)}),
     )
     _check(settings, source)
     return settings

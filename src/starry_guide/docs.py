@@ -292,7 +292,8 @@ def problem_page(root: Path) -> str:
     stations = pd.DataFrame({sid: {"format": r["kind"].upper(), "rows": r["rows"],
                                    "usable_night_hours": r["usable_night_hours"],
                                    "clear-sky rate": r["clear_sky_rate"],
-                                   "verdict": r["verdict"]} for sid, r in quality.items()}).T
+                                   "verdict": r["verdict"]} for sid, r in quality.items()
+                             if not sid.startswith("production/")}).T
     stations = stations.rename_axis("station")
     unseen = ", ".join(f"`{s}`" for s in split.unseen_stations) or "none"
     return "\n".join([
@@ -685,7 +686,12 @@ def quality_page(root: Path) -> str:
     lines += ["| station | format | rows | usable night hours | clear-sky rate | verdict |",
               "|---|---|---|---|---|---|"]
     lines += [f"| `{sid}` | {r['kind'].upper()} | {r['rows']} | {r['usable_night_hours']} | "
-              f"{r['clear_sky_rate']:.1%} | {r['verdict']} |" for sid, r in stations.items()]
+              + ("-" if r["clear_sky_rate"] is None else f"{r['clear_sky_rate']:.1%}")
+              + f" | {r['verdict']} |" for sid, r in stations.items()]
+    lines += ["", "`production/…` rows are the serving store's snapshot (`data/production/`), "
+              "checked by the same policy; a production station with too few usable night "
+              "hours is skipped, not fatal ([Retraining on production data]"
+              "(../registry.md#retraining-on-production-data-judged-on-what-matters-now))."]
     lines += ["", "What each repair and message means: [Add your own station]"
               "(../add-your-station.md).", ""]
     for station_id, r in stations.items():

@@ -76,6 +76,9 @@ HEMISPHERE_MAX_CORRELATION = -0.5
 HEMISPHERE_MIN_MONTHS = 9
 HEMISPHERE_MIN_SWING_C = 4.0
 HEMISPHERE_MIN_LATITUDE = 15.0
+#: records with real, contiguous timestamps (absent hours are inserted as missing); the
+#: others are typical-year files
+REAL_RECORD_KINDS = ("csv", "production")
 #: a typical-year file (TMY2/TMY3/EPW) has one row per hour of a year
 YEAR_ROWS = (8760, 8784)
 
@@ -173,7 +176,7 @@ def _check_structure(frame: pd.DataFrame, station: StationData,
             "hour, stamped on the hour"
         )
         return frame
-    if station.kind == "csv":
+    if station.kind in REAL_RECORD_KINDS:
         grid = pd.date_range(frame["time"].iloc[0], frame["time"].iloc[-1], freq="h")
         absent = len(grid) - len(frame)
         if absent:
@@ -303,6 +306,42 @@ def _repair_values(frame: pd.DataFrame, report: QualityReport) -> None:
         frame["temp_dew_c"] = frame["temp_dew_c"].mask(too_wet)
 
 
+def stuck_runs(values: np.ndarray, max_hours: int) -> np.ndarray:
+    """Mask of the hours inside a run of one repeated (non-missing) value longer than
+    ``max_hours``: a frozen sensor, not weather (a missing hour ends a run)."""
+    values = np.asarray(values, dtype=float)
+    mask = np.zeros(len(values), dtype=bool)
+    if not len(values):
+        return mask
+    same = np.r_[False, values[1:] == values[:-1]]
+    starts = np.flatnonzero(~same)
+    lengths = np.diff(np.r_[starts, len(values)])
+    for start, length in zip(starts, lengths, strict=True):
+        if length > max_hours and not np.isnan(values[start]):
+            mask[start:start + length] = True
+    return mask
+
+
+def _repair_stuck_label(frame: pd.DataFrame, report: QualityReport, max_hours: int) -> None:
+    """A label sensor frozen on one value for longer than ``max_hours`` (a stuck cloud
+    sensor) reports nothing true: those hours' cloud cover becomes missing, so they are
+    never learned from or scored. Runs only within a record that is otherwise varied (a
+    file constant throughout is rejected by :func:`_check_label`)."""
+    cover = frame[LABEL_SOURCE].to_numpy(dtype=float)
+    stuck = stuck_runs(cover, max_hours)
+    if stuck.any() and not stuck[~np.isnan(cover)].all():
+        first = int(np.flatnonzero(stuck)[0])
+        report.repairs.append({
+            "rule": f"one value repeated longer than {max_hours} h (a stuck sensor; params.yaml "
+                    "'data.stuck_label_max_hours') -> missing",
+            "column": LABEL_SOURCE, "count": int(stuck.sum()),
+            "example": float(cover[first]),
+            "since": frame["time"].iloc[first].isoformat(),
+        })
+        for column in (LABEL_SOURCE, "total_cloud_tenths"):
+            frame[column] = frame[column].mask(stuck)
+
+
 def dew_point_too_high(temp_air_c, temp_dew_c) -> np.ndarray:
     """Where the dew point exceeds the air temperature by more than
     :data:`DEW_POINT_TOLERANCE_C` (physically impossible beyond sensor lag): training
@@ -382,8 +421,8 @@ def _check_label(frame: pd.DataFrame, station: StationData, report: QualityRepor
         )
 
 
-def assess(station: StationData, label: LabelSettings,
-           min_usable_night_hours: int) -> tuple[pd.DataFrame, QualityReport]:
+def assess(station: StationData, label: LabelSettings, min_usable_night_hours: int,
+           stuck_label_max_hours: int = 168) -> tuple[pd.DataFrame, QualityReport]:
     """Check, repair and judge one station; add the sun and moon geometry.
 
     Returns the cleaned frame (validated against :func:`canonical_schema` when the station is
@@ -398,6 +437,7 @@ def assess(station: StationData, label: LabelSettings,
         return frame, report
     _repair_units(frame, report)
     _repair_values(frame, report)
+    _repair_stuck_label(frame, report, stuck_label_max_hours)
     _drop_uninformative(frame, report)
     report.missing_share = {
         name: round(float(frame[name].isna().mean()), 4) for name in WEATHER_COLUMNS
@@ -455,4 +495,5 @@ def check_station(entry: str, settings: Settings) -> tuple[pd.DataFrame | None, 
                                0)
         report.reject(str(exc))
         return None, report
-    return assess(station, settings.label, settings.data.min_usable_night_hours)
+    return assess(station, settings.label, settings.data.min_usable_night_hours,
+                  settings.data.stuck_label_max_hours)

@@ -11,7 +11,8 @@ import pandas as pd
 
 from starry_guide.config import SplitSettings
 
-SPLITS = ("train", "validation", "held_out", "unseen")
+#: ``recent`` and ``excluded`` hold production rows (see :mod:`starry_guide.production`)
+SPLITS = ("train", "validation", "held_out", "unseen", "recent", "excluded")
 
 
 def assign_splits(rows: pd.DataFrame, settings: SplitSettings) -> pd.Series:

@@ -318,7 +318,8 @@ class Service:
         self.registry.register(StoreCollector(store))
 
     def forecast_many(self, requests: list[tuple[np.ndarray, dict[str, np.ndarray]]],
-                      with_inputs: bool = False) -> list[dict] | tuple[list[dict], list[dict]]:
+                      with_inputs: bool = False, station_ids: list[str | None] | None = None
+                      ) -> list[dict] | tuple[list[dict], list[dict]]:
         """Nowcasts for several requests' latest hours (as :func:`recent_hours` returns
         them), as JSON-ready :class:`NowcastResponse` dicts, not yet logged: one pass of the
         feature core over all of them (each request is a run of its own), one onnxruntime
@@ -337,7 +338,10 @@ class Service:
         latest = {name: values[last] for name, values in hourly.items()}
         latest["longitude"] = columns["longitude"][last]
         matrix, _ = features.model_arrays(latest, seconds[last], self.horizons, self.features)
-        p = self.bundle.predict_matrix(matrix).reshape(len(requests), -1).tolist()
+        p = self.bundle.predict_matrix(matrix).reshape(len(requests), -1)
+        if station_ids is not None:  # a registered station's own recalibration, if it has one
+            p = self.bundle.adapt(p, station_ids)
+        p = p.tolist()
         target_sun = matrix[:, self.target_sun_column].reshape(len(requests), -1).tolist()
         nowcasts = []
         for issued_second, p_request, sun_request in zip(seconds[last].tolist(), p,
@@ -387,9 +391,9 @@ class Service:
     def _answer_pending(self) -> None:
         batch, self._pending = self._pending, []
         try:
-            nowcasts, inputs = self.forecast_many([(seconds, columns)
-                                                   for _, seconds, columns, _ in batch],
-                                                  with_inputs=True)
+            nowcasts, inputs = self.forecast_many(
+                [(seconds, columns) for _, seconds, columns, _ in batch], with_inputs=True,
+                station_ids=[origin.station_id for origin, _, _, _ in batch])
             records = [
                 Prediction(n["prediction_id"], self.bundle.version, origin.kind,
                            origin.latitude, origin.longitude, n["issued_for"],

@@ -346,6 +346,24 @@ class Bundle:
         """P(clear) for a float32 matrix whose columns are :attr:`features`, in order."""
         return self.session.run([OUTPUT], {INPUT: matrix})[0].astype(float)
 
+    @property
+    def station_calibration(self) -> dict[str, dict]:
+        """Per-station recalibration maps learned from production nights
+        (:mod:`starry_guide.adaptation`), by station id; empty when there are none."""
+        return dict(self.card.get("station_calibration") or {})
+
+    def adapt(self, p: np.ndarray, station_ids) -> np.ndarray:
+        """``p`` (one row per entry of ``station_ids``, any number of columns) with each
+        registered station's map applied; rows of other places (None) unchanged."""
+        from starry_guide.adaptation import apply_station_maps
+
+        maps = self.station_calibration
+        p = np.asarray(p, dtype=float)
+        if not maps:
+            return p
+        ids = np.repeat(np.asarray(station_ids, dtype=object), p.shape[1] if p.ndim == 2 else 1)
+        return apply_station_maps(p.reshape(-1), ids, maps).reshape(p.shape)
+
 
 def load_bundle(path: Path, threads: int = 1) -> Bundle:
     """Open a bundle folder after verifying every file against its model card's SHA-256.
