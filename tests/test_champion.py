@@ -1,6 +1,7 @@
 """Selection and the registry, on a real MLflow SQLite store with real trained candidates."""
 
 import dataclasses
+import json
 
 import mlflow
 import numpy as np
@@ -83,6 +84,12 @@ def test_select_crowns_then_keeps_then_refuses_a_registry_that_moved(
     # the champion's held-out scores are on its training run, not only val_*
     run = client.get_run(crowned.run_id)
     assert {"val_brier", "held_out_brier", "unseen_brier"} <= set(run.data.metrics)
+    # the tracked lineage chain starts with this first promotion (no date, no registry id)
+    card = reports.read_json(project.paths.champion_dir / "champion.json")
+    assert [(e["event"], e["first"]) for e in card["history"]] == [("promoted", True)]
+    assert card["history"][0]["champion"]["model_id"] == first.champion_model_id
+    assert card["history"][0]["incumbent"]["source"] == "baseline"
+    assert versions["decision_run"] not in json.dumps(card)
 
     # the same models again: the incumbent is the tracked champion, which the registry
     # agrees with; nothing new is registered and the champion stays
@@ -95,6 +102,12 @@ def test_select_crowns_then_keeps_then_refuses_a_registry_that_moved(
     assert again.champion_model_id == first.champion_model_id
     publish(again, project, rows, observations)
     assert len(client.search_model_versions(f"name = '{name}'")) == versions_before
+    # kept: an entry only when the gate judged a challenger; the same decision made again
+    # (same inputs) adds nothing, so re-runs never grow champion.json
+    history = reports.read_json(project.paths.champion_dir / "champion.json")["history"]
+    assert history[0] == card["history"][0]
+    assert [e["event"] for e in history[1:]] == (["kept"] if again.decision.tried else [])
+    assert champion.champion_card(again, project)["history"] == history
     assert set(again.scores["champion"]) == {"validation", "held_out", "unseen"}
     record = champion.decision_record(again)
     assert record["incumbent_model"]["model_id"] == first.champion_model_id

@@ -496,7 +496,11 @@ def decision_record(selection: Selection) -> dict:
 
 
 def champion_card(selection: Selection, settings) -> dict:
-    """``models/champion/champion.json``: what the champion is, by content id."""
+    """``models/champion/champion.json``: what the champion is, by content id, and its
+    ``history`` — the tracked champion's chain plus this decision (:mod:`starry_guide.lineage`)."""
+    from starry_guide import lineage
+
+    entry = lineage.decision_entry(decision_record(selection), lineage.fingerprints(settings))
     return {
         "model_name": settings.select.model_name,
         "candidate": selection.champion_candidate,
@@ -504,6 +508,7 @@ def champion_card(selection: Selection, settings) -> dict:
         "scores": selection.scores["champion"],
         "rolled_back": selection.incumbent.rolled_back,
         "station_calibration": selection.champion_station_maps,
+        "history": lineage.chain(read_tracked(settings.paths.champion_dir), entry),
     }
 
 

@@ -487,61 +487,140 @@ def model_card_page(root: Path, destination: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _history(root: Path) -> tuple[list[dict], str]:
-    """The gate's decisions that tracked files record, and where they came from.
+def _history(root: Path) -> list[dict]:
+    """The champion's tracked lineage chain (``history`` of ``models/champion/champion.json``,
+    :mod:`starry_guide.lineage`): the same in every clone, oldest first."""
+    from starry_guide import lineage
 
-    The registry's full, dated history (every decision and rollback: ``starry champion
-    history``) lives in this machine's MLflow store; a committed page built from it would
-    differ on every machine and break "a fresh clone's `dvc repro` reproduces the committed
-    outputs". So the page shows what git tracks — the last decision
-    (``reports/select_decision.json``) — and points to the command for the rest."""
-    decision = read_json(root / "reports" / "select_decision.json")
-    select = read_json(root / "reports" / "metrics" / "select.json")
-    gate = decision.get("gate") or {}
-    champion = (decision.get("champion") or {}).get("candidate") or select["champion"]
-    incumbent = decision.get("incumbent")
-    if isinstance(decision.get("incumbent_model"), dict):
-        incumbent = decision["incumbent_model"].get("candidate", incumbent)
-    return [{"date": "last dvc repro", "event": "decision", "candidate": champion,
-             "promoted": decision.get("promoted"), "incumbent": incumbent,
-             "best_candidate": decision.get("best_candidate"),
-             "ci_low": gate.get("ci_low"), "ci_high": gate.get("ci_high"),
-             "reason": decision.get("reason", "")}], (
-        "`reports/select_decision.json` (the last decision; the full dated history of "
-        "decisions and rollbacks is machine-specific — it lives in the MLflow registry: "
-        "`.venv/bin/starry champion history`)")
+    path = root / "models" / "champion" / "champion.json"
+    return lineage.previous_history(read_json(path) if path.is_file() else None)
 
 
-def history_page(root: Path) -> str:
-    """Champion history: every decision as a table and as a timeline."""
-    entries, source = _history(root)
-    lines = ["# Champion history", "",
-             f"Every decision of the gate and every rollback, oldest first — from {source}, "
-             "as of the last `docs` stage run. The current champion's card: "
-             "[model card](model-card.md).", "",
-             "| date | event | champion after | incumbent | best candidate | 95 % CI of "
-             "ΔBrier | reason |", "|---|---|---|---|---|---|---|"]
-    for e in entries:
-        ci = (f"{e['ci_low']:+.3g} … {e['ci_high']:+.3g}"
-              if e.get("ci_low") is not None and e.get("ci_high") is not None else "—")
-        event = e.get("event", "decision")
-        if event == "decision":
-            event += " (promoted)" if e.get("promoted") else " (kept)"
-        reason = str(e.get("reason", "")).replace("|", "\\\\|").replace("\n", " ")
-        version = f" v{e['version']}" if e.get("version") else ""
-        lines.append(f"| {e.get('date', '')} | {event} | `{e.get('candidate')}`{version} | "
-                     f"`{e.get('incumbent') or '—'}` | `{e.get('best_candidate') or '—'}` | "
-                     f"{ci} | {reason} |")
-    lines += ["", "## Timeline", "", "```mermaid", "timeline", "    title @champion over time"]
-    for e in entries:
-        what = e.get("event", "decision")
-        after = e.get("candidate")
-        if what == "decision":
-            text = (f"{after} promoted" if e.get("promoted") else f"{after} kept")
+def mlflow_dates(root: Path, entries: list[dict]) -> list[str | None]:
+    """The date of each tracked history entry, from this machine's MLflow store
+    (:func:`starry_guide.registry.history`), or None where the store does not hold it (a
+    fresh clone's store is empty; MLflow is never created or changed here).
+
+    A tracked entry is matched, in order, with the first later MLflow event of the same kind
+    (decision or rollback), champion and incumbent — the first time that decision was made
+    (a decision made again is one entry in the chain, one run per time in MLflow)."""
+    if not entries:
+        return []
+    try:
+        import mlflow
+
+        from starry_guide import registry, tracking
+        from starry_guide.config import load_settings
+
+        settings = load_settings(root)
+        uri = tracking.tracking_uri(settings)
+        if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+            return [None] * len(entries)
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
+        events = registry.history(settings)
+    except Exception:  # noqa: BLE001 - no store, or an unreadable one: no dates, same page
+        return [None] * len(entries)
+    dates, start = [], 0
+    for entry in entries:
+        kind = "rollback" if entry.get("event") == "rollback" else "decision"
+        key = (kind, (entry.get("champion") or {}).get("model_id"),
+               (entry.get("incumbent") or {}).get("model_id"))
+        found = next((i for i in range(start, len(events))
+                      if (events[i].get("event"), events[i].get("model_id"),
+                          events[i].get("incumbent_model_id")) == key), None)
+        if found is None:
+            dates.append(None)
         else:
-            text = f"rolled back to {after}"
-        date = str(e.get("date", "")).replace(":", "h", 1).replace(":", "m", 1)
-        lines.append(f"    {date} : {text}")
+            dates.append(events[found]["date"])
+            start = found + 1
+    return dates
+
+
+def _ci_text(tried: dict) -> str:
+    level = tried.get("confidence")
+    label = f"{level:.1%}".replace(".0%", "%") if isinstance(level, numbers.Real) else "?"
+    ci = ("—" if tried.get("ci_low") is None or tried.get("ci_high") is None
+          else f"{tried['ci_low']:+.3g} … {tried['ci_high']:+.3g}")
+    verdict = "passed" if tried.get("passed") else "failed"
+    recent = tried.get("recent") or {}
+    now = ("" if recent.get("ci_low") is None or recent.get("ci_high") is None else
+           f"; recent window ΔBrier {fmt(recent.get('brier_difference'))}, CI "
+           f"{recent['ci_low']:+.3g} … {recent['ci_high']:+.3g}")
+    return (f"`{tried.get('candidate')}` ΔBrier {fmt(tried.get('brier_difference'))}, "
+            f"{label} CI {ci}{now} — {verdict}")
+
+
+def history_page(root: Path, dates: list[str | None] | None = None) -> str:
+    """Champion history: the tracked lineage chain as a table and a timeline.
+
+    ``dates`` (one per entry, from :func:`mlflow_dates`) are added by the site build
+    (:mod:`starry_guide.docs_hooks`): the committed page has none, so it is the same on every
+    machine."""
+    entries = _history(root)
+    dates = dates or [None] * len(entries)
+    card_path = root / "models" / "champion" / "champion.json"
+    card = read_json(card_path) if card_path.is_file() else {}
+    lines = ["# Champion history", "",
+             "Every promotion, every decision in which the gate judged a challenger, and every "
+             "rollback, oldest first: the lineage chain that `models/champion/champion.json` "
+             "carries (committed with the champion, so every clone has it; extended by each "
+             "`select` run and by `starry champion rollback`). Models are named by candidate "
+             "and content id; *data* and *params* are fingerprints of `data/processed/` and of "
+             "the parameters that shaped the decision.", ""]
+    if card:
+        lines += [f"The champion now: **`{card.get('candidate')}`** (model "
+                  f"`{card.get('model_id')}`) — its [model card](model-card.md).", ""]
+    if any(dates):
+        lines += ["Dates are this machine's, from its MLflow store (`.venv/bin/starry champion "
+                  "history` lists every run, with registry versions and MLflow run ids); a "
+                  "decision made again (same inputs) is one entry, dated when first made.", ""]
+    else:
+        lines += ["No dates: they live in the MLflow store of the machine that made each "
+                  "decision (`.venv/bin/starry champion history` there), and the site shows "
+                  "them when this machine's store holds the decision.", ""]
+    decision_path = root / "reports" / "select_decision.json"
+    if decision_path.is_file():
+        last = read_json(decision_path)
+        if not last.get("promoted") and not last.get("tried"):
+            lines += ["The last `select` run judged no challenger (so it added no entry): "
+                      f"*{last.get('reason', '')}*.", ""]
+    if not entries:
+        lines += ["No champion yet: run `dvc repro`.", ""]
+        return "\n".join(lines) + "\n"
+    lines += ["| # | date | event | champion after | incumbent (judged against) | challengers "
+              "judged by the gate | reason | data · params |",
+              "|---|---|---|---|---|---|---|---|"]
+
+    def model(m: dict | None) -> str:
+        m = m or {}
+        return f"`{m.get('candidate') or '—'}` ({m.get('model_id') or '—'})" if m else "—"
+
+    def clean(text: str) -> str:
+        return str(text).replace("|", "\\|").replace("\n", " ")
+
+    for number, (e, date) in enumerate(zip(entries, dates, strict=True), start=1):
+        event = e.get("event", "")
+        if event == "promoted" and e.get("first"):
+            event = "promoted (first champion)"
+        reason = e.get("reason", "")
+        if e.get("by"):
+            reason = f"{reason} (by {e['by']})"
+        tried = "<br>".join(_ci_text(t) for t in e.get("tried", [])) or "—"
+        prints = " · ".join(f"`{e[k]}`" for k in ("data", "params") if e.get(k)) or "—"
+        lines.append(f"| {number} | {date or '—'} | {event} | {model(e.get('champion'))} | "
+                     f"{model(e.get('incumbent'))} | {tried} | {clean(reason)} | {prints} |")
+    lines += ["", "## Timeline", "", "```mermaid", "timeline", "    title @champion over time"]
+    for number, (e, date) in enumerate(zip(entries, dates, strict=True), start=1):
+        after = (e.get("champion") or {}).get("candidate", "")
+        before = (e.get("incumbent") or {}).get("candidate", "")
+        text = {"promoted": f"{after} promoted over {before}",
+                "kept": f"{after} kept (challenger failed the gate)",
+                "rollback": f"rolled back to {after} from {before}",
+                "recorded": f"{after} champion (history starts)"}.get(
+                    e.get("event"), f"{e.get('event')} {after}")
+        period = f"{number} · {date}" if date else f"decision {number}"
+        lines.append(f"    {period.replace(':', 'h', 1).replace(':', 'm', 1)} : {text}")
     lines += ["```", ""]
     return "\n".join(lines) + "\n"
 
@@ -655,10 +734,13 @@ def api_page(schema: dict) -> str:
             responses = op.get("responses") or {}
             if responses:
                 lines += ["| response | description | body |", "|---|---|---|"]
-                for code, response in responses.items():
+                for code, response in sorted(responses.items()):
                     content = response.get("content") or {}
-                    shown = ", ".join(_schema_type(c.get("schema", {}))
-                                      for c in content.values()) or "—"
+                    shown = ", ".join(f"{_schema_type(c.get('schema', {}))} ({media})"
+                                      if len(content) > 1 else
+                                      _schema_type(c.get("schema", {}))
+                                      for media, c in content.items()) or "—"
+                    shown += "".join(f"; header `{h}`" for h in response.get("headers", {}))
                     lines.append(f"| {code} | {_cell(response.get('description'))} | "
                                  f"{shown} |")
                 lines.append("")

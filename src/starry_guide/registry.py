@@ -30,7 +30,7 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from starry_guide import tracking
+from starry_guide import lineage, tracking
 from starry_guide.reports import read_json, write_json
 
 CHAMPION = "champion"
@@ -317,7 +317,8 @@ def rollback(settings, version: str, reason: str, by: str | None = None) -> dict
 
     Downloads and verifies its bundle, writes ``models/champion/`` anew in a staging folder
     (``champion.json`` remembers the model rolled back from, which the gate will not try
-    again), records who and why as tags on both versions and as a ``rollback`` run, moves
+    again, and its tracked ``history`` gets a rollback entry: :mod:`starry_guide.lineage`),
+    records who and why as tags on both versions and as a ``rollback`` run, moves
     the ``@champion`` alias, and only then swaps the new ``models/champion/`` in.
 
     Raises
@@ -375,10 +376,14 @@ def rollback(settings, version: str, reason: str, by: str | None = None) -> dict
     if from_id:
         rolled_back.append({"model_id": from_id, "candidate": from_candidate,
                             "reason": reason, "by": by})
+    candidate = target.tags.get("candidate", card.get("candidate"))
+    history = lineage.chain(tracked, lineage.rollback_entry(
+        {"candidate": candidate, "model_id": version_model_id(target)},
+        {"candidate": from_candidate, "model_id": from_id}, reason, by))
     write_json(staged / "champion.json", {
-        "model_name": name, "candidate": target.tags.get("candidate", card.get("candidate")),
+        "model_name": name, "candidate": candidate,
         "model_id": version_model_id(target), "scores": card.get("scores", {}),
-        "rolled_back": rolled_back})
+        "rolled_back": rolled_back, "history": history})
     when = datetime.now(tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     try:
         tracking.configure(settings, tracking.SELECT_EXPERIMENT)

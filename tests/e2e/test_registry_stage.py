@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from starry_guide import packaged
+from starry_guide import docs, packaged
 from starry_guide.notebook import copy_project
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -90,7 +90,8 @@ def champion_card(copy: Path) -> dict:
     return json.loads((copy / "models/champion/champion.json").read_text())
 
 
-def test_alias_moves_only_after_a_verified_export_and_rollback_is_recorded(project):
+def test_alias_moves_only_after_a_verified_export_and_rollback_is_recorded(project,
+                                                                           monkeypatch):
     copy, env, db = project
     starry = str(BIN / "starry")
 
@@ -99,6 +100,7 @@ def test_alias_moves_only_after_a_verified_export_and_rollback_is_recorded(proje
     first = champion_card(copy)
     assert first["candidate"] == "calibrated_persistence"
     assert alias_version(db) == "1"
+    assert [(e["event"], e["first"]) for e in first["history"]] == [("promoted", True)]
     decision = json.loads((copy / "reports/select_decision.json").read_text())
     assert decision["incumbent_model"]["source"] == "baseline"
 
@@ -159,6 +161,13 @@ def test_alias_moves_only_after_a_verified_export_and_rollback_is_recorded(proje
     assert decision["tried"][0]["passed"] and decision["tried"][0]["ci_high"] < 0
     promoted_version = alias_version(db)
     assert promoted_version not in (None, "1")
+    # the tracked chain: the first champion, then this promotion with its evidence (the
+    # failed attempts above left no entry)
+    assert second["history"][:-1] == first["history"]
+    entry = second["history"][-1]
+    assert (entry["event"], entry["champion"]["model_id"], entry["incumbent"]["model_id"]) == (
+        "promoted", second["model_id"], first["model_id"])
+    assert entry["tried"][0]["ci_high"] < 0 and entry["data"] and entry["params"]
 
     # 3. roll back, with a reason: the alias and models/champion/ return to version 1
     result = run([starry, "champion", "rollback", "1", "--reason", "complaints from users",
@@ -170,6 +179,10 @@ def test_alias_moves_only_after_a_verified_export_and_rollback_is_recorded(proje
     assert back["rolled_back"] == [{"model_id": second["model_id"],
                                     "candidate": "logistic_regression",
                                     "reason": "complaints from users", "by": "tester"}]
+    assert back["history"] == [*second["history"], {
+        "event": "rollback", "reason": "complaints from users", "by": "tester",
+        "champion": {"candidate": "calibrated_persistence", "model_id": first["model_id"]},
+        "incumbent": {"candidate": "logistic_regression", "model_id": second["model_id"]}}]
 
     # 4. history: the two decisions and the rollback (the failed attempts left no run)
     history = json.loads(run([starry, "champion", "history", "--json"], copy, env).stdout)
@@ -192,7 +205,18 @@ def test_alias_moves_only_after_a_verified_export_and_rollback_is_recorded(proje
     outputs = (tree_digest(copy / "models/champion"),
                (copy / "reports/select_decision.json").read_text(),
                (copy / "reports/metrics/select.json").read_text())
+    assert champion_card(copy)["history"] == back["history"]  # no gate ran: no entry
     select(copy, env)
     assert (tree_digest(copy / "models/champion"),
             (copy / "reports/select_decision.json").read_text(),
             (copy / "reports/metrics/select.json").read_text()) == outputs
+
+    # 6. the docs: the chain from the tracked file (no dates), and the site build adds this
+    # machine's MLflow dates, each event matched to its run
+    page = docs.history_page(copy)
+    assert "| 3 | — | rollback |" in page and "complaints from users (by tester)" in page
+    assert "rolled back to calibrated_persistence from logistic_regression" in page
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", env["MLFLOW_TRACKING_URI"])
+    dates = docs.mlflow_dates(copy, back["history"])
+    assert dates == [e["date"] for e in history]  # the first time each was decided
+    assert all(d in docs.history_page(copy, dates) for d in dates)
