@@ -214,6 +214,15 @@ class FeedbackRequest(Strict):
                                               examples=["2001-11-27T23:30:00-05:00"])
 
 
+class Health(BaseModel):
+    """``/healthz``: liveness, the model served and the store's upkeep."""
+
+    status: Literal["ok", "degraded"]
+    model_version: str
+    candidate: str | None = None
+    store: dict = Field(description="`backend` and the state of its `maintenance`")
+
+
 class FeedbackResponse(BaseModel):
     feedback_id: int = Field(description="id of the feedback record", examples=[1])
     prediction_id: str = Field(description="the prediction it is about",
@@ -609,7 +618,7 @@ def create_app(service: Service, limits: ServeSettings | None = None) -> FastAPI
                     ref_template="#/components/schemas/{model}")
                 components.update(model_schema.pop("$defs", {}))
                 components[model.__name__] = model_schema
-            app.openapi_schema = schema
+            app.openapi_schema = errors.document(schema)  # every 4xx/503 the service sends
         return app.openapi_schema
 
     app.openapi = openapi
@@ -672,7 +681,9 @@ def create_app(service: Service, limits: ServeSettings | None = None) -> FastAPI
         service.feedback.labels(body.observed).inc()
         return FeedbackResponse(feedback_id=feedback_id, prediction_id=body.prediction_id)
 
-    @app.get("/healthz")
+    @app.get("/healthz", response_model=Health, responses={503: {
+        "model": Health, "description": "the store's maintenance is failing (`status` = "
+                                        "`degraded`)"}})
     def healthz() -> Response:
         """Liveness, the model being served and the store's upkeep (503 while the store's
         maintenance is failing)."""

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 #: an input is echoed back only when it is a scalar at most this long once written out
@@ -199,6 +200,120 @@ async def _server_error(request: Request, exc: Exception) -> JSONResponse:
     # the traceback goes to the server's log, never to the client
     log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
     return JSONResponse({"detail": "internal error; it has been logged"}, status_code=500)
+
+
+class ErrorItem(BaseModel):
+    """One thing wrong with a request."""
+
+    loc: list[str | int] = Field(description="where: `body`, `query`, `header` or `path`, "
+                                             "then the field's keys and indexes",
+                                 examples=[["body", "observations", 3, "temperature_c"]])
+    msg: str = Field(description="what is wrong, and what to send instead")
+    type: str = Field(description="a stable error code (e.g. `rate_limited`, "
+                                  "`body_too_large`, `greater_than_equal`)")
+    input: str | int | float | bool | None = Field(
+        None, description="the value sent, only when it is a short string or a finite number")
+
+
+class Problem(BaseModel):
+    """The body of every 4xx the guard and the validators answer (and of 503 overload)."""
+
+    detail: list[ErrorItem]
+
+
+class Message(BaseModel):
+    """The body of an endpoint's own refusal (401, 403, 404, 409): one sentence."""
+
+    detail: str
+
+
+#: the statuses the request guard and the HTTP protocol answer before any endpoint runs:
+#: status -> (to which operations: every one ``"*"``, those with a request body ``"body"``,
+#: writes ``"write"``; what it means; the media types sent — ``json`` is a :class:`Problem`,
+#: ``text`` a plain sentence from the protocol, before the request reached the app)
+GUARD_RESPONSES = {
+    400: ("body", "the body is not valid UTF-8 JSON with finite numbers; `loc` says where it "
+                  "broke", ("json",)),
+    408: ("*", "the request did not arrive in time: the body not complete "
+               "`serve.body_timeout_s` after the headers (JSON), or the headers not complete "
+               "`serve.header_timeout_s` after connecting (plain text); the connection is "
+               "closed", ("json", "text")),
+    413: ("body", "the body is over the size limit (`serve.max_body_bytes`); the connection "
+                  "is closed", ("json",)),
+    415: ("body", "the body is not `application/json` (UTF-8)", ("json",)),
+    422: ("input", "a field is missing, of the wrong type or out of range; `loc` names it",
+          ("json",)),
+    429: ("write", "too many write requests from this address (`serve.rate_per_s`, bursts of "
+                   "`serve.rate_burst`; the feeder's token is exempt); retry after "
+                   "`Retry-After` seconds", ("json",)),
+    431: ("*", "the request line and headers are too large (plain text); the connection is "
+               "closed", ("text",)),
+    503: ("*", "the server is at its limit of requests in progress (`serve.max_in_flight`); "
+               "retry after `Retry-After` seconds", ("json",)),
+}
+WRITE_METHODS = ("post", "put", "patch", "delete")
+_RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying",
+                                "schema": {"type": "integer", "minimum": 1}}}
+_CONTENT = {"json": ("application/json", {"$ref": "#/components/schemas/Problem"}),
+            "text": ("text/plain", {"type": "string"})}
+
+
+def document(schema: dict) -> dict:
+    """Add to an OpenAPI ``schema`` (in place) every refusal the service really answers.
+
+    The guard's and the protocol's statuses (:data:`GUARD_RESPONSES`, ``Retry-After`` on 429
+    and 503) go on each operation they apply to, with the body that is sent (:class:`Problem`
+    or plain text); where an endpoint documents the same status with its own body (``/healthz``
+    503 *degraded*), either may come. Endpoints' own refusals (401, 403, 404, 409) get
+    :class:`Message`. FastAPI's ``HTTPValidationError``, which promises fields the safe
+    handlers never send, is replaced by :class:`Problem`. Returns ``schema``.
+    """
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for model in (Problem, Message):
+        model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(model_schema.pop("$defs", {}))
+        components[model.__name__] = model_schema
+    message = {"application/json": {"schema": {"$ref": "#/components/schemas/Message"}}}
+    for path in schema.get("paths", {}).values():
+        for method, operation in path.items():
+            if method not in (*WRITE_METHODS, "get", "head"):
+                continue
+            responses = operation.setdefault("responses", {})
+            has_body = "requestBody" in operation
+            applies = {"*": True, "body": has_body, "write": method in WRITE_METHODS,
+                       "input": has_body or bool(operation.get("parameters"))}
+            for status, (scope, text, kinds) in GUARD_RESPONSES.items():
+                if not applies[scope]:
+                    continue
+                entry = responses.setdefault(str(status), {})
+                own = entry.get("content", {}).get("application/json", {}).get("schema")
+                content = dict(_CONTENT[kind] for kind in kinds)
+                content = {media: {"schema": item} for media, item in content.items()}
+                if own is not None and own.get("$ref") not in (
+                        None, "#/components/schemas/HTTPValidationError"):
+                    content["application/json"] = {"schema": {"anyOf": [
+                        own, {"$ref": "#/components/schemas/Problem"}]}}
+                    entry["description"] = f"{entry.get('description', '')}; or: {text}"
+                else:
+                    entry["description"] = text
+                entry["content"] = content
+                if status in (429, 503):
+                    entry["headers"] = _RETRY_AFTER
+            for status, entry in responses.items():
+                if status in ("401", "403", "404", "409") and "content" not in entry:
+                    entry["content"] = message
+    info = schema.setdefault("info", {})
+    info["description"] = (info.get("description", "") + "\n\nEvery request meets the "
+                           "request guard before any endpoint: the refusals it may answer "
+                           "(400, 408, 413, 415, 429, 503, and 431 from the protocol) are "
+                           "listed on each operation they apply to, with the body sent. A "
+                           "request carrying a body is checked the same way whatever its "
+                           "operation.").strip()
+    text = repr(schema.get("paths", {}))
+    for unused in ("HTTPValidationError", "ValidationError"):
+        if unused in components and f"/{unused}'" not in text:
+            components.pop(unused)
+    return schema
 
 
 def install(app: FastAPI) -> None:
