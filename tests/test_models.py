@@ -55,3 +55,52 @@ def test_candidates_follow_sklearn_conventions(name):
 def test_unknown_candidate_names_the_choices():
     with pytest.raises(ValueError, match="hist_gradient_boosting"):
         models.build_candidate("random_forest", {}, seed=1, clear_max_opaque_tenths=2)
+
+
+def weather_frame(n=3000, seed=2):
+    """Cover, horizon and one weather column that really moves the label."""
+    rng = np.random.default_rng(seed)
+    X = frame(rng.integers(0, 11, n), rng.integers(1, 4, n))
+    X["dew_point_spread_c"] = rng.gamma(2.0, 3.0, n)
+    logit = 1.5 - 0.4 * X["opaque_cloud_tenths"] + 0.3 * (X["dew_point_spread_c"] - 6)
+    y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
+    return X, y
+
+
+def logit_of(p):
+    return np.log(p / (1 - p))
+
+
+def test_shrinkage_keeps_that_share_of_the_weather_correction():
+    X, y = weather_frame()
+    full = models.PersistenceLogisticClassifier(C=1.0).fit(X, y)
+    half = models.PersistenceLogisticClassifier(C=1.0, shrinkage=0.5).fit(X, y)
+    none = models.PersistenceLogisticClassifier(C=1.0, shrinkage=0.0).fit(X, y)
+    persistence = models.CalibratedPersistenceClassifier(1.0).fit(X, y)
+    p_full, p_half, p_none = (m.predict_proba(X)[:, 1] for m in (full, half, none))
+    p_persistence = persistence.predict_proba(X)[:, 1]
+    # shrinkage 0 is calibrated persistence itself; 0.5 lies halfway in logit space
+    np.testing.assert_allclose(p_none, p_persistence, rtol=1e-9)
+    np.testing.assert_allclose(logit_of(p_half),
+                               (logit_of(p_full) + logit_of(p_persistence)) / 2, atol=1e-9)
+    # the fit itself does not depend on the shrinkage: only the prediction does
+    np.testing.assert_array_equal(full.coef_, half.coef_)
+    # the weather column matters, so the shrunk model differs from both ends
+    assert np.abs(p_half - p_full).max() > 0.01 and np.abs(p_half - p_none).max() > 0.01
+    # in-sample, the full correction fits best and persistence worst
+    brier = [np.mean((p - y) ** 2) for p in (p_full, p_half, p_none)]
+    assert brier[0] < brier[1] < brier[2]
+
+
+@pytest.mark.parametrize("shrinkage", [-0.1, 1.5])
+def test_shrinkage_outside_zero_one_is_refused(shrinkage):
+    X, y = weather_frame(300)
+    with pytest.raises(ValueError, match=r"shrinkage must lie in \[0, 1\].*" + str(shrinkage)):
+        models.PersistenceLogisticClassifier(shrinkage=shrinkage).fit(X, y)
+
+
+def test_the_shrunk_candidate_reads_its_shrinkage_from_params(settings):
+    params = settings.train.params_for("persistence_logistic_shrunk")
+    model = models.build_candidate("persistence_logistic_shrunk", params, settings.seed, 2)
+    assert isinstance(model, models.PersistenceLogisticClassifier)
+    assert model.shrinkage == params["shrinkage"] < 1

@@ -133,16 +133,20 @@ def _persistence_logistic(g: _Graph, model: PersistenceLogisticClassifier,
         parts.append(g.op("Cast", flags, to=TensorProto.FLOAT))
     p = g.op("Clip", _calibrated_persistence(g, model.persistence_, columns),
              g.const(1e-4), g.const(1 - 1e-4))
-    logit = g.op("Log", g.op("Div", p, g.op("Sub", g.const(1.0), p)))
-    parts.append(g.op("Unsqueeze", logit, g.const([1], np.int64)))
+    persistence = g.op("Log", g.op("Div", p, g.op("Sub", g.const(1.0), p)))
+    parts.append(g.op("Unsqueeze", persistence, g.const([1], np.int64)))
     z = g.op("Concat", *parts, axis=1)
     scaled = g.op("Div", g.op("Sub", z, g.const(scaler.mean_[None, :])),
                   g.const(scaler.scale_[None, :]))
     row = g.nearest_row(g.column(columns.index("horizon_h")), model.horizons_)
     coef = g.op("Gather", g.const(model.coef_), row, axis=0)
     total = g.op("ReduceSum", g.op("Mul", scaled, coef), g.const([1], np.int64), keepdims=0)
-    return g.op("Sigmoid", g.op("Add", total, g.op("Gather", g.const(model.intercept_), row,
-                                                  axis=0)))
+    logit = g.op("Add", total, g.op("Gather", g.const(model.intercept_), row, axis=0))
+    shrinkage = float(getattr(model, "shrinkage", 1.0))
+    if shrinkage != 1.0:  # the correction shrunk toward the persistence logit
+        logit = g.op("Add", persistence,
+                     g.op("Mul", g.const(shrinkage), g.op("Sub", logit, persistence)))
+    return g.op("Sigmoid", logit)
 
 
 def _float32_at_most(values: np.ndarray) -> np.ndarray:
