@@ -449,6 +449,10 @@ def model_card_page(root: Path, destination: Path) -> str:
         f"{', '.join(f'`{s}`' for s in settings.split.unseen_stations) or 'none'}. "
         "See [the problem](problem.md) and [data quality](data-quality.md).",
         "",
+        "## Station adaptation",
+        "",
+        *_adaptation_lines(card.get("station_calibration") or {}),
+        "",
         "## Caveats and known failure modes",
         "",
         "- **Few climates**: a handful of typical-year stations; skill on a held-out station "
@@ -485,6 +489,21 @@ def model_card_page(root: Path, destination: Path) -> str:
         lines += ["", "Parameters (`params.yaml` when it was trained):", "",
                   "```yaml", yaml.safe_dump(params, sort_keys=True).strip(), "```"]
     return "\n".join(lines) + "\n"
+
+
+def _adaptation_lines(maps: dict) -> list[str]:
+    """The model card's station-adaptation section: one recalibration per production station."""
+    text = ("Per production station with enough labelled nights of its own, a recalibration "
+            "`P = sigmoid(a + b·logit(p))` learned from them (shrunk toward no change) and "
+            "applied by the service to that station's nowcasts "
+            "([retraining on production data]"
+            "(../registry.md#retraining-on-production-data-judged-on-what-matters-now)).")
+    if not maps:
+        return [text, "", "This champion has none (no production station had enough nights "
+                          "when it was chosen)."]
+    return [text, "", "| station | a | b | labelled nights | rows |", "|---|---|---|---|---|",
+            *(f"| `{sid}` | {m['a']:+.3f} | {m['b']:.3f} | {m['nights']} | {m['rows']} |"
+              for sid, m in sorted(maps.items()))]
 
 
 def _history(root: Path) -> list[dict]:
