@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import getpass
 import io
+import json
 import shutil
 import tempfile
 from datetime import UTC, datetime
@@ -215,7 +216,9 @@ def record_selection(selection, settings, bundle_dir: Path, decision: dict,
                 "previous_version": getattr(previous, "version", "none"),
                 "challengers_tried": len(d.tried),
             })
-            metrics = {**_metrics("champion_validation", selection.scores["champion"]
+            metrics = {**_metrics("champion_recent",
+                                  selection.scores["champion"].get("recent", {})),
+                       **_metrics("champion_validation", selection.scores["champion"]
                                   .get("validation", {})),
                        **_metrics("champion_held_out",
                                   selection.scores["champion"].get("held_out", {})),
@@ -238,7 +241,11 @@ def record_selection(selection, settings, bundle_dir: Path, decision: dict,
                     "bundle_uri": bundle_uri, "last_decision": d.reason[:4900],
                     "last_decision_run": run.info.run_id,
                     "gate_ci_low": _round(gate.get("ci_low")),
-                    "gate_ci_high": _round(gate.get("ci_high"))}.items():
+                    "gate_ci_high": _round(gate.get("ci_high")),
+                    # the pooled MLflow model is the same for every place; a production
+                    # station's own recalibration travels with it here and in the bundle
+                    "station_calibration": json.dumps(selection.champion_station_maps,
+                                                      sort_keys=True)[:4900]}.items():
                 client.set_model_version_tag(name, version, key, value)
             client.update_model_version(name, version,
                                         description=description(selection, champion_version))
