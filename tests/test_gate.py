@@ -77,3 +77,62 @@ def test_expected_calibration_error():
     y = np.array([0, 1] * 50)
     assert evaluate.expected_calibration_error(y, np.full(100, 0.5)) == pytest.approx(0)
     assert evaluate.expected_calibration_error(y, np.full(100, 0.9)) == pytest.approx(0.4)
+
+
+# ----------------------------------------------------------------- the recent production window
+
+
+def night_rows(y, nights, horizons, station="s"):
+    import pandas as pd
+
+    start = pd.Timestamp("2001-01-01T03:00", tz="UTC")  # 03 UTC: one night per date at lon 0
+    return pd.DataFrame({"station_id": station, "clear": y.astype(int), "horizon_h": horizons,
+                         "longitude": 0.0,
+                         "target_time": start + pd.to_timedelta(nights * 24 + horizons % 6,
+                                                                unit="h")})
+
+
+@pytest.fixture(scope="module")
+def decide_settings():
+    import dataclasses
+
+    from starry_guide.config import load_settings
+
+    s = load_settings()
+    return dataclasses.replace(s, select=dataclasses.replace(s.select, bootstrap_samples=400))
+
+
+def decide(world, settings, p_val_new, p_recent_new, recent=True):
+    y, nights, horizons, truth_p, baseline, rng = world
+    incumbent = champion.Incumbent("old", "old-id", "models/champion", lambda X: None)
+    window = None
+    if recent:
+        window = champion.RecentWindow(night_rows(y, nights, horizons, "r"),
+                                       {"new": p_recent_new}, baseline, N_NIGHTS)
+    return champion.decide(
+        ["new"], {"new": "new-id"}, {"new": p_val_new}, incumbent, baseline, baseline,
+        night_rows(y, nights, horizons), settings, {"new": {"brier": 0.1}},
+        {"brier": 0.2}, window)
+
+
+def test_a_model_better_only_now_is_promoted_on_the_recent_window(world, decide_settings):
+    y, nights, horizons, truth_p, baseline, rng = world
+    same = np.clip(baseline + rng.normal(0, 0.002, len(y)), 0.01, 0.99)
+    better = np.clip(truth_p + rng.normal(0, 0.05, len(y)), 0.01, 0.99)
+    d = decide(world, decide_settings, same, better)
+    assert d.promote and d.champion == "new", d.reason
+    tried = d.tried[0]
+    assert tried["recent"]["ci_high"] < 0 and tried["ci_low"] < 0 < tried["ci_high"]
+    assert tried["confidence"] == pytest.approx(1 - 0.05 / 2)  # one challenger, two tests
+    assert "recent production window" in d.reason
+    # without a recent window the same model is judged on validation alone: refused
+    assert not decide(world, decide_settings, same, better, recent=False).promote
+
+
+def test_a_model_better_now_but_worse_on_validation_is_refused(world, decide_settings):
+    y, nights, horizons, truth_p, baseline, rng = world
+    worse = np.clip(baseline + rng.normal(0, 0.2, len(y)), 0.01, 0.99)
+    better = np.clip(truth_p + rng.normal(0, 0.05, len(y)), 0.01, 0.99)
+    d = decide(world, decide_settings, worse, better)
+    assert not d.promote and d.champion == "old"
+    assert "significantly worse on the validation months" in d.reason
