@@ -50,8 +50,8 @@ lab: install ## JupyterLab on the project's environment (also as root)
 mlflow-ui: install ## the MLflow UI on http://127.0.0.1:5000
 	$(RUN) mlflow ui --backend-store-uri sqlite:///mlflow.db --port 5000
 
-docs-serve: install ## serve the docs site on http://127.0.0.1:8001 (make serve has 8000)
-	$(RUN) mkdocs serve --dev-addr 127.0.0.1:8001
+docs-serve: install ## serve the docs site on http://127.0.0.1:8001 (make serve has 8000), with this machine's MLflow dates
+	STARRY_DOCS_DATES=1 $(RUN) mkdocs serve --dev-addr 127.0.0.1:8001
 
 plots: install ## dvc plots show -> dvc_plots/index.html (offline: Vega served from docs/assets/vendor/)
 	$(RUN) dvc plots show

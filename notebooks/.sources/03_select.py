@@ -78,6 +78,27 @@ pd.DataFrame(decision.tried, columns=["candidate", "passed", "brier_difference",
                                       "ci_high", "confidence", "losing_horizons"])
 
 # %% [markdown]
+# ## The most recent production window
+#
+# Production observations (the serving store's snapshot, `data/production/`) train the
+# candidates and, per station with enough labelled nights, their station adaptation maps; each
+# station's last `production.recent_window_days` are held out by time — the gate's second test,
+# *what matters now*. BSS here is against calibrated persistence on the same hours.
+
+# %%
+print(selection.recent_window)
+recent = {name: s["recent"] for name, s in selection.scores.items()
+          if name not in ("champion",) and "recent" in s}
+(pd.DataFrame(recent).T[["rows", "brier", "bss", "roc_auc"]] if recent
+ else "no recent production window")
+
+# %%
+maps = pd.DataFrame([{"candidate": name, "station": station, **m}
+                     for name, per in selection.station_maps.items() for station, m in per.items()])
+(maps.set_index(["candidate", "station"]) if len(maps)
+ else "no station adaptation maps (no production station with enough labelled nights)")
+
+# %% [markdown]
 # ## The champion on held-out data
 #
 # Validation months chose it. The held-out months (`split.held_out_months`) and the unseen

@@ -6,18 +6,24 @@ so it is the same in every clone; the dates of the decisions live in the MLflow 
 machine that made them. At site-build time this hook re-renders that one page with
 :func:`starry_guide.docs.history_page` and the dates of :func:`starry_guide.docs.mlflow_dates`
 (none when the store is absent or does not hold the decision).
+
+Only when asked (``STARRY_DOCS_DATES=1``, which ``make docs-serve`` sets): the ``docs`` stage's
+``site/`` is a DVC output whose hash is in ``dvc.lock``, so it must not depend on a
+machine's MLflow store — a fresh clone and this workspace build the same site.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 HISTORY_PAGE = "generated/champion-history.md"
+DATES_ENV = "STARRY_DOCS_DATES"
 
 
 def on_page_markdown(markdown: str, page, config, files) -> str:
     """Re-render the history page with this machine's MLflow dates; other pages unchanged."""
-    if page.file.src_uri != HISTORY_PAGE:
+    if page.file.src_uri != HISTORY_PAGE or os.environ.get(DATES_ENV) != "1":
         return markdown
     from starry_guide import docs
 
