@@ -26,7 +26,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,28 +35,11 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from tests.serve.test_server import free_port  # noqa: E402
+from starry_guide.serve import launch  # noqa: E402
 from tests.support.browser import chromium  # noqa: E402
 
 ROUNDS = 7
 PLACE = "lat=36.1&lon=-79.95"
-
-
-def serve(bundle: Path, store: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "starry_guide.cli", "serve", "--bundle", str(bundle), "--port",
-         str(port), "--store", str(store)], cwd=ROOT, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL, env={**os.environ})
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            time.sleep(0.1)
-    process.kill()
-    raise SystemExit("the server did not start")
 
 
 def cold_load(browser, url: str) -> dict:
@@ -91,7 +73,8 @@ def main() -> None:
     parser.add_argument("--bundle", default=str(ROOT / "models" / "champion" / "bundle"))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        process, url = serve(Path(args.bundle), Path(tmp) / "store.sqlite")
+        server = launch.start(Path(args.bundle), Path(tmp) / "store.sqlite", cwd=ROOT)
+        url = server.url
         try:
             with chromium() as browser:
                 cold_load(browser, url)  # warm the server (imports, ephemeris), not the browser
@@ -103,8 +86,7 @@ def main() -> None:
                     httpx.get(f"{url}/v1/night?{PLACE}&date=tonight", timeout=30)
                     api.append(1000 * (time.perf_counter() - start))
         finally:
-            process.terminate()
-            process.wait(timeout=20)
+            server.stop()
     bodies = loads[-1]["bodies"]
     by_kind = {}
     for address, body in sorted(bodies.items()):

@@ -26,7 +26,6 @@ import json
 import os
 import platform
 import secrets
-import subprocess
 import sys
 import tempfile
 import threading
@@ -40,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchmarks import loadgen  # noqa: E402
 from benchmarks.loadgen import encode_post  # noqa: E402
-from benchmarks.serving import free_port  # noqa: E402
+from starry_guide.serve import launch  # noqa: E402
 from tests.serve.conftest import request_body  # noqa: E402
 
 ROUNDS = 3
@@ -107,22 +106,11 @@ def feed(port: int, streams: list[list[bytes]], seconds: float, per_request: int
 
 class Server:
     def __init__(self, bundle: Path, tmp: str):
-        self.port = free_port()
         self.token = secrets.token_urlsafe(32)
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "starry_guide.cli", "serve", "--bundle", str(bundle),
-             "--port", str(self.port), "--store", f"{tmp}/store.sqlite"], cwd=ROOT,
-            env={**os.environ, "STARRY_FEED_TOKEN": self.token},
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.url = f"http://127.0.0.1:{self.port}"
-        for _ in range(600):
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.1)
-        self.process.kill()
-        raise SystemExit("the server did not start")
+        self.server = launch.start(bundle, f"{tmp}/store.sqlite", cwd=ROOT,
+                                   env={"STARRY_FEED_TOKEN": self.token})
+        self.process, self.port, self.url = (self.server.process, self.server.port,
+                                             self.server.url)
 
     def register(self, station_id: str) -> None:
         response = httpx.put(f"{self.url}/v1/stations/{station_id}",

@@ -26,7 +26,6 @@ import datetime as dt
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -43,17 +42,12 @@ BUNDLE = ROOT / "models" / "champion" / "bundle"
 sys.path.insert(0, str(ROOT))
 from benchmarks import loadgen  # noqa: E402
 from benchmarks.loadgen import encode_post  # noqa: E402
+from starry_guide.serve.launch import free_port  # noqa: E402
 from tests.serve.conftest import request_body  # noqa: E402  (the tests' real-data request)
 
 SECONDS_PER_LEVEL = 6.0  # per server and level, split into rounds
 ROUNDS = 3
 DASK_REPEATS = 3
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start(args: list[str], port: int, env: dict | None = None) -> subprocess.Popen:

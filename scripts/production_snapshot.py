@@ -14,17 +14,15 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import httpx
+from starry_guide.serve import launch
+from starry_guide.serve.launch import STARRY
 
 ROOT = Path(__file__).resolve().parents[1]
-STARRY = [sys.executable, "-m", "starry_guide.cli"]
 COMMON = ["--start", "2001-01-01", "--hours", str(16 * 168), "--feedback-rate", "0.2",
           "--feedback-error", "0.1", "--seed", "1"]
 DEFAULT = [["greensboro_nc", *COMMON],
@@ -32,37 +30,26 @@ DEFAULT = [["greensboro_nc", *COMMON],
 
 
 def main(replays: list[list[str]]) -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     token = secrets.token_urlsafe(24)
     env = {**os.environ, "STARRY_FEED_TOKEN": token}
     with tempfile.TemporaryDirectory(prefix="starry-production-") as tmp:
         store = f"sqlite:///{Path(tmp) / 'store.sqlite'}"
-        server = subprocess.Popen(
-            [*STARRY, "serve", "--bundle", "models/champion/bundle", "--port", str(port),
-             "--store", store], cwd=ROOT, env=env)
-        url = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.time() + 60
-            while time.time() < deadline:
-                try:
-                    if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    time.sleep(0.3)
-            else:
-                print("the server did not start", file=sys.stderr)
-                return 1
+            server = launch.start(ROOT / "models/champion/bundle", store, cwd=ROOT,
+                                  env={"STARRY_FEED_TOKEN": token},
+                                  log=Path(tmp) / "server.log", timeout=60)
+        except launch.ServerFailed as exc:
+            print(exc, file=sys.stderr)
+            return 1
+        try:
             for replay_args in replays:
                 print("starry replay " + " ".join(replay_args), flush=True)
-                replay = subprocess.run([*STARRY, "replay", *replay_args, "--url", url],
+                replay = subprocess.run([*STARRY, "replay", *replay_args, "--url", server.url],
                                         cwd=ROOT, env=env)
                 if replay.returncode != 0:
                     return replay.returncode
         finally:
-            server.terminate()
-            server.wait(timeout=30)
+            server.stop(timeout=30)
         return subprocess.run([*STARRY, "store", "snapshot", "--store", store, "--out",
                                "data/production"], cwd=ROOT).returncode
 

@@ -33,8 +33,7 @@ import yaml
 
 from starry_guide import packaged
 from starry_guide.notebook import copy_project
-from tests.serve.test_server import free_port
-from tests.support.server import wait_until_healthy
+from tests.support.server import free_port, wait_until_healthy
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

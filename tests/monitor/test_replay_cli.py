@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.serve.test_server import free_port
+from tests.support.server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 STARRY = [sys.executable, "-m", "starry_guide.cli"]

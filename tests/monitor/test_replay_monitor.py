@@ -21,12 +21,11 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 import pandas as pd
 import pytest
 
 from starry_guide import monitor
-from tests.serve.test_server import free_port
+from tests.support.server import start_server
 
 STARRY = [sys.executable, "-m", "starry_guide.cli"]
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,22 +43,10 @@ SCENARIOS = {  # station id: (start, hours, faults); weeks start on Mondays
 def snapshot(bundle_dir, tmp_path_factory):
     folder = tmp_path_factory.mktemp("loop")
     store = f"sqlite:///{folder / 'store.sqlite'}"
-    port = free_port()
     env = {**os.environ, "STARRY_FEED_TOKEN": TOKEN}
-    server = subprocess.Popen(
-        [*STARRY, "serve", "--bundle", str(bundle_dir), "--port", str(port), "--store", store],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
+    server = start_server(bundle_dir, folder, store=store, env={"STARRY_FEED_TOKEN": TOKEN})
+    url = server.url
     try:
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
-        else:
-            raise AssertionError(server.stdout.read())
         # the four feeders run at once, as four stations would
         began = time.perf_counter()
         feeders = {station: subprocess.Popen(
@@ -76,8 +63,7 @@ def snapshot(bundle_dir, tmp_path_factory):
         total = sum(hours for _, hours, _ in SCENARIOS.values())
         print(f"all feeders: {total} hours in {time.perf_counter() - began:.1f} s")
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        server.stop(timeout=30)
     out = folder / "production"
     result = subprocess.run([*STARRY, "store", "snapshot", "--store", store, "--out", str(out)],
                             cwd=ROOT, capture_output=True, text=True, timeout=300)

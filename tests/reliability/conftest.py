@@ -3,22 +3,17 @@ suite; the bundle comes from the serving tests' fixture (a model trained on real
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import subprocess
-import sys
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
+from starry_guide.serve import launch
 from tests.serve.conftest import bundle_dir, request_body, rows  # noqa: F401 (fixtures)
+from tests.support.server import start_server as support_start
 
-STARRY = [sys.executable, "-m", "starry_guide.cli"]
-ROOT = Path(__file__).resolve().parents[2]
 #: no write-rate limit: the suite's clients all come from one address
 FAST = ["--rate-per-s", "0"]
 #: exit statuses of a graceful stop: uvicorn re-raises the SIGTERM it handled once it has
@@ -27,70 +22,39 @@ FAST = ["--rate-per-s", "0"]
 GRACEFUL = (0, -signal.SIGTERM)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @dataclass
 class Server:
-    process: subprocess.Popen
-    port: int
+    """A running server of this suite: its process, port, store and output log."""
+
+    started: launch.Server
     store: Path
-    output: Path
-    extra: dict = field(default_factory=dict)
+
+    @property
+    def process(self) -> subprocess.Popen:
+        return self.started.process
+
+    @property
+    def port(self) -> int:
+        return self.started.port
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self.started.url
 
     def log(self) -> str:
-        return self.output.read_text(errors="replace")
+        return self.started.output()
 
     def stop(self, timeout: float = 20) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
-
-
-def wait_until_up(url: str, process: subprocess.Popen, output: Path,
-                  timeout: float = 90) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"server exited {process.returncode}:\n"
-                                 + output.read_text(errors="replace"))
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            time.sleep(0.2)
-    process.kill()
-    raise AssertionError("server did not start:\n" + output.read_text(errors="replace"))
+        return self.started.stop(timeout)
 
 
 def start_server(bundle: Path, folder: Path, *args: str, port: int | None = None,
                  env: dict | None = None, workers: int = 1,
                  store: Path | None = None) -> Server:
     """`starry serve` in its own session (so a test can kill its whole process group)."""
-    port = port or free_port()
     store = store or folder / "store.sqlite"
-    output = folder / f"server-{port}-{time.monotonic_ns()}.log"
-    with output.open("wb") as out:
-        process = subprocess.Popen(
-            [*STARRY, "serve", "--bundle", str(bundle), "--port", str(port),
-             "--store", str(store), "--workers", str(workers), *args],
-            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            env={**os.environ, **(env or {})})
-    server = Server(process, port, store, output)
-    wait_until_up(server.url, process, output)
-    return server
+    return Server(support_start(bundle, folder, *args, store=store, port=port, env=env,
+                                workers=workers, new_session=True), store)
 
 
 @pytest.fixture(scope="module")

@@ -4,12 +4,8 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
 import sqlite3
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -17,9 +13,9 @@ import pandas as pd
 import pytest
 
 from starry_guide.serve.events import window_changes
-from tests.serve.test_server import free_port
+from tests.support.server import Server
+from tests.support.server import start_server as support_start
 
-STARRY = [sys.executable, "-m", "starry_guide.cli"]
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "docs" / "assets"
 GREENSBORO = {"latitude": 36.1, "longitude": -79.95}
@@ -28,32 +24,17 @@ DESKTOP = {"width": 1280, "height": 860}
 FEED_TOKEN = "test-feed-token-0123456789"
 
 
-def start_server(bundle_dir: Path, folder: Path, workers: int = 1):
-    port = free_port()
-    env = {**os.environ, "STARRY_FEED_TOKEN": FEED_TOKEN, "STARRY_EVENTS_POLL_S": "0.5",
-           "STARRY_EVENTS_HEARTBEAT_S": "1"}
-    process = subprocess.Popen(
-        [*STARRY, "serve", "--bundle", str(bundle_dir), "--port", str(port),
-         "--store", str(folder / "store.sqlite"), "--workers", str(workers)], cwd=ROOT,
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            time.sleep(0.2)
-    process.kill()
-    raise AssertionError(process.stdout.read())
+def start_server(bundle_dir: Path, folder: Path, workers: int = 1) -> Server:
+    return support_start(bundle_dir, folder, workers=workers,
+                         env={"STARRY_FEED_TOKEN": FEED_TOKEN, "STARRY_EVENTS_POLL_S": "0.5",
+                              "STARRY_EVENTS_HEARTBEAT_S": "1"})
 
 
 @pytest.fixture(scope="module")
 def server(bundle_dir, tmp_path_factory):
-    process, url = start_server(bundle_dir, tmp_path_factory.mktemp("app"))
-    yield url
-    process.terminate()
-    process.wait(timeout=20)
+    started = start_server(bundle_dir, tmp_path_factory.mktemp("app"))
+    yield started.url
+    started.stop()
 
 
 class Page:
@@ -256,10 +237,9 @@ def live_server(bundle_dir, tmp_path_factory):
     """Two worker processes on one store: the browser's event stream and the feeder's
     posts may land on different processes."""
     folder = tmp_path_factory.mktemp("live")
-    process, url = start_server(bundle_dir, folder, workers=2)
-    yield url, folder / "store.sqlite"
-    process.terminate()
-    process.wait(timeout=20)
+    started = start_server(bundle_dir, folder, workers=2)
+    yield started.url, folder / "store.sqlite"
+    started.stop()
 
 
 def test_live_update_nudge_and_feedback(live_server, browser, observations):

@@ -3,39 +3,18 @@ Chromium with every request that would leave the machine aborted."""
 
 from __future__ import annotations
 
-import subprocess
-
 import httpx
 import pytest
 
-from tests.serve.test_server import ROOT, STARRY, free_port
 from tests.support.offline import PageReport, offline_page
+from tests.support.server import start_server
 
 
 @pytest.fixture(scope="module")
 def service(bundle_dir, tmp_path_factory):
-    port = free_port()
-    store = tmp_path_factory.mktemp("docs-ui") / "store.sqlite"
-    process = subprocess.Popen([*STARRY, "serve", "--bundle", str(bundle_dir), "--port",
-                                str(port), "--store", str(store)], cwd=ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None:
-                raise AssertionError(process.stdout.read())
-            __import__("time").sleep(0.2)
-        else:
-            raise AssertionError("the service did not start in 60 s")
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    started = start_server(bundle_dir, tmp_path_factory.mktemp("docs-ui"))
+    yield started.url
+    started.stop()
 
 
 def test_docs_page_references_only_the_service(service):

@@ -19,8 +19,7 @@ import sqlalchemy as sa
 from starry_guide import features, models
 from starry_guide.serve import bundle as transfer
 from tests.serve.conftest import request_body
-from tests.serve.test_server import free_port
-from tests.support.server import wait_until_healthy
+from tests.support.server import free_port, wait_until_healthy
 
 STARRY = [sys.executable, "-m", "starry_guide.cli"]
 ROOT = Path(__file__).resolve().parents[2]
@@ -151,15 +150,7 @@ def test_sighup_to_the_supervisor_replaces_every_worker(bundle_dir, other_bundle
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.time() < deadline and process.poll() is None, "server did not start"
-            time.sleep(0.3)
+        wait_until_healthy(url, process)
         replace_folder(other_bundle, served)
         process.send_signal(signal.SIGHUP)
         statuses, dropped, body = [], 0, request_body(observations)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -16,17 +15,11 @@ import pytest
 import sqlalchemy as sa
 
 from tests.serve.conftest import fresh_postgres_database, request_body
-from tests.support.server import wait_until_healthy
+from tests.support.server import free_port, wait_until_healthy
 
 STARRY = [sys.executable, "-m", "starry_guide.cli"]
 FEED_TOKEN = "a-feeder-token-of-32-characters!"
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module", params=[(1, "sqlite"), (2, "sqlite"), (2, "postgresql")],
@@ -204,12 +197,7 @@ def test_every_answered_prediction_survives_a_killed_worker(bundle_dir, tmp_path
         deadline = time.time() + 90
         while time.time() < deadline and len(worker_pids(process.pid)) < 2:
             time.sleep(0.2)
-        while time.time() < deadline:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
+        wait_until_healthy(base, process, max(1.0, deadline - time.time()))
         workers = worker_pids(process.pid)
         assert len(workers) == 2, workers
         bodies = [request_body(observations, start=500 + 11 * i) for i in range(40)]

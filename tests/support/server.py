@@ -1,21 +1,41 @@
-"""Waiting for a `starry serve` subprocess the tests started."""
+"""A real `starry serve` subprocess for the tests: started on a free port from the project
+root and waited for until `/healthz` answers — one implementation, the package's
+:mod:`starry_guide.serve.launch` (which the benchmarks and scripts use too), with failures
+turned into test failures that quote the server's output."""
 
 from __future__ import annotations
 
 import subprocess
 import time
+from pathlib import Path
 
-import httpx
+from starry_guide.serve import launch
+from starry_guide.serve.launch import STARRY, Server, free_port  # noqa: F401 (re-exported)
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
-def wait_until_healthy(url: str, process: subprocess.Popen, seconds: float = 60) -> None:
-    """Return once ``url``/healthz answers 200; else kill ``process`` and fail with its output."""
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            time.sleep(0.2)
-    process.kill()
-    raise AssertionError(process.stdout.read())
+def wait_until_healthy(url: str, process: subprocess.Popen, seconds: float = 90,
+                       log: Path | None = None) -> None:
+    """Return once ``url``/healthz answers 200; else kill ``process`` and fail with its
+    output (its ``log`` file, else its stdout pipe)."""
+    try:
+        launch.wait_until_healthy(url, process, seconds, log)
+    except launch.ServerFailed as exc:
+        raise AssertionError(str(exc)) from None
+
+
+def start_server(bundle: Path, folder: Path, *args: str, store: Path | str | None = None,
+                 port: int | None = None, workers: int = 1, env: dict | None = None,
+                 new_session: bool = False, seconds: float = 90) -> Server:
+    """``starry serve`` of ``bundle`` from the project root, its store (default
+    ``folder/store.sqlite``) and its output log (``folder/server-PORT-N.log``) in ``folder``;
+    returns once healthy (:meth:`Server.stop` stops it gracefully)."""
+    port = port or free_port()
+    log = Path(folder) / f"server-{port}-{time.monotonic_ns()}.log"
+    try:
+        return launch.start(bundle, store or Path(folder) / "store.sqlite", *args, port=port,
+                            workers=workers, env=env, cwd=ROOT, log=log,
+                            new_session=new_session, timeout=seconds)
+    except launch.ServerFailed as exc:
+        raise AssertionError(str(exc)) from None
