@@ -104,3 +104,43 @@ def test_the_shrunk_candidate_reads_its_shrinkage_from_params(settings):
     model = models.build_candidate("persistence_logistic_shrunk", params, settings.seed, 2)
     assert isinstance(model, models.PersistenceLogisticClassifier)
     assert model.shrinkage == params["shrinkage"] < 1
+
+
+def test_blend_is_persistence_plus_the_shrunk_average_of_two_corrections():
+    X, y = weather_frame()
+    blend = models.PersistenceBlendClassifier(C=1.0, shrinkage=0.7, boosting_weight=0.5,
+                                              boosting_iter=30, min_samples_leaf=50).fit(X, y)
+    persistence, logistic, boosting = blend.logits(X)
+    # the logistic part is exactly the persistence logistic fit on the same rows
+    alone = models.PersistenceLogisticClassifier(C=1.0).fit(X, y)
+    np.testing.assert_allclose(1 / (1 + np.exp(-logistic)), alone.predict_proba(X)[:, 1],
+                               rtol=1e-9)
+    expected = persistence + 0.7 * ((logistic + boosting) / 2 - persistence)
+    np.testing.assert_allclose(logit_of(blend.predict_proba(X)[:, 1]), expected, atol=1e-9)
+    # the boosting sees the persistence logit as its last input column
+    assert blend.boosting_.n_features_in_ == X.shape[1] + 1
+    # both corrections carry the weather signal: the blend beats persistence in-sample
+    p_persistence = 1 / (1 + np.exp(-persistence))
+    assert np.mean((blend.predict_proba(X)[:, 1] - y) ** 2) < np.mean((p_persistence - y) ** 2)
+
+
+def test_blend_with_no_shrinkage_left_is_calibrated_persistence():
+    X, y = weather_frame(1000)
+    blend = models.PersistenceBlendClassifier(shrinkage=0.0, boosting_iter=10).fit(X, y)
+    p_persistence = models.CalibratedPersistenceClassifier(1.0).fit(X, y).predict_proba(X)
+    np.testing.assert_allclose(blend.predict_proba(X), p_persistence, rtol=1e-9)
+
+
+@pytest.mark.parametrize("name,value", [("shrinkage", 1.2), ("boosting_weight", -0.5)])
+def test_blend_weights_outside_zero_one_are_refused(name, value):
+    X, y = weather_frame(300)
+    model = models.PersistenceBlendClassifier(**{name: value})
+    with pytest.raises(ValueError, match=rf"{name} must lie in \[0, 1\], got {value}"):
+        model.fit(X, y)
+
+
+def test_blend_is_deterministic_for_a_seed():
+    X, y = weather_frame(2000)
+    first = models.PersistenceBlendClassifier(boosting_iter=20, random_state=3).fit(X, y)
+    second = models.PersistenceBlendClassifier(boosting_iter=20, random_state=3).fit(X, y)
+    np.testing.assert_array_equal(first.predict_proba(X), second.predict_proba(X))

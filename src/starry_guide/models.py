@@ -12,6 +12,9 @@
 * ``persistence_logistic`` — calibrated persistence corrected by the weather: one
   regularised logistic regression per horizon on every feature and the persistence logit
   (see :class:`PersistenceLogisticClassifier`).
+* ``persistence_blend`` — the persistence logistic and a boosting on the features and the
+  persistence logit, logits averaged, the blend shrunk toward calibrated persistence (see
+  :class:`PersistenceBlendClassifier`).
 * ``persistence_logistic_shrunk`` — the same, with the weather's correction shrunk toward
   calibrated persistence in logit space (``shrinkage`` < 1): less skill in-station, more at
   stations the model never saw.
@@ -285,6 +288,95 @@ class PersistenceLogisticClassifier(ClassifierMixin, BaseEstimator):
         return self.classes_[(self.predict_proba(X)[:, 1] >= 0.5).astype(int)]
 
 
+class PersistenceBlendClassifier(ClassifierMixin, BaseEstimator):
+    """Calibrated persistence corrected by a blend of two weather models, shrunk toward it.
+
+    Two corrections of calibrated persistence are fit on the same rows: the persistence
+    logistic (:class:`PersistenceLogisticClassifier`, linear, per horizon) and a heavily
+    regularised HistGradientBoosting whose inputs are every feature *and* the persistence
+    logit (so its trees start from "cloud persists" and learn the non-linear rest, e.g. how
+    humidity matters differently under clear and overcast skies). Their logits are averaged
+    (``boosting_weight``) and the blend's departure from the persistence logit is shrunk:
+    P = σ(ℓ_p + λ·(ℓ_blend − ℓ_p)), λ = ``shrinkage``. Averaging a linear and a tree model
+    cancels part of each one's station-specific errors; the shrinkage keeps a station with an
+    unfamiliar climate from losing to calibrated persistence.
+
+    Parameters
+    ----------
+    C, max_iter : of the persistence logistic
+    prior_strength : calibrated persistence's Beta prior
+    shrinkage : λ, the share of the blended correction kept (0 = calibrated persistence)
+    boosting_weight : weight of the boosting's logit in the blend (1 − it: the logistic's)
+    learning_rate, boosting_iter, max_depth, min_samples_leaf, l2_regularization, max_bins :
+        of the boosting (no early stopping: it would split nights at random)
+    random_state : seed of the boosting
+    """
+
+    def __init__(self, C: float = 0.1, max_iter: int = 1000, prior_strength: float = 1.0,
+                 shrinkage: float = 0.7, boosting_weight: float = 0.7,
+                 learning_rate: float = 0.05, boosting_iter: int = 150, max_depth: int = 3,
+                 min_samples_leaf: int = 1000, l2_regularization: float = 5.0,
+                 max_bins: int = 255, random_state: int = 0):
+        self.C = C
+        self.max_iter = max_iter
+        self.prior_strength = prior_strength
+        self.shrinkage = shrinkage
+        self.boosting_weight = boosting_weight
+        self.learning_rate = learning_rate
+        self.boosting_iter = boosting_iter
+        self.max_depth = max_depth
+        self.min_samples_leaf = min_samples_leaf
+        self.l2_regularization = l2_regularization
+        self.max_bins = max_bins
+        self.random_state = random_state
+
+    def _boosting_inputs(self, X: pd.DataFrame) -> np.ndarray:
+        """The features and the persistence logit, in float32 as ONNX computes them."""
+        persistence = _logit(self.logistic_.persistence_.predict_proba(X)[:, 1])
+        return np.column_stack([X.to_numpy(dtype=np.float32),
+                                persistence.astype(np.float32)])
+
+    def fit(self, X: pd.DataFrame, y: Any) -> PersistenceBlendClassifier:
+        for name in ("shrinkage", "boosting_weight"):
+            if not 0.0 <= float(getattr(self, name)) <= 1.0:
+                raise ValueError(f"persistence blend: {name} must lie in [0, 1], got "
+                                 f"{getattr(self, name)!r}")
+        y = np.asarray(y, dtype=int)
+        self.classes_ = np.array([0, 1])
+        self.feature_names_in_ = np.asarray(X.columns, dtype=object)
+        self.logistic_ = PersistenceLogisticClassifier(
+            C=self.C, prior_strength=self.prior_strength, max_iter=self.max_iter).fit(X, y)
+        self.boosting_ = HistGradientBoostingClassifier(
+            learning_rate=self.learning_rate, max_iter=self.boosting_iter,
+            max_depth=self.max_depth, min_samples_leaf=self.min_samples_leaf,
+            l2_regularization=self.l2_regularization, max_bins=self.max_bins,
+            early_stopping=False, random_state=self.random_state,
+        ).fit(self._boosting_inputs(X), y)
+        return self
+
+    def logits(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The persistence logit, the logistic's and the boosting's, per row."""
+        check_is_fitted(self, "boosting_")
+        persistence = _logit(self.logistic_.persistence_.predict_proba(X)[:, 1])
+        horizons = X[HORIZON].to_numpy(dtype=int)
+        model = self.logistic_
+        row = np.abs(horizons[:, None] - model.horizons_[None, :]).argmin(axis=1)
+        logistic = np.einsum("ij,ij->i", model._design(X), model.coef_[row]) \
+            + model.intercept_[row]
+        boosting = self.boosting_.decision_function(self._boosting_inputs(X))
+        return persistence, logistic, boosting
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        persistence, logistic, boosting = self.logits(X)
+        blend = (1 - self.boosting_weight) * logistic + self.boosting_weight * boosting
+        logit = persistence + self.shrinkage * (blend - persistence)
+        p = 1.0 / (1.0 + np.exp(-logit))
+        return np.column_stack([1.0 - p, p])
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        return self.classes_[(self.predict_proba(X)[:, 1] >= 0.5).astype(int)]
+
+
 CANDIDATES = (
     "persistence",
     "calibrated_persistence",
@@ -293,6 +385,7 @@ CANDIDATES = (
     "persistence_stack",
     "persistence_logistic",
     "persistence_logistic_shrunk",
+    "persistence_blend",
 )
 
 
@@ -321,6 +414,8 @@ def build_candidate(name: str, params: dict[str, Any], seed: int,
         # the same recipe; "shrunk" keeps only part of the weather's correction (its
         # `shrinkage` in params.yaml), which transfers better to a station never seen
         return PersistenceLogisticClassifier(**params)
+    if name == "persistence_blend":
+        return PersistenceBlendClassifier(random_state=seed, **params)
     raise ValueError(
         f"unknown candidate {name!r} in params.yaml 'train.candidates'; "
         f"choose from {', '.join(CANDIDATES)}"

@@ -74,3 +74,24 @@ def test_climatology_is_a_probability_table(bundle_dir):
     assert set(climate) == {"greensboro_nc", "miami_fl", "sand_point_ak"}
     table = np.asarray(climate["miami_fl"]["p_clear_by_month_hour"])
     assert table.shape == (12, 24) and ((table >= 0) & (table <= 1)).all()
+
+
+def test_blend_parity_when_the_persistence_logit_sits_on_a_split(rows, settings):
+    """With few bins the boosting splits *at* persistence-logit values (quantile thresholds),
+    so a logit computed in float32 inside the graph would send rows down the other branch;
+    the graph looks the logit up as scikit-learn's own float32 numbers."""
+    columns = features.feature_columns(settings.features)
+    train = rows[rows["split"] == "train"]
+    test = rows[rows["split"] == "held_out"]
+    model = models.PersistenceBlendClassifier(max_bins=16, boosting_iter=40,
+                                              min_samples_leaf=200).fit(train[columns],
+                                                                        train["clear"])
+    persistence_column = model.boosting_.n_features_in_ - 1
+    used = {int(node["feature_idx"]) for (predictor,) in model.boosting_._predictors
+            for node in predictor.nodes if not node["is_leaf"]}
+    assert persistence_column in used  # the trees do split on it
+    session = ort.InferenceSession(transfer.to_onnx(model, columns).SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    p_onnx = session.run(["p_clear"], {"features": test[columns].to_numpy(np.float32)})[0]
+    assert np.max(np.abs(p_onnx - model.predict_proba(test[columns])[:, 1])) \
+        <= transfer.PARITY_TOLERANCE

@@ -32,9 +32,11 @@ from sklearn.pipeline import Pipeline
 from starry_guide.config import FeatureSettings
 from starry_guide.models import (
     CalibratedPersistenceClassifier,
+    PersistenceBlendClassifier,
     PersistenceClassifier,
     PersistenceLogisticClassifier,
     PersistenceStackClassifier,
+    _logit,
 )
 
 OPSET = [helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)]
@@ -94,7 +96,8 @@ def _persistence(g: _Graph, model: PersistenceClassifier, columns: list[str]) ->
 
 
 def _calibrated_persistence(g: _Graph, model: CalibratedPersistenceClassifier,
-                            columns: list[str]) -> str:
+                            columns: list[str], table=lambda t: t) -> str:
+    """The table's cell of each row; ``table`` maps the fitted table first (e.g. to logits)."""
     cover = g.column(columns.index("opaque_cloud_tenths"))
     missing = g.op("IsNaN", cover)
     rounded = g.op("Clip", g.op("Round", g.op("Where", missing, g.const(0.0), cover)),
@@ -102,7 +105,7 @@ def _calibrated_persistence(g: _Graph, model: CalibratedPersistenceClassifier,
     cell = g.op("Cast", g.op("Where", missing, g.const(11.0), rounded), to=TensorProto.INT64)
     row = g.nearest_row(g.column(columns.index("horizon_h")), model.horizons_)
     flat = g.op("Add", g.op("Mul", row, g.const(12, np.int64)), cell)
-    return g.op("Gather", g.const(model.table_.ravel()), flat, axis=0)
+    return g.op("Gather", g.const(table(model.table_).ravel()), flat, axis=0)
 
 
 def _logistic(g: _Graph, model: Pipeline, columns: list[str]) -> str:
@@ -124,7 +127,18 @@ def _logistic(g: _Graph, model: Pipeline, columns: list[str]) -> str:
 def _persistence_logistic(g: _Graph, model: PersistenceLogisticClassifier,
                           columns: list[str]) -> str:
     """Impute + indicators, the persistence logit, one scaling, then per-row coefficients
-    gathered by horizon."""
+    gathered by horizon; the correction shrunk toward the persistence logit."""
+    persistence, logit = _persistence_logistic_logits(g, model, columns)
+    shrinkage = float(getattr(model, "shrinkage", 1.0))
+    if shrinkage != 1.0:  # the correction shrunk toward the persistence logit
+        logit = g.op("Add", persistence,
+                     g.op("Mul", g.const(shrinkage), g.op("Sub", logit, persistence)))
+    return g.op("Sigmoid", logit)
+
+
+def _persistence_logistic_logits(g: _Graph, model: PersistenceLogisticClassifier,
+                                 columns: list[str]) -> tuple[str, str]:
+    """The persistence logit and the fitted regression's logit (before any shrinkage)."""
     imputer, scaler = model.imputer_, model.scaler_
     missing = g.op("IsNaN", INPUT)
     parts = [g.op("Where", missing, g.const(imputer.statistics_[None, :]), INPUT)]
@@ -141,11 +155,27 @@ def _persistence_logistic(g: _Graph, model: PersistenceLogisticClassifier,
     row = g.nearest_row(g.column(columns.index("horizon_h")), model.horizons_)
     coef = g.op("Gather", g.const(model.coef_), row, axis=0)
     total = g.op("ReduceSum", g.op("Mul", scaled, coef), g.const([1], np.int64), keepdims=0)
-    logit = g.op("Add", total, g.op("Gather", g.const(model.intercept_), row, axis=0))
-    shrinkage = float(getattr(model, "shrinkage", 1.0))
-    if shrinkage != 1.0:  # the correction shrunk toward the persistence logit
-        logit = g.op("Add", persistence,
-                     g.op("Mul", g.const(shrinkage), g.op("Sub", logit, persistence)))
+    return persistence, g.op("Add", total, g.op("Gather", g.const(model.intercept_), row,
+                                                axis=0))
+
+
+def _persistence_blend(g: _Graph, model: PersistenceBlendClassifier,
+                       columns: list[str]) -> str:
+    """The logistic's logit and the boosting's raw score (its input: the features and the
+    persistence logit as one more column), blended, shrunk toward the persistence logit."""
+    persistence, logistic = _persistence_logistic_logits(g, model.logistic_, columns)
+    # the boosting's extra column: the logit table looked up, as float32 numbers identical
+    # to scikit-learn's (a logit computed in float32 could sit one ulp across a split)
+    column = _calibrated_persistence(
+        g, model.logistic_.persistence_, columns,
+        table=lambda t: _logit(t).astype(np.float32))
+    inputs = g.op("Concat", INPUT, g.op("Unsqueeze", column, g.const([1], np.int64)), axis=1)
+    boosting = _boosting_raw(g, model.boosting_, inputs)
+    w = float(model.boosting_weight)
+    blend = g.op("Add", g.op("Mul", g.const(1.0 - w), logistic),
+                 g.op("Mul", g.const(w), boosting))
+    logit = g.op("Add", persistence, g.op("Mul", g.const(float(model.shrinkage)),
+                                         g.op("Sub", blend, persistence)))
     return g.op("Sigmoid", logit)
 
 
@@ -160,7 +190,13 @@ def _float32_at_most(values: np.ndarray) -> np.ndarray:
 
 
 def _boosting(g: _Graph, model: HistGradientBoostingClassifier, columns: list[str]) -> str:
-    """scikit-learn's fitted trees as one ONNX TreeEnsembleRegressor (raw score) + sigmoid.
+    """scikit-learn's fitted trees (:func:`_boosting_raw`) + sigmoid."""
+    return g.op("Sigmoid", _boosting_raw(g, model, INPUT))
+
+
+def _boosting_raw(g: _Graph, model: HistGradientBoostingClassifier, source: str) -> str:
+    """scikit-learn's fitted trees on the matrix ``source`` as one ONNX
+    TreeEnsembleRegressor: the raw score (logit), [N].
 
     Written from the fitted predictors rather than through skl2onnx: skl2onnx rounds split
     thresholds to the nearest float32, which sends rows that sit between a threshold and
@@ -197,11 +233,10 @@ def _boosting(g: _Graph, model: HistGradientBoostingClassifier, columns: list[st
                 attrs["target_weights"].append(float(node["value"]))
     raw = g.name("hgb_raw")
     g.nodes.append(helper.make_node(
-        "TreeEnsembleRegressor", [INPUT], [raw], domain="ai.onnx.ml", n_targets=1,
+        "TreeEnsembleRegressor", [source], [raw], domain="ai.onnx.ml", n_targets=1,
         aggregate_function="SUM", post_transform="NONE",
         base_values=[float(np.ravel(model._baseline_prediction)[0])], **attrs))
-    flat = g.op("Reshape", raw, g.const([-1], np.int64))
-    return g.op("Sigmoid", flat)
+    return g.op("Reshape", raw, g.const([-1], np.int64))
 
 
 def _stack(g: _Graph, model: PersistenceStackClassifier, columns: list[str]) -> str:
@@ -229,6 +264,7 @@ _EXPORTERS = {
     HistGradientBoostingClassifier: _boosting,
     PersistenceStackClassifier: _stack,
     PersistenceLogisticClassifier: _persistence_logistic,
+    PersistenceBlendClassifier: _persistence_blend,
 }
 
 
