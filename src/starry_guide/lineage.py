@@ -30,7 +30,7 @@ from pathlib import Path
 from starry_guide.reports import _clean
 
 #: ``params.yaml`` sections that shape a decision (everything upstream of ``select``)
-DECISION_PARAMS = ("seed", "data", "label", "features", "split", "train", "select")
+DECISION_PARAMS = ("seed", "data", "label", "features", "split", "train", "select", "production")
 #: the gate's numbers kept per judged challenger
 TRIED_KEYS = ("candidate", "model_id", "passed", "brier_difference", "ci_low", "ci_high",
               "confidence", "nights", "losing_horizons", "recent")
