@@ -64,3 +64,30 @@ def test_adaptation_compares_every_n_on_the_same_later_nights(rows, settings):
     assert zero["bss_vs_baseline"] == zero["bss_vs_adapted_baseline"]
     assert np.isfinite(table.to_numpy(dtype=float)).all()
     assert isinstance(table, pd.DataFrame)
+
+
+def test_design_loso_never_fits_or_scores_a_held_out_month(rows, settings):
+    """The numbers choices are made on: validation months scored, training months fitted.
+    Flipping every label of the held-out and validation months changes no forecast (they
+    are never fitted); flipping the training months' labels does."""
+    model = models.PersistenceLogisticClassifier(C=0.1)
+    first = loso.leave_one_station_out(rows, model, settings, "persistence_logistic",
+                                       design=True)
+    month = rows["segment"] % 100
+    scored = rows[month.isin(settings.split.validation_months)]
+    assert len(first.rows) == len(scored)
+    assert set(first.rows["station_id"]) == set(rows["station_id"])
+    assert first.summary()["pooled_held_out_months"] is None
+    flipped = rows.copy()
+    untouched = month.isin((*settings.split.held_out_months, *settings.split.validation_months))
+    flipped.loc[untouched, "clear"] = 1 - flipped.loc[untouched, "clear"]
+    second = loso.leave_one_station_out(flipped, model, settings, "persistence_logistic",
+                                        design=True)
+    np.testing.assert_array_equal(first.rows["p"], second.rows["p"])
+    np.testing.assert_array_equal(first.rows["p_baseline"], second.rows["p_baseline"])
+    # ... but the training months are what it learns from
+    trained = flipped.copy()
+    trained.loc[~untouched, "clear"] = 1 - trained.loc[~untouched, "clear"]
+    third = loso.leave_one_station_out(trained, model, settings, "persistence_logistic",
+                                       design=True)
+    assert not np.array_equal(first.rows["p"], third.rows["p"])

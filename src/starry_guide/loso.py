@@ -56,7 +56,8 @@ class LosoResult:
         return {
             "candidate": self.candidate,
             "pooled": self.pooled(),
-            "pooled_held_out_months": self.pooled(held_out_only=True),
+            "pooled_held_out_months": (self.pooled(held_out_only=True)  # none in design
+                                       if (self.rows["split"] == "held_out").any() else None),
             "bss_by_station": rounded(self.bss_table(["station_id"])),
             "bss_by_horizon": rounded(self.bss_table(["horizon_h"])),
             "bss_by_station_and_horizon": {
@@ -71,20 +72,29 @@ def _r(value: float) -> float:
 
 
 def leave_one_station_out(rows: pd.DataFrame, model: BaseEstimator, settings: Settings,
-                          candidate: str) -> LosoResult:
+                          candidate: str, design: bool = False) -> LosoResult:
     """Refit ``model``'s recipe (a clone) and the baseline without each station; predict that
-    station's rows. ``rows`` carry ``split`` (from :func:`starry_guide.splits.assign_splits`)."""
+    station's rows. ``rows`` carry ``split`` (from :func:`starry_guide.splits.assign_splits`).
+
+    With ``design`` (the numbers to make choices on): fit on the other stations' training
+    months only and score the station's validation months only — no held-out month is
+    fitted or scored, and no validation month is fitted."""
     from starry_guide.training import BASELINE, month_blocks, predict_clear
 
     columns = feature_columns(settings.features)
     if "source" in rows.columns:  # the research stations only (production rows are later data)
         rows = rows[rows["source"] == "research"]
+    month = rows["segment"] % 100
     learnable = rows["split"].isin(["train", "validation", "unseen"]) & \
-        ~(rows["segment"] % 100).isin(settings.split.held_out_months)
+        ~month.isin(settings.split.held_out_months)
+    scored = pd.Series(True, index=rows.index)
+    if design:
+        learnable &= ~month.isin(settings.split.validation_months)
+        scored = month.isin(settings.split.validation_months)
     parts = []
     for station in sorted(rows["station_id"].unique()):
         fit_rows = rows[learnable & (rows["station_id"] != station)]
-        held = rows[rows["station_id"] == station]
+        held = rows[scored & (rows["station_id"] == station)]
         baseline = models.build_candidate(BASELINE, settings.train.params_for(BASELINE),
                                           settings.seed, settings.label.clear_max_opaque_tenths)
         baseline.fit(fit_rows[columns], fit_rows["clear"])

@@ -314,7 +314,7 @@ class PersistenceBlendClassifier(ClassifierMixin, BaseEstimator):
 
     def __init__(self, C: float = 0.1, max_iter: int = 1000, prior_strength: float = 1.0,
                  shrinkage: float = 0.7, boosting_weight: float = 0.7,
-                 learning_rate: float = 0.05, boosting_iter: int = 150, max_depth: int = 3,
+                 learning_rate: float = 0.075, boosting_iter: int = 100, max_depth: int = 3,
                  min_samples_leaf: int = 1000, l2_regularization: float = 5.0,
                  max_bins: int = 255, random_state: int = 0):
         self.C = C
