@@ -38,3 +38,21 @@ def test_help_lists_the_commands():
     result = starry("--help")
     for command in ("stage", "validate", "docs", "summary", "notebooks"):
         assert command in result.stdout
+
+
+def test_champion_show_says_whether_the_registry_holds_the_tracked_champion(tmp_path):
+    import json
+    import os
+
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'empty.db'}"}
+    result = subprocess.run([*STARRY, "champion", "show"], cwd=ROOT, capture_output=True,
+                            text=True, check=False, env=env)
+    tracked = json.loads((ROOT / "models/champion/champion.json").read_text())
+    assert result.returncode == 1, result.stderr  # an empty registry: `make repro` registers it
+    assert f"(model {tracked['model_id']})" in result.stdout
+    assert "registry @champion: none" in result.stdout
+    (tmp_path / "bad.db").write_text("not a database")
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'bad.db'}"
+    unreadable = subprocess.run([*STARRY, "champion", "show"], cwd=ROOT, capture_output=True,
+                                text=True, check=False, env=env)
+    assert unreadable.returncode == 3 and unreadable.stderr.strip()

@@ -571,6 +571,35 @@ def champion_history(
                    f"{e.get('data_processed_md5') or '?'}, MLflow run {e['run_id']}")
 
 
+@champion_app.command("show")
+def champion_show() -> None:
+    """The champion in models/champion/ (tracked) and the registry's @champion. Exit code 0
+    when they agree, 1 when the registry has none yet (a fresh clone whose select stage
+    was skipped: `make repro` then runs select once to register it), 2 when they differ, 3
+    when the registry cannot be read."""
+    from starry_guide import champion, registry
+
+    try:
+        settings = _registry_settings()
+        tracked = champion.read_tracked(settings.paths.champion_dir)
+        version = registry.current_champion(settings)
+    except typer.Exit:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any store failure: say so, never "none"
+        typer.echo(f"the MLflow store cannot be read ({type(exc).__name__}: "
+                   f"{str(exc).splitlines()[0][:300]}); check MLFLOW_TRACKING_URI", err=True)
+        raise typer.Exit(3) from None
+    typer.echo("models/champion/: " + ("none" if tracked is None else
+                                       f"{tracked['candidate']} (model {tracked['model_id']})"))
+    typer.echo("registry @champion: " + ("none" if version is None else
+                                         f"version {version.version} (model "
+                                         f"{registry.version_model_id(version)})"))
+    if version is None:
+        raise typer.Exit(1)
+    if tracked is not None and registry.version_model_id(version) != tracked["model_id"]:
+        raise typer.Exit(2)
+
+
 @champion_app.command("rollback")
 def champion_rollback(
     version: str = typer.Argument(..., help="the registry version to make champion again"),
