@@ -131,11 +131,24 @@ def test_blend_with_no_shrinkage_left_is_calibrated_persistence():
     np.testing.assert_allclose(blend.predict_proba(X), p_persistence, rtol=1e-9)
 
 
-@pytest.mark.parametrize("name,value", [("shrinkage", 1.2), ("boosting_weight", -0.5)])
+def test_blend_boosting_subsample_is_seeded_and_scales_the_leaves():
+    X, y = weather_frame(4000)
+    half = models.PersistenceBlendClassifier(boosting_iter=20, boosting_subsample=0.5,
+                                             min_samples_leaf=100, random_state=5)
+    first, second = half.fit(X, y).predict_proba(X), clone(half).fit(X, y).predict_proba(X)
+    np.testing.assert_array_equal(first, second)
+    assert half.boosting_.min_samples_leaf == 50
+    full = models.PersistenceBlendClassifier(boosting_iter=20, min_samples_leaf=100,
+                                             random_state=5).fit(X, y)
+    assert not np.array_equal(first, full.predict_proba(X))  # fit on other rows
+
+
+@pytest.mark.parametrize("name,value", [("shrinkage", 1.2), ("boosting_weight", -0.5),
+                                        ("boosting_subsample", 0.0)])
 def test_blend_weights_outside_zero_one_are_refused(name, value):
     X, y = weather_frame(300)
     model = models.PersistenceBlendClassifier(**{name: value})
-    with pytest.raises(ValueError, match=rf"{name} must lie in \[0, 1\], got {value}"):
+    with pytest.raises(ValueError, match=rf"{name} must lie in [\[(]0, 1\], got {value}"):
         model.fit(X, y)
 
 

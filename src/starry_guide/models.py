@@ -309,14 +309,17 @@ class PersistenceBlendClassifier(ClassifierMixin, BaseEstimator):
     boosting_weight : weight of the boosting's logit in the blend (1 − it: the logistic's)
     learning_rate, boosting_iter, max_depth, min_samples_leaf, l2_regularization, max_bins :
         of the boosting (no early stopping: it would split nights at random)
-    random_state : seed of the boosting
+    boosting_subsample : share of the rows (drawn with ``random_state``) the boosting is fit
+        on, ``min_samples_leaf`` scaled with it; the twelve horizons of one hour share their
+        weather, so half the rows carry nearly all of it at half the time
+    random_state : seed of the boosting and of its row sample
     """
 
     def __init__(self, C: float = 0.1, max_iter: int = 1000, prior_strength: float = 1.0,
                  shrinkage: float = 0.7, boosting_weight: float = 0.7,
                  learning_rate: float = 0.075, boosting_iter: int = 100, max_depth: int = 3,
                  min_samples_leaf: int = 1000, l2_regularization: float = 5.0,
-                 max_bins: int = 255, random_state: int = 0):
+                 max_bins: int = 255, boosting_subsample: float = 1.0, random_state: int = 0):
         self.C = C
         self.max_iter = max_iter
         self.prior_strength = prior_strength
@@ -328,6 +331,7 @@ class PersistenceBlendClassifier(ClassifierMixin, BaseEstimator):
         self.min_samples_leaf = min_samples_leaf
         self.l2_regularization = l2_regularization
         self.max_bins = max_bins
+        self.boosting_subsample = boosting_subsample
         self.random_state = random_state
 
     def _boosting_inputs(self, X: pd.DataFrame) -> np.ndarray:
@@ -341,17 +345,25 @@ class PersistenceBlendClassifier(ClassifierMixin, BaseEstimator):
             if not 0.0 <= float(getattr(self, name)) <= 1.0:
                 raise ValueError(f"persistence blend: {name} must lie in [0, 1], got "
                                  f"{getattr(self, name)!r}")
+        if not 0.0 < float(self.boosting_subsample) <= 1.0:
+            raise ValueError(f"persistence blend: boosting_subsample must lie in (0, 1], got "
+                             f"{self.boosting_subsample!r}")
         y = np.asarray(y, dtype=int)
         self.classes_ = np.array([0, 1])
         self.feature_names_in_ = np.asarray(X.columns, dtype=object)
         self.logistic_ = PersistenceLogisticClassifier(
             C=self.C, prior_strength=self.prior_strength, max_iter=self.max_iter).fit(X, y)
+        keep = np.ones(len(X), dtype=bool)
+        if self.boosting_subsample < 1.0:
+            rng = np.random.default_rng(self.random_state)
+            keep = rng.random(len(X)) < self.boosting_subsample
         self.boosting_ = HistGradientBoostingClassifier(
             learning_rate=self.learning_rate, max_iter=self.boosting_iter,
-            max_depth=self.max_depth, min_samples_leaf=self.min_samples_leaf,
+            max_depth=self.max_depth,
+            min_samples_leaf=max(1, round(self.min_samples_leaf * self.boosting_subsample)),
             l2_regularization=self.l2_regularization, max_bins=self.max_bins,
             early_stopping=False, random_state=self.random_state,
-        ).fit(self._boosting_inputs(X), y)
+        ).fit(self._boosting_inputs(X)[keep], y[keep])
         return self
 
     def logits(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
