@@ -596,8 +596,8 @@ def history_page(root: Path, dates: list[str | None] | None = None) -> str:
                   "decision made again (same inputs) is one entry, dated when first made.", ""]
     else:
         lines += ["No dates: they live in the MLflow store of the machine that made each "
-                  "decision (`.venv/bin/starry champion history` there), and the site shows "
-                  "them when this machine's store holds the decision.", ""]
+                  "decision (`.venv/bin/starry champion history` there); `make docs-serve` "
+                  "shows them when this machine's store holds the decision.", ""]
     decision_path = root / "reports" / "select_decision.json"
     if decision_path.is_file():
         last = read_json(decision_path)
