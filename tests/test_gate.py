@@ -136,3 +136,28 @@ def test_a_model_better_now_but_worse_on_validation_is_refused(world, decide_set
     d = decide(world, decide_settings, worse, better)
     assert not d.promote and d.champion == "old"
     assert "significantly worse on the validation months" in d.reason
+
+
+def test_a_recipe_better_at_new_places_is_promoted_on_the_transfer_test(world, decide_settings):
+    y, nights, horizons, truth_p, baseline, rng = world
+    same = np.clip(baseline + rng.normal(0, 0.002, len(y)), 0.01, 0.99)
+    better = np.clip(truth_p + rng.normal(0, 0.05, len(y)), 0.01, 0.99)
+    asked = []
+
+    def refit(name):  # on demand: only challengers the gate tries are refit
+        asked.append(name)
+        return better
+
+    rows = night_rows(y, nights, horizons, "t").assign(night=nights)
+    transfer = champion.HeldOutTest(rows, refit, baseline, N_NIGHTS, label="new places",
+                                    key="transfer", screens=False)
+    incumbent = champion.Incumbent("old", "old-id", "models/champion", lambda X: None)
+    d = champion.decide(["new", "worse"], {"new": "new-id", "worse": "worse-id"},
+                        {"new": same, "worse": same}, incumbent, baseline, baseline,
+                        night_rows(y, nights, horizons), decide_settings,
+                        {"new": {"brier": 0.1}, "worse": {"brier": 0.3}}, {"brier": 0.2},
+                        None, transfer)
+    assert d.promote and d.champion == "new", d.reason
+    assert d.tried[0]["transfer"]["ci_high"] < 0 and "new places" in d.reason
+    assert asked == ["new"]  # 'worse' ranks below the champion: never refit
+    assert d.tried[0]["confidence"] == pytest.approx(1 - 0.05 / 2)

@@ -111,26 +111,43 @@ class Decision:
 
 
 @dataclass
-class RecentWindow:
-    """The most recent production window (split ``recent``): rows, and each model's
-    P(clear) on them (station maps applied)."""
+class HeldOutTest:
+    """Nights beside the validation months on which every challenger is judged against the
+    incumbent: the most recent production window (station maps applied), or new places
+    (each recipe refit leaving one station out, scored on that station's validation months).
 
-    rows: pd.DataFrame
-    p: dict[str, np.ndarray]  # candidate -> P(clear)
+    ``p`` maps a candidate to its P(clear) on ``rows`` (a dict, or a function computing it
+    on demand — leave-one-station-out refits are only paid for challengers actually tried).
+    """
+
+    rows: pd.DataFrame  # clear, and night ids (``night`` + ``station_id``, or the columns
+    #                     evaluate.night_ids needs)
+    p: dict[str, np.ndarray] | Callable[[str], np.ndarray]
     p_incumbent: np.ndarray
     nights: int
+    label: str = "recent production window"
+    key: str = "recent"  # where the decision record keeps its numbers
+    screens: bool = True  # a gain here alone makes a candidate a challenger
 
-    @property
-    def usable(self) -> bool:
-        return len(self.rows) > 0
+    def predict(self, name: str) -> np.ndarray:
+        return self.p[name] if isinstance(self.p, dict) else self.p(name)
+
+    def night_ids(self) -> np.ndarray:
+        if "night" in self.rows.columns:
+            return pd.factorize(self.rows["station_id"].astype(str) + "/"
+                                + self.rows["night"].astype(str))[0]
+        return evaluate.night_ids(self.rows)
 
 
-def _recent_test(window: RecentWindow, name: str, *, n_boot: int, confidence: float,
-                 seed: int) -> dict:
-    y = window.rows["clear"].to_numpy(dtype=float)
-    boot = evaluate.paired_bootstrap_brier(y, window.p[name], window.p_incumbent,
-                                           evaluate.night_ids(window.rows), n_boot, seed,
-                                           confidence)
+#: the recent production window (kept under its first name)
+RecentWindow = HeldOutTest
+
+
+def _held_out_test(test: HeldOutTest, name: str, *, n_boot: int, confidence: float,
+                   seed: int) -> dict:
+    y = test.rows["clear"].to_numpy(dtype=float)
+    boot = evaluate.paired_bootstrap_brier(y, test.predict(name), test.p_incumbent,
+                                           test.night_ids(), n_boot, seed, confidence)
     return {**boot, "confidence": confidence}
 
 
@@ -138,45 +155,50 @@ def decide(ranking: list[str], model_ids: dict[str, str], p_validation: dict[str
            incumbent: Incumbent, p_incumbent: np.ndarray, p_baseline: np.ndarray,
            val_rows: pd.DataFrame, settings, validation_scores: dict[str, dict[str, float]],
            incumbent_validation: dict[str, float],
-           recent: RecentWindow | None = None) -> Decision:
+           recent: HeldOutTest | None = None, transfer: HeldOutTest | None = None) -> Decision:
     """Challengers in ranking order against the incumbent; the first to pass is promoted.
 
-    Without a recent production window this is the :func:`gate` on the validation months:
-    a candidate that does not rank above the incumbent on the validation metric cannot beat
-    it, so the search stops there. With one (``recent``, at least
-    ``production.min_recent_nights`` nights), a challenger is also judged on it — what
-    matters now: it is promoted when its Brier improvement is significant on the validation
-    months **or** on the recent window, it is significantly worse on neither, and no horizon
-    falls below calibrated persistence on validation. Candidates better than the incumbent
-    on either are challengers. Models rolled back from are never tried again.
+    On the validation months alone this is the :func:`gate`: a candidate that does not rank
+    above the incumbent on the validation metric cannot beat it, so the search stops there.
+    With further held-out nights — the most recent production window (``recent``, at least
+    ``production.min_recent_nights`` nights: what matters now) and new places (``transfer``:
+    the challenger's recipe vs the incumbent's, leave one station out on validation months:
+    what a user at a new place gets) — a challenger is judged on each: it is promoted when
+    its Brier improvement is significant on **any** of them, it is significantly worse on
+    **none**, and no horizon falls below calibrated persistence on validation. Candidates
+    better than the incumbent on validation or on the recent window are challengers. Models
+    rolled back from are never tried again.
 
-    Trying several challengers (and two tests each) on the same nights inflates the chance
-    that one passes by luck, so each test is judged at a Bonferroni-corrected level: with
-    ``k`` challengers and ``m`` tests, ``1 - (1 - select.confidence) / (k * m)``.
+    Trying several challengers (and several tests each) on the same nights inflates the
+    chance that one passes by luck, so each test is judged at a Bonferroni-corrected level:
+    with ``k`` challengers and ``m`` tests, ``1 - (1 - select.confidence) / (k * m)``.
     """
     blocked = {entry["model_id"] for entry in incumbent.rolled_back}
     metric = settings.select.metric
     sign = 1.0 if metric in GREATER_IS_BETTER else -1.0
-    use_recent = recent is not None and recent.nights >= settings.production.min_recent_nights
-    recent_better = set()
-    if use_recent:
-        y_recent = recent.rows["clear"].to_numpy(dtype=float)
-        old = np.mean((recent.p_incumbent - y_recent) ** 2)
-        recent_better = {n for n in ranking if np.mean((recent.p[n] - y_recent) ** 2) < old}
+    tests = [t for t in (recent, transfer) if t is not None and len(t.rows) and (
+        t is not recent or t.nights >= settings.production.min_recent_nights)]
+    screening = [t for t in tests if t.screens]
+    better_elsewhere = set()
+    for t in screening:
+        y_t = t.rows["clear"].to_numpy(dtype=float)
+        old = np.mean((t.p_incumbent - y_t) ** 2)
+        better_elsewhere |= {n for n in ranking if np.mean((t.predict(n) - y_t) ** 2) < old}
     challengers = []
     for name in ranking:
         if model_ids[name] == incumbent.model_id:
-            if not use_recent:
+            if not screening:
                 break
             continue
         better = (sign * validation_scores[name][metric]
                   > sign * incumbent_validation[metric])
-        if not better and not use_recent:
+        if not better and not screening:
             break
-        if (better or name in recent_better) and model_ids[name] not in blocked:
+        if (better or name in better_elsewhere) and model_ids[name] not in blocked:
             challengers.append(name)
-    tests = 2 if use_recent else 1
-    level = 1 - (1 - settings.select.confidence) / (max(len(challengers), 1) * tests)
+    m = 1 + len(tests)
+    level = 1 - (1 - settings.select.confidence) / (max(len(challengers), 1) * m)
+    pct = f"{level:.1%}".replace(".0%", "%")
     y = val_rows["clear"].to_numpy()
     horizons, nights = val_rows["horizon_h"].to_numpy(), evaluate.night_ids(val_rows)
     tried, texts, winner, best_details = [], [], None, {}
@@ -191,25 +213,27 @@ def decide(ranking: list[str], model_ids: dict[str, str], p_validation: dict[str
                  "ci_low": details["ci_low"], "ci_high": details["ci_high"],
                  "confidence": level, "nights": details["nights"],
                  "losing_horizons": details["losing_horizons"]}
-        if use_recent:
-            now = _recent_test(recent, name, n_boot=n_boot, confidence=level, seed=seed)
-            val_better, val_worse = details["ci_high"] < 0, details["ci_low"] > 0
-            now_better, now_worse = now["ci_high"] < 0, now["ci_low"] > 0
-            floor_ok = not details["losing_horizons"]
-            passed = (val_better or now_better) and not (val_worse or now_worse) and floor_ok
+        if tests:
+            any_better = details["ci_high"] < 0
+            any_worse = details["ci_low"] > 0
             reasons = [f"validation months: {reasons[0]}", *reasons[1:]]
-            pct = f"{level:.1%}".replace(".0%", "%")
-            reasons.append(
-                f"recent production window: Brier difference {now['brier_difference']:+.5f} "
-                f"({pct} CI {now['ci_low']:+.5f}..{now['ci_high']:+.5f}, bootstrap over "
-                f"{int(now['nights'])} nights): "
-                + ("significantly better" if now_better else
-                   "significantly worse" if now_worse else "not significant"))
-            if val_worse:
+            for t in tests:
+                now = _held_out_test(t, name, n_boot=n_boot, confidence=level, seed=seed)
+                t_better, t_worse = now["ci_high"] < 0, now["ci_low"] > 0
+                any_better, any_worse = any_better or t_better, any_worse or t_worse
+                reasons.append(
+                    f"{t.label}: Brier difference {now['brier_difference']:+.5f} ({pct} CI "
+                    f"{now['ci_low']:+.5f}..{now['ci_high']:+.5f}, bootstrap over "
+                    f"{int(now['nights'])} nights): "
+                    + ("significantly better" if t_better else
+                       "significantly worse" if t_worse else "not significant"))
+                entry[t.key] = {k: now[k] for k in ("brier_difference", "ci_low", "ci_high",
+                                                     "nights")}
+                details = {**details, t.key: entry[t.key]}
+            if details["ci_low"] > 0:
                 reasons.append("significantly worse on the validation months")
-            entry.update(passed=passed, reasons=reasons, recent={
-                k: now[k] for k in ("brier_difference", "ci_low", "ci_high", "nights")})
-            details = {**details, "recent": entry["recent"]}
+            passed = any_better and not any_worse and not details["losing_horizons"]
+            entry.update(passed=passed, reasons=reasons)
         tried.append(entry)
         texts.append(f"{name} vs {incumbent.candidate}: "
                      f"{'promoted' if passed else 'not promoted'} — " + "; ".join(reasons))
@@ -220,8 +244,8 @@ def decide(ranking: list[str], model_ids: dict[str, str], p_validation: dict[str
     skipped = [n for n in ranking if model_ids[n] in blocked]
     if skipped:
         texts.append("not tried (rolled back from): " + ", ".join(skipped))
-    if len(challengers) * tests > 1:
-        texts.append(f"{len(challengers)} challenger(s) x {tests} test(s): each judged at "
+    if len(challengers) * m > 1:
+        texts.append(f"{len(challengers)} challenger(s) x {m} test(s): each judged at "
                      f"{level:.2%} (Bonferroni for {settings.select.confidence:.0%} overall)")
     if winner is not None:
         champion, champion_id, promote = winner, model_ids[winner], True
@@ -233,7 +257,7 @@ def decide(ranking: list[str], model_ids: dict[str, str], p_validation: dict[str
         champion, champion_id, promote = incumbent.candidate, incumbent.model_id, False
         texts.append("the champion stays" if tried else
                      "no candidate beats the champion on validation or the recent window: "
-                     "the champion stays" if use_recent else
+                     "the champion stays" if screening else
                      "no candidate ranks above the champion: the champion stays")
     if incumbent.note:
         texts.insert(0, incumbent.note)
@@ -257,6 +281,7 @@ class Selection:
     challenger: str | None  # best-ranked candidate that is not the champion
     station_maps: dict[str, dict] = field(default_factory=dict)  # candidate -> its maps
     recent_window: dict = field(default_factory=dict)  # what the gate's "now" test saw
+    transfer_test: dict = field(default_factory=dict)  # what its "new places" test saw
 
     @property
     def champion_station_maps(self) -> dict:
@@ -358,6 +383,33 @@ def incumbent_from(tracked: dict | None, champion_dir: Path, registry_champion,
                      estimators[BASELINE])
 
 
+def _transfer_test(rows: pd.DataFrame, estimators: dict[str, object], incumbent_recipe: str,
+                   settings) -> tuple[HeldOutTest, dict]:
+    """The gate's "new places" test: each recipe refit leaving one station out (research
+    stations, training months) and scored on that station's validation months
+    (:func:`starry_guide.loso.leave_one_station_out` with ``design=True``), against the
+    incumbent's recipe (today's candidate of the same name: recipes, not fitted models, are
+    compared). Refits happen only for the challengers the gate actually tries."""
+    from starry_guide import loso
+
+    cache: dict[str, pd.DataFrame] = {}
+
+    def refit(name: str) -> pd.DataFrame:
+        if name not in cache:
+            cache[name] = loso.leave_one_station_out(rows, estimators[name], settings, name,
+                                                     design=True).rows
+        return cache[name]
+
+    base = refit(incumbent_recipe)
+    test = HeldOutTest(base, lambda name: refit(name)["p"].to_numpy(), base["p"].to_numpy(),
+                       int(base.groupby("station_id")["night"].nunique().sum()),
+                       label="new places (leave one station out, validation months)",
+                       key="transfer", screens=False)
+    return test, {"rows": int(len(base)), "nights": test.nights,
+                  "stations": sorted(map(str, base["station_id"].unique())),
+                  "incumbent_recipe": incumbent_recipe}
+
+
 def select(rows: pd.DataFrame, model_uris: dict[str, str], settings, incumbent=None,
            registry_champion=None) -> Selection:
     """Score the trained candidates on every split, rank them on validation and pass the
@@ -453,9 +505,13 @@ def select(rows: pd.DataFrame, model_uris: dict[str, str], settings, incumbent=N
             "first_target": recent_rows["target_time"].min().isoformat(),
             "last_target": recent_rows["target_time"].max().isoformat(),
             "used_by_gate": window.nights >= settings.production.min_recent_nights}
+    transfer, transfer_info = None, {}
+    if settings.select.transfer_test and incumbent.candidate in estimators:
+        transfer, transfer_info = _transfer_test(rows, estimators, incumbent.candidate,
+                                                 settings)
     decision = decide(ranking, model_ids, p_vals, incumbent, p_incumbent, p_vals[BASELINE],
                       val_rows, settings, {n: scores[n]["validation"] for n in estimators},
-                      scores["incumbent"]["validation"], window)
+                      scores["incumbent"]["validation"], window, transfer)
     blocked = {entry["model_id"] for entry in incumbent.rolled_back}
     challenger = next((n for n in ranking if model_ids[n] != decision.champion_model_id
                        and model_ids[n] not in blocked), None)
@@ -464,7 +520,8 @@ def select(rows: pd.DataFrame, model_uris: dict[str, str], settings, incumbent=N
     return Selection(ranking=ranking, decision=decision, incumbent=incumbent,
                      model_ids=model_ids, model_uris=dict(model_uris), estimators=estimators,
                      scores={**scores, "champion": champion_scores}, challenger=challenger,
-                     station_maps=maps, recent_window=recent_info)
+                     station_maps=maps, recent_window=recent_info,
+                     transfer_test=transfer_info)
 
 
 def decision_record(selection: Selection) -> dict:
@@ -491,6 +548,7 @@ def decision_record(selection: Selection) -> dict:
         "model_ids": selection.model_ids,
         "rolled_back": inc.rolled_back,
         "recent_window": selection.recent_window,
+        "transfer_test": selection.transfer_test,
         "champion_station_calibration": selection.champion_station_maps,
     }
 

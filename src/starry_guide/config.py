@@ -100,6 +100,7 @@ class SelectSettings:
     confidence: float
     horizon_tolerance_bss: float
     onnx_parity_tolerance: float = 1e-4
+    transfer_test: bool = True  # the gate also judges leave-one-station-out (new places)
 
 
 @dataclass(frozen=True)
@@ -369,6 +370,8 @@ def load_settings(project_dir: Path | str | None = None) -> Settings:
             confidence=_get(se, "confidence", float, source, "select"),
             horizon_tolerance_bss=_get(se, "horizon_tolerance_bss", float, source, "select"),
             onnx_parity_tolerance=_get(se, "onnx_parity_tolerance", float, source, "select"),
+            transfer_test=_get({"transfer_test": True, **se}, "transfer_test", bool, source,
+                               "select"),
         ),
         monitor=MonitorSettings(**{
             f.name: _get(mo, f.name, f.type if isinstance(f.type, type) else

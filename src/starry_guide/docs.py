@@ -562,10 +562,12 @@ def _ci_text(tried: dict) -> str:
     ci = ("—" if tried.get("ci_low") is None or tried.get("ci_high") is None
           else f"{tried['ci_low']:+.3g} … {tried['ci_high']:+.3g}")
     verdict = "passed" if tried.get("passed") else "failed"
-    recent = tried.get("recent") or {}
-    now = ("" if recent.get("ci_low") is None or recent.get("ci_high") is None else
-           f"; recent window ΔBrier {fmt(recent.get('brier_difference'))}, CI "
-           f"{recent['ci_low']:+.3g} … {recent['ci_high']:+.3g}")
+    now = ""
+    for key, label in (("recent", "recent window"), ("transfer", "new places")):
+        extra = tried.get(key) or {}
+        if extra.get("ci_low") is not None and extra.get("ci_high") is not None:
+            now += (f"; {label} ΔBrier {fmt(extra.get('brier_difference'))}, CI "
+                    f"{extra['ci_low']:+.3g} … {extra['ci_high']:+.3g}")
     return (f"`{tried.get('candidate')}` ΔBrier {fmt(tried.get('brier_difference'))}, "
             f"{label} CI {ci}{now} — {verdict}")
 

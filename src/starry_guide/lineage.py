@@ -33,7 +33,7 @@ from starry_guide.reports import _clean
 DECISION_PARAMS = ("seed", "data", "label", "features", "split", "train", "select", "production")
 #: the gate's numbers kept per judged challenger
 TRIED_KEYS = ("candidate", "model_id", "passed", "brier_difference", "ci_low", "ci_high",
-              "confidence", "nights", "losing_horizons", "recent")
+              "confidence", "nights", "losing_horizons", "recent", "transfer")
 EVENTS = ("promoted", "kept", "rollback", "recorded")
 
 
