@@ -175,3 +175,46 @@ def test_logged_models_answer_p_clear_as_their_signature_says(rows, small_settin
     np.testing.assert_allclose(out["p_clear"],
                                training.predict_clear(results["logistic_regression"].model,
                                                       X.head(50)))
+
+
+def test_a_kept_champion_no_candidate_reproduces_is_registered_from_its_bundle(
+        rows, observations, project, tracking_uri, tmp_path, monkeypatch):
+    """A fresh clone's store never saw the committed champion, and today's code trains a
+    slightly different model: the registry still gets the champion — its ONNX bundle."""
+    import mlflow
+    import numpy as np
+
+    from starry_guide.serve.bundle import load_bundle
+
+    results = training.fit_candidates(rows, project)
+    training.log_candidates(results, rows, project, project.project_root / "figures")
+    first = champion.select(rows, training.find_runs(training.candidate_index(results)), project)
+    publish(first, project, rows, observations)
+
+    # a new machine (an empty store) and code that moved on (every recipe slightly changed)
+    fresh = f"sqlite:///{tmp_path / 'fresh.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", fresh)
+    mlflow.set_tracking_uri(fresh)
+    hyper = {**project.train.hyperparameters,
+             "logistic_regression": {**project.train.params_for("logistic_regression"),
+                                     "C": 0.9},
+             "calibrated_persistence": {"prior_strength": 1.1}}
+    moved = dataclasses.replace(project, train=dataclasses.replace(project.train,
+                                                                  hyperparameters=hyper))
+    results = training.fit_candidates(rows, moved)
+    training.log_candidates(results, rows, moved, moved.project_root / "figures2")
+    uris = training.find_runs(training.candidate_index(results))
+    again = champion.select(rows, uris, moved, registry_champion=registry.current_champion(moved))
+    assert first.champion_model_id not in again.model_ids.values()
+    assert not again.decision.promote, again.decision.reason
+    publish(again, moved, rows, observations)
+
+    crowned = MlflowClient(fresh).get_model_version_by_alias(moved.select.model_name, "champion")
+    assert crowned.tags["model_id"] == first.champion_model_id
+    assert crowned.tags["flavor"] == "onnx-bundle"
+    bundle = load_bundle(moved.paths.champion_dir / "bundle")
+    X, _ = training.split_xy(rows, "held_out", moved)
+    X = X.iloc[:200].astype("float32")
+    served = mlflow.pyfunc.load_model(
+        f"models:/{moved.select.model_name}@champion").predict(X)
+    np.testing.assert_allclose(served["p_clear"].to_numpy(), bundle.predict(X), atol=1e-6)

@@ -137,6 +137,35 @@ def register(client: MlflowClient, model_name: str, model_uri: str, model_id: st
     return client.get_model_version(model_name, version.version)
 
 
+def register_bundle(client: MlflowClient, model_name: str, bundle_dir: Path, model_id: str,
+                    tags: dict[str, str]):
+    """Register a champion's ONNX bundle itself as a model version (MLflow's ``onnx``
+    flavor: ``mlflow.pyfunc.load_model`` answers P(clear) from it with onnxruntime), with
+    the bundle's files as artifacts of the same run. For a tracked champion that no
+    candidate of this checkout reproduces and this machine's registry has never seen (a fresh
+    clone of a project whose champion was trained by earlier code): the registry then holds
+    what is served."""
+    import mlflow.onnx
+    import onnx
+
+    from starry_guide.mlflow_model import pip_requirements
+
+    requirements = [r for r in pip_requirements() if r.split("==")[0] in ("mlflow", "numpy",
+                                                                             "pandas")]
+    from importlib.metadata import version as installed
+
+    requirements += [f"onnx=={installed('onnx')}", f"onnxruntime=={installed('onnxruntime')}"]
+    with contextlib.redirect_stderr(io.StringIO()), mlflow.start_run(
+            run_name=f"bundle-{tags.get('candidate', 'champion')}",
+            tags={**tags, "model_id": model_id, "purpose": "the tracked champion's bundle"}):
+        info = mlflow.onnx.log_model(onnx.load(str(Path(bundle_dir) / "model.onnx")),
+                                     name="model", pip_requirements=requirements,
+                                     onnx_execution_providers=["CPUExecutionProvider"])
+        mlflow.log_artifacts(str(bundle_dir), artifact_path="bundle")
+    return register(client, model_name, info.model_uri, model_id,
+                    {**tags, "flavor": "onnx-bundle"})
+
+
 def _round(value, digits: int = 5) -> str:
     return "" if value is None or value == "" else f"{float(value):.{digits}f}"
 
@@ -196,7 +225,13 @@ def record_selection(selection, settings, bundle_dir: Path, decision: dict,
                     selection.model_ids.get(candidate) == model_id:
                 return register(client, name, selection.model_uris[candidate], model_id,
                                 {**tags, "candidate": candidate})
-            return find_version(settings, model_id)
+            found = find_version(settings, model_id)
+            if found is None and model_id == selection.incumbent.model_id == d.champion_model_id:
+                # the kept champion, made by code this checkout no longer runs the same way
+                # (a fresh clone's store never saw it): its committed bundle is the model
+                found = register_bundle(client, name, bundle_dir, model_id,
+                                        {**tags, "candidate": str(candidate)})
+            return found
 
         champion_version = version_for(d.champion, d.champion_model_id)
         challenger_version = None if selection.challenger is None else version_for(
