@@ -80,3 +80,31 @@ def test_rate_limited_writes_conform_to_the_schema(bundle_dir, tmp_path):
         seen = conform(bundle_dir, tmp_path / name.split("/")[-1] / "store.sqlite", limits,
                        only=name)
         assert seen[name][429] > 0, seen
+
+
+def test_every_refusal_is_documented_where_it_can_happen(bundle_dir, tmp_path):
+    from starry_guide.docs import api_page
+
+    schema = create_app(Service(load_bundle(bundle_dir), Store(tmp_path / "store.sqlite")),
+                        ServeSettings()).openapi()
+    problem = {"$ref": "#/components/schemas/Problem"}
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            responses = operation["responses"]
+            where = f"{method.upper()} {path}"
+            assert {"408", "431", "503"} <= set(responses), where
+            assert "Retry-After" in responses["503"]["headers"], where
+            if "requestBody" in operation:
+                assert {"400", "413", "415", "422"} <= set(responses), where
+                for status in ("400", "413", "415", "422"):
+                    assert responses[status]["content"]["application/json"]["schema"] == \
+                        problem, (where, status)
+            if method in ("post", "put", "patch", "delete"):
+                assert responses["429"]["content"]["application/json"]["schema"] == problem
+                assert "Retry-After" in responses["429"]["headers"], where
+    # the refusal bodies are the ones the handlers send, not FastAPI's HTTPValidationError
+    assert "HTTPValidationError" not in schema["components"]["schemas"]
+    assert set(schema["components"]["schemas"]["ErrorItem"]["properties"]) == {
+        "loc", "msg", "type", "input"}
+    page = api_page(schema)
+    assert "| 429 | too many write requests" in page and "header `Retry-After`" in page
