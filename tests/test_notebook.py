@@ -157,3 +157,15 @@ def test_refresh_keys_follow_the_stage_inputs_dvc_declares(tmp_path):
     after = notebook.refresh_keys(project)
     assert after["prepare"] == keys["prepare"]
     assert all(after[s] != keys[s] for s in list(notebook.STAGE_NOTEBOOKS)[1:])
+
+
+def test_executed_reports_carry_no_refresh_key(tmp_path):
+    """A stage's executed report must not depend on when its source was last refreshed."""
+    nb = _notebook(tmp_path / "a.ipynb", _failing_cells())
+    data = json.loads(nb.read_text())
+    data["metadata"]["starry_guide"] = {"refreshed_from": "abc"}
+    data["metadata"]["papermill"] = {"start_time": "2026-11-27T12:00:00", "parameters": {}}
+    nb.write_text(json.dumps(data))
+    notebook.strip_volatile_metadata(nb)
+    stripped = json.loads(nb.read_text())["metadata"]
+    assert "starry_guide" not in stripped and "start_time" not in stripped["papermill"]

@@ -134,6 +134,11 @@ def strip_volatile_metadata(path: Path) -> None:
     papermill = nb.get("metadata", {}).get("papermill", {})
     for key in _VOLATILE_KEYS:
         papermill.pop(key, None)
+    # the source notebook's refresh key (`make notebooks`) says which inputs its *stored*
+    # outputs came from; copied into a stage's executed report it would depend on whether
+    # the source was refreshed before or after the stage ran (a fresh clone and this
+    # workspace would write different reports from the same inputs)
+    nb.get("metadata", {}).pop("starry_guide", None)
     papermill.pop("environment_variables", None)
     for cell in nb.get("cells", []):
         meta = cell.get("metadata", {})
