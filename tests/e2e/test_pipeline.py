@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,19 +13,11 @@ import pytest
 import yaml
 
 from starry_guide.notebook import copy_project
+from tests.support.project import run
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.e2e
-
-
-def run(args: list[str], cwd: Path, env: dict, check: bool = True):
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True,
-                            check=False)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} failed:\n{result.stdout[-4000:]}\n"
-                             f"{result.stderr[-4000:]}")
-    return result
 
 
 def digest(path: Path) -> str:

@@ -14,15 +14,14 @@ import hashlib
 import json
 import os
 import sqlite3
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from starry_guide import docs, packaged
 from starry_guide.notebook import copy_project
+from tests.support.project import run, set_params
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -30,29 +29,9 @@ MODEL = "starry-guide-clear-sky"
 pytestmark = pytest.mark.e2e
 
 
-def run(args: list[str], cwd: Path, env: dict, check: bool = True):
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True,
-                            check=False)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} failed:\n{result.stdout[-4000:]}\n"
-                             f"{result.stderr[-4000:]}")
-    return result
-
-
 def tree_digest(folder: Path) -> dict[str, str]:
     return {str(p.relative_to(folder)): hashlib.md5(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob("*")) if p.is_file()} if folder.exists() else {}
-
-
-def set_params(copy: Path, **changes) -> None:
-    params = yaml.safe_load((copy / "params.yaml").read_text())
-    for dotted, value in changes.items():
-        *path, key = dotted.split(".")
-        node = params
-        for part in path:
-            node = node[part]
-        node[key] = value
-    (copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 def alias_version(db: Path, alias: str = "champion") -> str | None:

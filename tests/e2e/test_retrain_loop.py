@@ -19,6 +19,7 @@ calibrated-persistence baseline, so that logistic regression is the first champi
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -29,10 +30,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 
 from starry_guide import packaged
 from starry_guide.notebook import copy_project
+from tests.support import project
+from tests.support.project import set_params
 from tests.support.server import free_port, wait_until_healthy
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,27 +43,8 @@ FEED_TOKEN = "retrain-loop-feeder-token-0123456789"
 ADMIN_TOKEN = "retrain-loop-admin-token-0123456789"
 START, HOURS = "2001-09-03", 12 * 168  # twelve weeks from a Monday
 SHIFT = "shift-clear-rate@2001-09-10"
+run = functools.partial(project.run, timeout=1200)  # every command bounded
 pytestmark = pytest.mark.e2e
-
-
-def run(args: list[str], cwd: Path, env: dict, check: bool = True, timeout: float = 1200):
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True,
-                            check=False, timeout=timeout)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} failed:\n{result.stdout[-4000:]}\n"
-                             f"{result.stderr[-4000:]}")
-    return result
-
-
-def set_params(copy: Path, **changes) -> None:
-    params = yaml.safe_load((copy / "params.yaml").read_text())
-    for dotted, value in changes.items():
-        *path, key = dotted.split(".")
-        node = params
-        for part in path:
-            node = node[part]
-        node[key] = value
-    (copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 def read(copy: Path, name: str) -> dict:
