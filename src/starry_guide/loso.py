@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import minimize
 from sklearn.base import BaseEstimator, clone
 
 from starry_guide import evaluate, models
@@ -134,32 +133,17 @@ def plot_station_horizon(result: LosoResult, title: str):
     return fig
 
 
-def _logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, 1e-4, 1 - 1e-4)
-    return np.log(p / (1 - p))
-
-
 def recalibrate(p_fit: np.ndarray, y_fit: np.ndarray, p_apply: np.ndarray,
                 shrinkage: float) -> np.ndarray:
     """Fit ``P(clear) = sigmoid(a + b * logit(p))`` on a station's labelled rows, with a
     Gaussian prior pulling ``(a, b)`` toward ``(0, 1)`` (no change) of weight ``shrinkage``
-    (in rows), and apply it to ``p_apply``."""
+    (in rows), and apply it to ``p_apply`` — :mod:`starry_guide.adaptation`'s map, the one
+    the service applies to a production station."""
+    from starry_guide.adaptation import apply_recalibration, fit_recalibration
+
     if len(y_fit) == 0:
         return p_apply
-    z, y = _logit(p_fit), np.asarray(y_fit, dtype=float)
-
-    def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
-        a, b = theta
-        q = 1 / (1 + np.exp(-(a + b * z)))
-        q = np.clip(q, 1e-9, 1 - 1e-9)
-        nll = -np.sum(y * np.log(q) + (1 - y) * np.log(1 - q))
-        penalty = shrinkage * (a ** 2 + (b - 1) ** 2)
-        r = q - y
-        grad = np.array([r.sum() + 2 * shrinkage * a, (r * z).sum() + 2 * shrinkage * (b - 1)])
-        return nll + penalty, grad
-
-    a, b = minimize(loss, np.array([0.0, 1.0]), jac=True, method="L-BFGS-B").x
-    return 1 / (1 + np.exp(-(a + b * _logit(p_apply))))
+    return apply_recalibration(p_apply, *fit_recalibration(p_fit, y_fit, shrinkage))
 
 
 def adaptation(result: LosoResult, labelled_nights: tuple[int, ...] = (0, 7, 30, 90),
