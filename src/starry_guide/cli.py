@@ -221,8 +221,8 @@ def serve(
     os.environ["STARRY_STORE_RETENTION_DAYS"] = str(store_settings.retention_days)
     os.environ[process.SUPERVISOR_VARIABLE] = str(os.getpid())
     # SIGHUP replaces the workers one by one; a new one may take a while to load its model
-    uvicorn.run("starry_guide.serve.admin:app_from_source", factory=True, workers=workers,
-                timeout_worker_healthcheck=60, **server_options)
+    process.run_workers("starry_guide.serve.admin:app_from_source", workers, factory=True,
+                        timeout_worker_healthcheck=60, **server_options)
 
 
 def _store_settings(root):

@@ -153,22 +153,17 @@ def test_sighup_to_the_supervisor_replaces_every_worker(bundle_dir, other_bundle
         wait_until_healthy(url, process)
         replace_folder(other_bundle, served)
         process.send_signal(signal.SIGHUP)
-        statuses, dropped, body = [], 0, request_body(observations)
+        statuses, body = [], request_body(observations)
         deadline = time.time() + 120
         while time.time() < deadline:  # requests keep flowing through the restart
-            try:
-                r = httpx.post(f"{url}/v1/nowcast", json=body, timeout=30)
-            except httpx.RemoteProtocolError:
-                # a known limit (docs/registry.md): a connection the old worker accepted just
-                # before it stopped can be closed unanswered; never an error reply
-                dropped += 1
-                continue
+            # a fresh connection each time: some land on the old worker as it stops, and
+            # are answered (a stopping worker drains, serve/protocol.py), never dropped
+            r = httpx.post(f"{url}/v1/nowcast", json=body, timeout=30)
             statuses.append(r.status_code)
             if r.status_code == 200 and all(served_version(url) == "8" for _ in range(8)):
                 break
         assert served_version(url) == "8"
         assert set(statuses) == {200}
-        assert dropped <= 2, f"{dropped} connections closed unanswered during the restart"
     finally:
         process.terminate()
         process.wait(timeout=30)

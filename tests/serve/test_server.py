@@ -242,3 +242,96 @@ def test_every_answered_prediction_survives_a_killed_worker(bundle_dir, tmp_path
     missing = set(answered) - stored
     assert not missing, f"{len(missing)} answered predictions are not in the store"
     assert horizons == 12 * len(stored)
+
+
+def test_supervisor_notices_a_worker_that_dies_while_it_is_pinged(bundle_dir, tmp_path):
+    """A worker killed while the supervisor waits for its health-check answer is replaced at
+    once, and SIGTERM still stops everything promptly (uvicorn's supervisor waited out the
+    whole 60 s health-check timeout, deaf to signals)."""
+    import signal
+
+    port = free_port()
+    process = subprocess.Popen(
+        [*STARRY, "serve", "--bundle", str(bundle_dir), "--port", str(port), "--store",
+         f"sqlite:///{tmp_path / 'store.sqlite'}", "--workers", "2"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline and len(worker_pids(process.pid)) < 2:
+            time.sleep(0.2)
+        wait_until_healthy(base, process, max(1.0, deadline - time.time()))
+        frozen, other = worker_pids(process.pid)
+        os.kill(frozen, signal.SIGSTOP)  # it cannot answer: the supervisor's next ping waits
+        time.sleep(2)
+        os.kill(frozen, signal.SIGKILL)  # dies while the supervisor waits for its answer
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            replacement = set(worker_pids(process.pid)) - {frozen, other}
+            if replacement:
+                break
+            time.sleep(0.2)
+        assert replacement, "no replacement worker 20 s after the worker died"
+        wait_until_healthy(base, process, 60)
+        process.terminate()
+        stopping = time.monotonic()
+        process.wait(timeout=30)
+        assert time.monotonic() - stopping < 30
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def _read_response(sock) -> bytes:
+    sock.settimeout(10)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"content-length:")), 0)
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return head
+
+
+@pytest.mark.parametrize("connection", ["just-accepted", "keep-alive"])
+def test_a_stopping_server_answers_a_request_already_on_its_way(bundle_dir, tmp_path, connection):
+    """SIGTERM while a connection has no request under way — just accepted, or idle between
+    keep-alive requests — and its request arrives a moment later: it is answered (and the
+    connection closed), not reset."""
+    import signal
+    import socket
+
+    port = free_port()
+    process = subprocess.Popen(
+        [*STARRY, "serve", "--bundle", str(bundle_dir), "--port", str(port), "--store",
+         f"sqlite:///{tmp_path / 'store.sqlite'}"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    request = f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+    try:
+        wait_until_healthy(f"http://127.0.0.1:{port}", process)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            if connection == "keep-alive":
+                sock.sendall(request)
+                assert _read_response(sock).startswith(b"HTTP/1.1 200")
+            time.sleep(0.3)  # the server holds the connection, no request under way
+            process.send_signal(signal.SIGTERM)
+            time.sleep(0.3)  # the server is stopping
+            sock.sendall(request)
+            head = _read_response(sock)
+            assert head.startswith(b"HTTP/1.1 200"), head
+            assert b"connection: close" in head.lower()
+            assert sock.recv(1) == b""  # then closed
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

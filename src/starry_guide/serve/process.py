@@ -8,6 +8,11 @@ restart failed with "Address already in use". Each worker therefore asks the ker
 ``SIGTERM`` when its parent dies (``prctl(PR_SET_PDEATHSIG)``, Linux) — and, where that is
 not available, polls its parent id — so it shuts down gracefully (finishing the requests in
 flight, closing the store) and frees the port for the restart.
+
+The supervisor itself is uvicorn's, with one repair (:class:`Supervisor`): it pings each
+worker over a pipe and waits for the answer, but it also kept the worker's end of that pipe
+open, so a worker that died during a ping (``kill -9`` under load) looked alive for the whole
+health-check timeout (60 s here) — and signals, SIGTERM included, waited behind it.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ import os
 import signal
 import sys
 import threading
+
+from uvicorn.supervisors.multiprocess import Multiprocess
 
 from starry_guide.config import ServeSettings
 
@@ -84,3 +91,40 @@ def die_with_parent(parent_pid: int | None = None) -> str:
 
         threading.Thread(target=watch, name="watch-supervisor", daemon=True).start()
     return how
+
+
+class Supervisor(Multiprocess):
+    """uvicorn's worker supervisor, which notices at once when a worker dies mid-ping.
+
+    After a worker starts, the supervisor closes its own copy of the worker's end of the
+    health-check pipe (the worker holds its copy, passed at spawn); then a worker's death
+    closes the pipe and the ping in progress returns at once instead of waiting out
+    ``timeout_worker_healthcheck``.
+    """
+
+    def _release_worker_ends(self) -> None:
+        for worker in self.processes:
+            if worker.process.pid is not None:  # started: the child has its own copy
+                worker.child_conn.close()
+
+    def init_processes(self) -> None:
+        super().init_processes()
+        self._release_worker_ends()
+
+    def restart_all(self) -> None:
+        try:
+            super().restart_all()
+        finally:
+            self._release_worker_ends()
+
+    def keep_subprocess_alive(self) -> None:
+        super().keep_subprocess_alive()
+        self._release_worker_ends()
+
+
+def run_workers(app: str, workers: int, **options) -> None:
+    """``uvicorn.run(app, workers=workers, **options)`` under :class:`Supervisor`."""
+    import uvicorn
+
+    config = uvicorn.Config(app, workers=workers, **options)
+    Supervisor(config, sockets=[config.bind_socket()]).run()

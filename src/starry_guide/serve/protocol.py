@@ -9,6 +9,13 @@ response ended), and **431** when the request line and headers pass ``max_header
 both close the connection. The body has its own deadline in
 :class:`~starry_guide.serve.guard.RequestGuard`.
 
+It also **drains** instead of dropping when the worker stops (SIGTERM, a SIGHUP restart of
+the workers, a reload): uvicorn closes every connection with no request under way at once,
+so a request whose connection the worker had just accepted — or a keep-alive client's next
+request already on the wire — met a closed socket ("connection reset by peer"). Here such a
+connection gets ``DRAIN_S`` for its request, which is answered with ``connection: close``;
+only a connection still silent after that is closed.
+
 ``starry serve`` passes this class to uvicorn as ``http=``; the limits come from the
 environment variable ``STARRY_SERVE_SETTINGS`` (set by ``starry serve`` for its workers) or
 the defaults.
@@ -26,6 +33,8 @@ from starry_guide.config import ServeSettings
 
 #: request line plus headers (uvicorn's h11 protocol allows 16 KiB by default)
 MAX_HEADER_BYTES = 64 * 1024
+#: a stopping worker waits this long for a request on a connection with none under way
+DRAIN_S = 1.0
 
 
 @functools.cache
@@ -41,7 +50,7 @@ class _Refused(Exception):
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """:class:`uvicorn.protocols.http.httptools_impl.HttpToolsProtocol` plus a header
-    deadline (408) and a header size limit (431)."""
+    deadline (408), a header size limit (431) and a drain on shutdown."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -49,6 +58,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._header_bytes = 0
         self._refusal: tuple[int, str] | None = None
         self._header_timeout_s = _limits().header_timeout_s
+        self._request_under_way = False  # from a request's first byte to its response's last
+        self._draining = False
 
     def _arm(self) -> None:
         self._disarm()
@@ -69,6 +80,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._request_under_way = True
         self._header_bytes = 0
         if self._header_timer is None:  # a pipelined request: its own deadline
             self._arm()
@@ -90,11 +102,28 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._disarm()
         super().on_headers_complete()
+        if self._draining and self.cycle is not None:
+            self.cycle.keep_alive = False  # the last answer on this connection
 
     def on_response_complete(self) -> None:
+        self._request_under_way = False
         super().on_response_complete()
         if not self.transport.is_closing():
             self._arm()  # the next request's headers get the same deadline
+
+    def shutdown(self) -> None:
+        """Called by uvicorn when the worker stops: finish what is under way, give a silent
+        connection ``DRAIN_S`` for a request already on its way, then close."""
+        self._draining = True
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.keep_alive = False  # answered, then closed
+        elif not self._request_under_way:
+            self.loop.call_later(DRAIN_S, self._close_if_idle)
+        # else: headers are arriving; on_headers_complete makes it the last request
+
+    def _close_if_idle(self) -> None:
+        if not self._request_under_way and not self.transport.is_closing():
+            self.transport.close()
 
     def _too_slow(self) -> None:
         self._header_timer = None
