@@ -69,3 +69,49 @@ def test_the_openapi_page_lists_endpoints_parameters_and_schemas():
     assert "| `latitude` | query | yes | number | degrees north |" in page
     assert "[Night](#night)" in page and "### Night" in page
     assert "| `windows` | array of string | yes |" in page
+
+
+def test_the_metrics_page_orders_horizons_and_nights_as_numbers(tmp_path):
+    """JSON keys are strings: "10" sorted before "2" and "30" before "7" on the page."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    page = docs.metrics_page(root, tmp_path)
+    headers = [line for line in page.splitlines() if line.startswith("| BSS \\ horizon")]
+    assert headers
+    for header in headers:
+        cells = [cell.strip() for cell in header.split("|")[2:-1]]
+        assert cells == [str(h) for h in range(1, 13)], header
+    adaptation = page.split("### Adaptation at a new place")[1].split("##")[0]
+    nights = [line.split("|")[1].strip() for line in adaptation.splitlines()
+              if line.startswith("| ") and line.split("|")[1].strip().isdigit()]
+    assert nights == sorted(nights, key=int) and len(nights) >= 2
+    assert "e+0" not in adaptation  # scored rows are counts
+
+
+def test_numeric_index_sorts_json_keys_as_integers():
+    frame = pd.DataFrame({"bss": [0.1, 0.2, 0.3]}, index=["10", "2", "1"])
+    assert list(docs._numeric_index(frame).index) == [1, 2, 10]
+
+
+def test_a_challengers_evidence_names_each_test_with_its_own_ci():
+    text = docs._ci_text({
+        "candidate": "persistence_blend", "brier_difference": -0.00065, "confidence": 0.9917,
+        "ci_low": -0.0031, "ci_high": 0.0018, "passed": False,
+        "recent": {"brier_difference": 0.0021, "ci_low": -0.0077, "ci_high": 0.0137},
+        "transfer": {"brier_difference": -0.00097, "ci_low": -0.0037, "ci_high": 0.0011}})
+    assert text.startswith("`persistence_blend` validation ΔBrier -0.00065, 99.2% CI "
+                           "-0.0031 … +0.0018; recent window ΔBrier 0.0021, CI -0.0077 … "
+                           "+0.0137; new places ΔBrier -0.00097, CI -0.0037 … +0.0011")
+    assert text.endswith("— failed")
+
+
+def test_the_monitoring_page_prints_counts_as_integers():
+    import re
+    from pathlib import Path
+
+    page = docs.monitoring_page(Path(__file__).resolve().parents[1])
+    assert "No production traffic yet" not in page  # the committed snapshot has traffic
+    performance = page.split("## Realised performance")[1].split("## Per station")[0]
+    assert not re.search(r"\d\.0000\b", performance), performance
+    assert "| all stations |" in performance

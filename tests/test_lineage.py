@@ -91,6 +91,10 @@ def test_the_chain_grows_by_new_decisions_and_never_by_repeats(tmp_path):
     assert lineage.chain(card, None) == card["history"]
     write_json(tmp_path / "again.json", {**card, "history": lineage.chain(card, again)})
     assert (tmp_path / "again.json").read_bytes() == path.read_bytes()
+    # the same decision worded differently (a newer release's text) replaces the last entry
+    reworded = {**record(True, source="baseline"), "reason": "in other words"}
+    rewritten = lineage.chain(card, lineage.decision_entry(reworded, FINGERPRINT))
+    assert len(rewritten) == 1 and rewritten[0]["reason"] == "in other words"
     # a different decision (other data) is a new entry; the input is not modified
     other = lineage.decision_entry(record(False), {**FINGERPRINT, "data": "e" * 16})
     grown = lineage.chain(card, other)
@@ -113,3 +117,12 @@ def test_a_card_from_before_the_history_starts_the_chain_with_itself():
     assert history[0]["champion"] == {"candidate": "persistence_logistic", "model_id": "bbbb"}
     assert lineage.previous_history(None) == [] == lineage.previous_history({})
     assert lineage.previous_history({"model_id": "x", "history": []}) == []
+
+
+def test_two_rollbacks_with_different_reasons_are_both_recorded():
+    def rollback(reason):
+        return lineage.rollback_entry({"candidate": "calibrated_persistence", "model_id": "aaaa"},
+                                      {"candidate": "persistence_logistic", "model_id": "bbbb"},
+                                      reason, "ana")
+    history = lineage.extend(lineage.extend([], rollback("complaints")), rollback("again"))
+    assert [e["reason"] for e in history] == ["complaints", "again"]

@@ -235,7 +235,9 @@ def decide(ranking: list[str], model_ids: dict[str, str], p_validation: dict[str
             passed = any_better and not any_worse and not details["losing_horizons"]
             entry.update(passed=passed, reasons=reasons)
         tried.append(entry)
-        texts.append(f"{name} vs {incumbent.candidate}: "
+        # the champion's own recipe, retrained on today's data, is a model of its own
+        label = f"{name} (retrained)" if name == incumbent.candidate else name
+        texts.append(f"{label} vs the champion {incumbent.candidate}: "
                      f"{'promoted' if passed else 'not promoted'} — " + "; ".join(reasons))
         best_details = best_details or details
         if passed:

@@ -33,7 +33,8 @@ SITE = Path("site")
 KEY_METRICS = ["brier", "bss", "roc_auc", "accuracy", "precision", "recall", "f1"]
 #: columns that count things: shown as integers, never as 20784.0000
 COUNT_COLUMNS = {"rows", "nights", "n_boot", "forecasts", "said_clear", "observed_hours",
-                 "usable_night_hours", "horizon_h", "horizon (h)", "trials", "version"}
+                 "usable_night_hours", "horizon_h", "horizon (h)", "trials", "version",
+                 "scored_rows", "labelled nights"}
 #: what a confident forecast is, on the accuracy page
 CONFIDENT = 0.7
 
@@ -65,6 +66,13 @@ def _table(frame: pd.DataFrame) -> str:
     for column in frame.columns:
         shown[column] = [fmt(v, str(column)) for v in frame[column]]
     return shown.to_markdown(disable_numparse=True)
+
+
+def _numeric_index(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with its index (JSON object keys: "1", "10", "2", …) as integers, in order."""
+    if frame.empty:
+        return frame
+    return frame.set_axis(frame.index.astype(int)).sort_index()
 
 
 def _figure(fig, destination: Path, name: str) -> str:
@@ -177,9 +185,11 @@ def metrics_page(root: Path, destination: Path) -> str:
                                     per["pooled_held_out_months"]["bss"]}
                                    if "pooled_held_out_months" in per else {})}
                          for name, per in loso_raw.items()})
-    loso_horizon = pd.DataFrame({name: per["bss_by_horizon"] for name, per in loso_raw.items()
-                                 if "bss_by_horizon" in per})
-    adaptation = pd.DataFrame(select.get("adaptation", {})).T.rename_axis("labelled nights")
+    loso_horizon = _numeric_index(pd.DataFrame(
+        {name: per["bss_by_horizon"] for name, per in loso_raw.items()
+         if "bss_by_horizon" in per}))
+    adaptation = _numeric_index(pd.DataFrame(select.get("adaptation", {})).T).rename_axis(
+        "labelled nights")
     gate_lines = [f"- decision: {_decision_line(select, decision)}"]
     incumbent = decision.get("incumbent_model")
     if incumbent:
@@ -443,10 +453,12 @@ def model_card_page(root: Path, destination: Path) -> str:
         "",
         "## Training and evaluation data",
         "",
-        f"Stations {', '.join(f'`{s}`' for s in settings.data.stations)}; training on every "
-        f"month except validation {list(settings.split.validation_months)} and held-out "
-        f"{list(settings.split.held_out_months)}; unseen station(s) "
-        f"{', '.join(f'`{s}`' for s in settings.split.unseen_stations) or 'none'}. "
+        "Training stations "
+        + ", ".join(f"`{s}`" for s in settings.data.stations
+                    if s not in settings.split.unseen_stations)
+        + f", on every month except validation {list(settings.split.validation_months)} and "
+        f"held-out {list(settings.split.held_out_months)}; unseen station(s), never trained "
+        f"on: {', '.join(f'`{s}`' for s in settings.split.unseen_stations) or 'none'}. "
         "See [the problem](problem.md) and [data quality](data-quality.md).",
         "",
         "## Station adaptation",
@@ -557,19 +569,21 @@ def mlflow_dates(root: Path, entries: list[dict]) -> list[str | None]:
 
 
 def _ci_text(tried: dict) -> str:
+    """One challenger's evidence: its Brier difference and CI on each held-out test."""
     level = tried.get("confidence")
-    label = f"{level:.1%}".replace(".0%", "%") if isinstance(level, numbers.Real) else "?"
+    confidence = (f"{level:.1%}".replace(".0%", "%") if isinstance(level, numbers.Real)
+                  else "?")
     ci = ("—" if tried.get("ci_low") is None or tried.get("ci_high") is None
           else f"{tried['ci_low']:+.3g} … {tried['ci_high']:+.3g}")
     verdict = "passed" if tried.get("passed") else "failed"
     now = ""
-    for key, label in (("recent", "recent window"), ("transfer", "new places")):
+    for key, test in (("recent", "recent window"), ("transfer", "new places")):
         extra = tried.get(key) or {}
         if extra.get("ci_low") is not None and extra.get("ci_high") is not None:
-            now += (f"; {label} ΔBrier {fmt(extra.get('brier_difference'))}, CI "
+            now += (f"; {test} ΔBrier {fmt(extra.get('brier_difference'))}, CI "
                     f"{extra['ci_low']:+.3g} … {extra['ci_high']:+.3g}")
-    return (f"`{tried.get('candidate')}` ΔBrier {fmt(tried.get('brier_difference'))}, "
-            f"{label} CI {ci}{now} — {verdict}")
+    return (f"`{tried.get('candidate')}` validation ΔBrier "
+            f"{fmt(tried.get('brier_difference'))}, {confidence} CI {ci}{now} — {verdict}")
 
 
 def history_page(root: Path, dates: list[str | None] | None = None) -> str:
@@ -824,10 +838,11 @@ def monitoring_page(root: Path) -> str:
                           "take a snapshot (`starry store snapshot`).", ""])
     production = report["production"]
     verdict = "yes" if report["retrain_recommended"] else "no"
-    lines += [f"Snapshot: {production['stations']} station(s), {production['observations']} "
+    count = {k: fmt(v) for k, v in production.items()}
+    lines += [f"Snapshot: {count['stations']} station(s), {count['observations']} "
               f"observations from {production['first_hour']} to {production['last_hour']}, "
-              f"{production['predictions']} nowcasts, {production['labelled_predictions']} "
-              f"labelled (prediction, horizon) pairs at night, {production['feedback']} "
+              f"{count['predictions']} nowcasts, {count['labelled_predictions']} "
+              f"labelled (prediction, horizon) pairs at night, {count['feedback']} "
               "feedback reports.", "",
               f"- status: **{report['status']}**",
               f"- **retrain recommended: {verdict}**"]
@@ -842,10 +857,9 @@ def monitoring_page(root: Path) -> str:
                   f"At the served threshold {report['served_threshold']:g}. *expected Brier* is "
                   "what the served probabilities promise (mean p(1 − p)); *BSS* is against "
                   "calibrated persistence fitted on the training months.", "",
-                  pd.DataFrame([perf])[[k for k in (
+                  _table(pd.DataFrame([perf], index=["all stations"])[[k for k in (
                       "rows", "clear_rate", "brier", "expected_brier", "brier_excess", "bss",
-                      "accuracy", "precision", "recall") if k in perf]].to_markdown(
-                      index=False, floatfmt=".4f"), "",
+                      "accuracy", "precision", "recall") if k in perf]]), "",
                   _table(by_horizon), ""]
     stations = pd.DataFrame({s: {"status": d["status"],
                                  "retrain recommended": d["retrain_recommended"],
@@ -859,7 +873,10 @@ def monitoring_page(root: Path) -> str:
                         ("performance", "Performance alerts")):
         if alerts.get(kind):
             frame = pd.DataFrame(alerts[kind])
-            lines += [f"## {title}", "", _table(frame.head(40)), ""]
+            first = [c for c in ("station_id", "chunk") if c in frame]
+            frame = frame[first + [c for c in frame if c not in first]]
+            shown = frame.head(40).set_index(first[0]) if first else frame.head(40)
+            lines += [f"## {title}", "", _table(shown), ""]
             if len(frame) > 40:
                 lines += [f"… and {len(frame) - 40} more (see `monitor.json`).", ""]
     lines += ["## Over time", "",

@@ -17,7 +17,8 @@ Which decisions are recorded: every promotion (including the first champion), ev
 in which the gate actually judged a challenger (kept, with its confidence interval), and
 every rollback. A select run in which no candidate ranks above the champion ran no gate and
 adds nothing; a decision identical to the last entry (the same inputs decided again, e.g.
-``dvc repro -f select``) adds nothing either, so re-runs never grow the file.
+``dvc repro -f select``) adds nothing either — when only the wording of its reason changed,
+the last entry takes the new wording — so re-runs never grow the file.
 """
 
 from __future__ import annotations
@@ -220,10 +221,16 @@ def extend(history: list[dict], entry: Mapping | None) -> list[dict]:
     # plain values rounded as the file holds them (starry_guide.reports.write_json), so the
     # same decision made again equals the entry read back from champion.json
     entry = _clean(dict(entry))
-    if out and _clean(out[-1]) == entry:
+    if (out and entry.get("event") != "rollback"  # a rollback's reason is the person's why
+            and _without_wording(_clean(out[-1])) == _without_wording(entry)):
+        out[-1] = entry  # the same decision; its reason in today's words
         return out
     out.append(entry)
     return out
+
+
+def _without_wording(entry: Mapping) -> dict:
+    return {k: v for k, v in entry.items() if k != "reason"}
 
 
 def chain(card: Mapping | None, entry: Mapping | None) -> list[dict]:
