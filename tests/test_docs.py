@@ -101,8 +101,8 @@ def test_a_challengers_evidence_names_each_test_with_its_own_ci():
         "recent": {"brier_difference": 0.0021, "ci_low": -0.0077, "ci_high": 0.0137},
         "transfer": {"brier_difference": -0.00097, "ci_low": -0.0037, "ci_high": 0.0011}})
     assert text.startswith("`persistence_blend` validation ΔBrier -0.00065, 99.2% CI "
-                           "-0.0031 … +0.0018; recent window ΔBrier 0.0021, CI -0.0077 … "
-                           "+0.0137; new places ΔBrier -0.00097, CI -0.0037 … +0.0011")
+                           "-0.00310 … +0.00180; recent window ΔBrier +0.00210, CI -0.00770 … "
+                           "+0.01370; new places ΔBrier -0.00097, CI -0.00370 … +0.00110")
     assert text.endswith("— failed")
 
 
@@ -115,3 +115,17 @@ def test_the_monitoring_page_prints_counts_as_integers():
     performance = page.split("## Realised performance")[1].split("## Per station")[0]
     assert not re.search(r"\d\.0000\b", performance), performance
     assert "| all stations |" in performance
+
+
+def test_the_short_horizon_caveat_follows_the_champions_numbers():
+    gaining = docs._short_horizon_caveat({"2": 0.02, "1": 0.01, "10": 0.03}, {"1": 0.007})
+    assert "gains least there — BSS at 1 h 0.01, at best 0.03 on the held-out months" in gaining
+    losing = docs._short_horizon_caveat({"1": -0.01, "2": 0.02}, {"1": 0.01, "2": -0.002})
+    assert "no better than calibrated persistence at 1 h (held-out months); 2 h (new places)" \
+        in losing
+
+
+def test_the_night_definition_names_the_right_twilight():
+    assert docs._twilight(-12).startswith("nautical twilight is over")
+    assert docs._twilight(-18).startswith("astronomical twilight is over")
+    assert docs._twilight(-6).startswith("civil twilight is over")

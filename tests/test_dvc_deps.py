@@ -247,3 +247,14 @@ def test_the_derivation_finds_what_it_should():
     assert "reports/select_decision.json" in all_reads("docs", STAGES["docs"])
     assert "models/champion" in all_reads("select", STAGES["select"])  # its own state
     assert not covered("reports/metrics", ["reports/metrics/train.json"])
+
+
+def test_every_hand_written_docs_file_is_a_dependency_of_the_docs_stage():
+    """A page or image under docs/ that the docs stage does not declare would not rebuild
+    site/ when edited (docs/generated/ is the stage's own output)."""
+    deps = entries(STAGES["docs"], "deps")
+    own = entries(STAGES["docs"], "outs")
+    files = [str(f.relative_to(ROOT)) for f in (ROOT / "docs").rglob("*") if f.is_file()
+             and not f.relative_to(ROOT).is_relative_to("docs/generated")]
+    undeclared = sorted(f for f in files if not covered(f, deps + own))
+    assert files and not undeclared, f"docs stage deps miss {undeclared}"

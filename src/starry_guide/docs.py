@@ -68,6 +68,44 @@ def _table(frame: pd.DataFrame) -> str:
     return shown.to_markdown(disable_numparse=True)
 
 
+def _in_ranking_order(frame: pd.DataFrame, ranking: list[str]) -> pd.DataFrame:
+    """``frame``'s rows (candidates) in ``ranking`` order; any others after, as they were."""
+    order = [n for n in ranking if n in frame.index]
+    return frame.loc[order + [n for n in frame.index if n not in order]]
+
+
+def _twilight(sun_elevation_deg: float) -> str:
+    """What the sky is like once the sun is below ``sun_elevation_deg``."""
+    if sun_elevation_deg <= -18:
+        return "astronomical twilight is over: fully dark"
+    if sun_elevation_deg <= -12:
+        return "nautical twilight is over: dark enough for all but the faintest objects"
+    if sun_elevation_deg <= -6:
+        return "civil twilight is over: the brightest stars are out"
+    return "the sun is down, twilight still bright"
+
+
+def _short_horizon_caveat(held_out: dict | None, new_places: dict | None) -> str:
+    """The model card's caveat about short horizons, from the champion's BSS by horizon on
+    the held-out months and at new places (leave one station out)."""
+    text = ("- **Short horizons are mostly persistence**: at 1–2 h cloud cover now is most of "
+            "the answer")
+    found = {label: _by_horizon_frame({"bss": values})["bss"]
+             for label, values in (("held-out months", held_out), ("new places", new_places))
+             if values}
+    if not found:
+        return text + "."
+    where = {"held-out months": "on the held-out months", "new places": "at new places"}
+    losing = {label: [int(h) for h, v in bss.items() if v <= 0] for label, bss in found.items()}
+    if any(losing.values()):
+        return text + "; the champion is no better than calibrated persistence at " + "; ".join(
+            f"{', '.join(map(str, hours))} h ({label})" for label, hours in losing.items()
+            if hours) + "."
+    return text + "; the champion gains least there — BSS at " + "; ".join(
+        f"{bss.index[0]} h {fmt(bss.iloc[0])}, at best {fmt(bss.max())} {where[label]}"
+        for label, bss in found.items()) + "."
+
+
 def _numeric_index(frame: pd.DataFrame) -> pd.DataFrame:
     """``frame`` with its index (JSON object keys: "1", "10", "2", …) as integers, in order."""
     if frame.empty:
@@ -146,9 +184,7 @@ def pipeline_page(root: Path) -> str:
 
 def _by_horizon_frame(data: dict) -> pd.DataFrame:
     """{name: {horizon: value}} -> a horizon x name frame, horizons as sorted integers."""
-    frame = pd.DataFrame(data)
-    frame.index = frame.index.astype(int)
-    return frame.sort_index().rename_axis("horizon_h")
+    return _numeric_index(pd.DataFrame(data)).rename_axis("horizon_h")
 
 
 def _held_out_key(select: dict) -> str:
@@ -176,8 +212,15 @@ def metrics_page(root: Path, destination: Path) -> str:
     held = _held_out_key(select)
     held_out = pd.DataFrame({split: select[split] for split in ("validation", held, "unseen")
                              if split in select}).T
-    candidates = pd.DataFrame({n: v["validation"] for n, v in train.items()}).T
-    candidates_held_out = pd.DataFrame(select.get(f"candidates_{held}", {})).T
+    ranking = decision.get("ranking") or []
+    candidates = _in_ranking_order(
+        pd.DataFrame({n: v["validation"] for n, v in train.items()}).T, ranking)
+    candidates_held_out = _in_ranking_order(
+        pd.DataFrame(select.get(f"candidates_{held}", {})).T, ranking)
+    model_ids = decision.get("model_ids") or {}
+    champion_id = (decision.get("champion") or {}).get("model_id")
+    retrained = [n for n, i in model_ids.items()
+                 if n == select["champion"] and champion_id and i != champion_id]
     loso_raw = select.get("leave_one_station_out", {})
     loso = pd.DataFrame({name: {**_loso_by_station(per),
                                 **({"pooled": per["pooled"]["bss"]} if "pooled" in per else {}),
@@ -185,9 +228,9 @@ def metrics_page(root: Path, destination: Path) -> str:
                                     per["pooled_held_out_months"]["bss"]}
                                    if "pooled_held_out_months" in per else {})}
                          for name, per in loso_raw.items()})
-    loso_horizon = _numeric_index(pd.DataFrame(
-        {name: per["bss_by_horizon"] for name, per in loso_raw.items()
-         if "bss_by_horizon" in per}))
+    loso_horizon = _by_horizon_frame({name: per["bss_by_horizon"]
+                                      for name, per in loso_raw.items()
+                                      if "bss_by_horizon" in per})
     adaptation = _numeric_index(pd.DataFrame(select.get("adaptation", {})).T).rename_axis(
         "labelled nights")
     gate_lines = [f"- decision: {_decision_line(select, decision)}"]
@@ -222,6 +265,11 @@ def metrics_page(root: Path, destination: Path) -> str:
         *gate_lines,
         "",
         "## Candidates on the validation months",
+        "",
+        "Today's models, best first (the gate's ranking)"
+        + (f"; `{retrained[0]}` here is its recipe retrained by this run (model "
+           f"`{model_ids[retrained[0]]}`), not the champion above (model `{champion_id}`)"
+           if retrained else "") + ".",
         "",
         _table(candidates[[c for c in [*KEY_METRICS, "log_loss", "ece", "threshold"]
                            if c in candidates]]),
@@ -327,9 +375,9 @@ def problem_page(root: Path) -> str:
         f"A target hour is **clear** when the observed *opaque* sky cover is at most "
         f"**{label.clear_max_opaque_tenths:g} tenths**, and it counts only at **night**: the sun "
         f"more than {abs(label.night_max_sun_elevation_deg):g}° below the horizon "
-        "(astronomical twilight is over). Opaque cover is what hides stars — thin cirrus "
-        "counts in *total* cover but not in opaque cover. Two tenths or less is the sky an "
-        "observer calls clear; daytime hours are not the question.",
+        f"({_twilight(label.night_max_sun_elevation_deg)}). Opaque cover is what hides "
+        "stars — thin cirrus counts in *total* cover but not in opaque cover. Two tenths or "
+        "less is the sky an observer calls clear; daytime hours are not the question.",
         "",
         "## What is forecast",
         "",
@@ -469,8 +517,7 @@ def model_card_page(root: Path, destination: Path) -> str:
         "",
         "- **Few climates**: a handful of typical-year stations; skill on a held-out station "
         "can be below the baseline (table above).",
-        "- **Short horizons are persistence's**: at 1–2 h, cloud cover now is most of the "
-        "answer; learned models have lost to calibrated persistence there.",
+        _short_horizon_caveat(by_horizon.get(name), (loso or {}).get("bss_by_horizon")),
         "- **Fronts and fast changes**: nothing upwind is observed, so cloud arriving within "
         "the hour is missed.",
         "- **Missing or stuck sensors**: missing cover falls back to the station climatology "
@@ -574,16 +621,21 @@ def _ci_text(tried: dict) -> str:
     confidence = (f"{level:.1%}".replace(".0%", "%") if isinstance(level, numbers.Real)
                   else "?")
     ci = ("—" if tried.get("ci_low") is None or tried.get("ci_high") is None
-          else f"{tried['ci_low']:+.3g} … {tried['ci_high']:+.3g}")
+          else f"{_signed(tried['ci_low'])} … {_signed(tried['ci_high'])}")
     verdict = "passed" if tried.get("passed") else "failed"
     now = ""
     for key, test in (("recent", "recent window"), ("transfer", "new places")):
         extra = tried.get(key) or {}
         if extra.get("ci_low") is not None and extra.get("ci_high") is not None:
-            now += (f"; {test} ΔBrier {fmt(extra.get('brier_difference'))}, CI "
-                    f"{extra['ci_low']:+.3g} … {extra['ci_high']:+.3g}")
+            now += (f"; {test} ΔBrier {_signed(extra.get('brier_difference'))}, CI "
+                    f"{_signed(extra['ci_low'])} … {_signed(extra['ci_high'])}")
     return (f"`{tried.get('candidate')}` validation ΔBrier "
-            f"{fmt(tried.get('brier_difference'))}, {confidence} CI {ci}{now} — {verdict}")
+            f"{_signed(tried.get('brier_difference'))}, {confidence} CI {ci}{now} — {verdict}")
+
+
+def _signed(value) -> str:
+    """A Brier difference: signed, five decimals (they are small and compared by sign)."""
+    return "—" if value is None else f"{float(value):+.5f}"
 
 
 def history_page(root: Path, dates: list[str | None] | None = None) -> str:

@@ -284,7 +284,7 @@ def build_reference(hourly: pd.DataFrame, hourly_p: pd.DataFrame, held_out: pd.D
         and the feature columns; :func:`starry_guide.features.hourly_features`)
     hourly_p : station_id, time, p_clear: the champion's predictions at those hours, all
         horizons
-    held_out : labelled rows the champion never trained on (validation and test months):
+    held_out : labelled rows the champion never trained on (validation and held-out months):
         station_id, time, clear, p_clear
     observations : the reference stations' hourly sensor values
     cp_baseline : calibrated persistence fitted on the training months (for BSS)

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from starry_guide import features, models
 from starry_guide.serve import bundle as transfer
 from tests.serve.conftest import request_body
-from tests.support.server import free_port, wait_until_healthy
+from tests.support.server import free_port, wait_until_healthy, worker_pids
 
 STARRY = [sys.executable, "-m", "starry_guide.cli"]
 ROOT = Path(__file__).resolve().parents[2]
@@ -150,19 +150,28 @@ def test_sighup_to_the_supervisor_replaces_every_worker(bundle_dir, other_bundle
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until_healthy(url, process)
+        deadline = time.time() + 90
+        while time.time() < deadline and len(worker_pids(process.pid)) < 2:
+            time.sleep(0.2)
+        wait_until_healthy(url, process, max(1.0, deadline - time.time()))
+        old_workers = set(worker_pids(process.pid))
+        assert len(old_workers) == 2, old_workers
         replace_folder(other_bundle, served)
         process.send_signal(signal.SIGHUP)
         statuses, body = [], request_body(observations)
         deadline = time.time() + 120
-        while time.time() < deadline:  # requests keep flowing through the restart
-            # a fresh connection each time: some land on the old worker as it stops, and
-            # are answered (a stopping worker drains, serve/protocol.py), never dropped
+        # requests keep flowing through the restart, on a fresh connection each time: some
+        # land on an old worker as it stops, and are answered (a stopping worker drains,
+        # serve/protocol.py), never dropped
+        while time.time() < deadline:
             r = httpx.post(f"{url}/v1/nowcast", json=body, timeout=30)
             statuses.append(r.status_code)
-            if r.status_code == 200 and all(served_version(url) == "8" for _ in range(8)):
-                break
-        assert served_version(url) == "8"
+            workers = set(worker_pids(process.pid))
+            if len(workers) == 2 and not workers & old_workers:
+                break  # both replaced: the supervisor retires an old one once its
+                #        replacement is ready
+        assert not set(worker_pids(process.pid)) & old_workers, "the restart did not finish"
+        assert {served_version(url) for _ in range(12)} == {"8"}
         assert set(statuses) == {200}
     finally:
         process.terminate()

@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.serve.conftest import fresh_postgres_database, request_body
-from tests.support.server import free_port, wait_until_healthy
+from tests.support.server import free_port, wait_until_healthy, worker_pids
 
 STARRY = [sys.executable, "-m", "starry_guide.cli"]
 FEED_TOKEN = "a-feeder-token-of-32-characters!"
@@ -157,22 +157,6 @@ def test_store_snapshot_and_purge_commands(tmp_path):
                             str(tmp_path / "s.sqlite")], cwd=ROOT, capture_output=True,
                            text=True, timeout=120)
     assert purge.returncode == 0 and "predictions 0" in purge.stdout, purge.stderr
-
-
-def worker_pids(parent: int) -> list[int]:
-    """uvicorn's worker processes under ``parent`` (multiprocessing spawns them)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            cmdline = (entry / "cmdline").read_bytes()
-        except (OSError, IndexError, ValueError):
-            continue
-        if ppid == parent and b"spawn_main" in cmdline:
-            pids.append(int(entry.name))
-    return pids
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])

@@ -39,3 +39,19 @@ def start_server(bundle: Path, folder: Path, *args: str, store: Path | str | Non
                             new_session=new_session, timeout=seconds)
     except launch.ServerFailed as exc:
         raise AssertionError(str(exc)) from None
+
+
+def worker_pids(parent: int) -> list[int]:
+    """uvicorn's worker processes under ``parent`` (multiprocessing spawns them)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (entry / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == parent and b"spawn_main" in cmdline:
+            pids.append(int(entry.name))
+    return pids
