@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from starry_guide import features, models
 from starry_guide.serve import bundle as transfer
 from tests.serve.conftest import request_body
-from tests.support.server import free_port, wait_until_healthy, worker_pids
+from tests.support.server import free_port, wait_for_workers, wait_until_healthy, worker_pids
 
 STARRY = [sys.executable, "-m", "starry_guide.cli"]
 ROOT = Path(__file__).resolve().parents[2]
@@ -150,12 +150,7 @@ def test_sighup_to_the_supervisor_replaces_every_worker(bundle_dir, other_bundle
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 90
-        while time.time() < deadline and len(worker_pids(process.pid)) < 2:
-            time.sleep(0.2)
-        wait_until_healthy(url, process, max(1.0, deadline - time.time()))
-        old_workers = set(worker_pids(process.pid))
-        assert len(old_workers) == 2, old_workers
+        old_workers = set(wait_for_workers(url, process, 2))
         replace_folder(other_bundle, served)
         process.send_signal(signal.SIGHUP)
         statuses, body = [], request_body(observations)

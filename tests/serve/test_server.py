@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.serve.conftest import fresh_postgres_database, request_body
-from tests.support.server import free_port, wait_until_healthy, worker_pids
+from tests.support.server import free_port, wait_for_workers, wait_until_healthy, worker_pids
 
 STARRY = [sys.executable, "-m", "starry_guide.cli"]
 FEED_TOKEN = "a-feeder-token-of-32-characters!"
@@ -178,12 +178,7 @@ def test_every_answered_prediction_survives_a_killed_worker(bundle_dir, tmp_path
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 90
-        while time.time() < deadline and len(worker_pids(process.pid)) < 2:
-            time.sleep(0.2)
-        wait_until_healthy(base, process, max(1.0, deadline - time.time()))
-        workers = worker_pids(process.pid)
-        assert len(workers) == 2, workers
+        workers = wait_for_workers(base, process, 2)
         bodies = [request_body(observations, start=500 + 11 * i) for i in range(40)]
         answered, failed = [], []
         stop = time.monotonic() + 10
@@ -241,11 +236,7 @@ def test_supervisor_notices_a_worker_that_dies_while_it_is_pinged(bundle_dir, tm
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 90
-        while time.time() < deadline and len(worker_pids(process.pid)) < 2:
-            time.sleep(0.2)
-        wait_until_healthy(base, process, max(1.0, deadline - time.time()))
-        frozen, other = worker_pids(process.pid)
+        frozen, other = wait_for_workers(base, process, 2)
         os.kill(frozen, signal.SIGSTOP)  # it cannot answer: the supervisor's next ping waits
         time.sleep(2)
         os.kill(frozen, signal.SIGKILL)  # dies while the supervisor waits for its answer
@@ -315,6 +306,36 @@ def test_a_stopping_server_answers_a_request_already_on_its_way(bundle_dir, tmp_
             assert b"connection: close" in head.lower()
             assert sock.recv(1) == b""  # then closed
         process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_a_slow_client_does_not_hold_up_a_stopping_server(bundle_dir, tmp_path):
+    """Headers trickling in when SIGTERM arrives: the connection gets the drain's second,
+    not the 10 s header deadline or the graceful-shutdown timeout."""
+    import signal
+    import socket
+
+    port = free_port()
+    process = subprocess.Popen(
+        [*STARRY, "serve", "--bundle", str(bundle_dir), "--port", str(port), "--store",
+         f"sqlite:///{tmp_path / 'store.sqlite'}"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_until_healthy(f"http://127.0.0.1:{port}", process)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # headers not complete
+            time.sleep(0.3)
+            process.send_signal(signal.SIGTERM)
+            stopping = time.monotonic()
+            process.wait(timeout=30)
+            assert time.monotonic() - stopping < 5
+            try:  # closed without an answer: its request never came
+                assert sock.recv(1) == b""
+            except ConnectionResetError:
+                pass
     finally:
         if process.poll() is None:
             process.kill()

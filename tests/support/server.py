@@ -55,3 +55,16 @@ def worker_pids(parent: int) -> list[int]:
         if ppid == parent and b"spawn_main" in cmdline:
             pids.append(int(entry.name))
     return pids
+
+
+def wait_for_workers(url: str, process: subprocess.Popen, workers: int,
+                     seconds: float = 90) -> list[int]:
+    """Wait until ``starry serve --workers N`` (``process``) has ``workers`` worker processes
+    and ``url`` is healthy; return the workers' pids."""
+    deadline = time.time() + seconds
+    while time.time() < deadline and len(worker_pids(process.pid)) < workers:
+        time.sleep(0.2)
+    wait_until_healthy(url, process, max(1.0, deadline - time.time()))
+    pids = worker_pids(process.pid)
+    assert len(pids) == workers, pids
+    return pids

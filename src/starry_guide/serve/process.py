@@ -118,6 +118,7 @@ class Supervisor(Multiprocess):
             self._release_worker_ends()
 
     def keep_subprocess_alive(self) -> None:
+        self._release_worker_ends()  # workers added since (SIGTTIN)
         super().keep_subprocess_alive()
         self._release_worker_ends()
 

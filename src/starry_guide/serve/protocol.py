@@ -14,7 +14,8 @@ the workers, a reload): uvicorn closes every connection with no request under wa
 so a request whose connection the worker had just accepted — or a keep-alive client's next
 request already on the wire — met a closed socket ("connection reset by peer"). Here such a
 connection gets ``DRAIN_S`` for its request, which is answered with ``connection: close``;
-only a connection still silent after that is closed.
+a connection still silent after that — or still sending its headers, like a slow client — is
+closed.
 
 ``starry serve`` passes this class to uvicorn as ``http=``; the limits come from the
 environment variable ``STARRY_SERVE_SETTINGS`` (set by ``starry serve`` for its workers) or
@@ -58,7 +59,6 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._header_bytes = 0
         self._refusal: tuple[int, str] | None = None
         self._header_timeout_s = _limits().header_timeout_s
-        self._request_under_way = False  # from a request's first byte to its response's last
         self._draining = False
 
     def _arm(self) -> None:
@@ -80,7 +80,6 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._request_under_way = True
         self._header_bytes = 0
         if self._header_timer is None:  # a pipelined request: its own deadline
             self._arm()
@@ -106,24 +105,25 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.cycle.keep_alive = False  # the last answer on this connection
 
     def on_response_complete(self) -> None:
-        self._request_under_way = False
         super().on_response_complete()
         if not self.transport.is_closing():
             self._arm()  # the next request's headers get the same deadline
 
     def shutdown(self) -> None:
-        """Called by uvicorn when the worker stops: finish what is under way, give a silent
-        connection ``DRAIN_S`` for a request already on its way, then close."""
+        """Called by uvicorn when the worker stops: finish the answer under way; give a
+        connection with none ``DRAIN_S`` for a request already on its way, then close."""
         self._draining = True
         if self.cycle is not None and not self.cycle.response_complete:
             self.cycle.keep_alive = False  # answered, then closed
-        elif not self._request_under_way:
-            self.loop.call_later(DRAIN_S, self._close_if_idle)
-        # else: headers are arriving; on_headers_complete makes it the last request
+        else:  # idle, or a request's headers arriving (a slow client is not waited for)
+            self.loop.call_later(DRAIN_S, self._close_unless_answering)
 
-    def _close_if_idle(self) -> None:
-        if not self._request_under_way and not self.transport.is_closing():
-            self.transport.close()
+    def _close_unless_answering(self) -> None:
+        if self.transport.is_closing():
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            return  # the request came: on_headers_complete made it the last one
+        self.transport.close()
 
     def _too_slow(self) -> None:
         self._header_timer = None
