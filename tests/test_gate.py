@@ -161,3 +161,25 @@ def test_a_recipe_better_at_new_places_is_promoted_on_the_transfer_test(world, d
     assert d.tried[0]["transfer"]["ci_high"] < 0 and "new places" in d.reason
     assert asked == ["new"]  # 'worse' ranks below the champion: never refit
     assert d.tried[0]["confidence"] == pytest.approx(1 - 0.05 / 2)
+
+
+def test_the_champions_own_recipe_retrained_is_not_judged_at_new_places(world, decide_settings):
+    """Leave-one-station-out refits of the same recipe are the same models: no test there."""
+    y, nights, horizons, truth_p, baseline, rng = world
+    same = np.clip(baseline + rng.normal(0, 0.002, len(y)), 0.01, 0.99)
+    asked = []
+
+    def refit(name):
+        asked.append(name)
+        return baseline
+
+    rows = night_rows(y, nights, horizons, "t").assign(night=nights)
+    transfer = champion.HeldOutTest(rows, refit, baseline, N_NIGHTS, label="new places",
+                                    key="transfer", screens=False)
+    incumbent = champion.Incumbent("old", "old-id", "models/champion", lambda X: None)
+    d = champion.decide(["old"], {"old": "retrained-id"}, {"old": same}, incumbent, baseline,
+                        baseline, night_rows(y, nights, horizons), decide_settings,
+                        {"old": {"brier": 0.1}}, {"brier": 0.2}, None, transfer)
+    assert not d.promote and asked == [] and "transfer" not in d.tried[0]
+    assert "new places: the champion's own recipe, nothing to compare" in d.reason
+    assert "old (retrained) vs the champion old" in d.reason

@@ -218,6 +218,10 @@ def decide(ranking: list[str], model_ids: dict[str, str], p_validation: dict[str
             any_worse = details["ci_low"] > 0
             reasons = [f"validation months: {reasons[0]}", *reasons[1:]]
             for t in tests:
+                if t.key == "transfer" and name == incumbent.candidate:
+                    # the same recipe at new places: identical refits, a difference of 0
+                    reasons.append(f"{t.label}: the champion's own recipe, nothing to compare")
+                    continue
                 now = _held_out_test(t, name, n_boot=n_boot, confidence=level, seed=seed)
                 t_better, t_worse = now["ci_high"] < 0, now["ci_low"] > 0
                 any_better, any_worse = any_better or t_better, any_worse or t_worse
