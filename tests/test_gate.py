@@ -138,19 +138,26 @@ def test_a_model_better_now_but_worse_on_validation_is_refused(world, decide_set
     assert "significantly worse on the validation months" in d.reason
 
 
-def test_a_recipe_better_at_new_places_is_promoted_on_the_transfer_test(world, decide_settings):
+def transfer_test(world, p_refit):
+    """A "new places" test whose refits (on demand, recorded in the list returned) all
+    predict ``p_refit``."""
     y, nights, horizons, truth_p, baseline, rng = world
-    same = np.clip(baseline + rng.normal(0, 0.002, len(y)), 0.01, 0.99)
-    better = np.clip(truth_p + rng.normal(0, 0.05, len(y)), 0.01, 0.99)
     asked = []
 
     def refit(name):  # on demand: only challengers the gate tries are refit
         asked.append(name)
-        return better
+        return p_refit
 
     rows = night_rows(y, nights, horizons, "t").assign(night=nights)
-    transfer = champion.HeldOutTest(rows, refit, baseline, N_NIGHTS, label="new places",
-                                    key="transfer", screens=False)
+    return champion.HeldOutTest(rows, refit, baseline, N_NIGHTS, label="new places",
+                                key="transfer", screens=False), asked
+
+
+def test_a_recipe_better_at_new_places_is_promoted_on_the_transfer_test(world, decide_settings):
+    y, nights, horizons, truth_p, baseline, rng = world
+    same = np.clip(baseline + rng.normal(0, 0.002, len(y)), 0.01, 0.99)
+    better = np.clip(truth_p + rng.normal(0, 0.05, len(y)), 0.01, 0.99)
+    transfer, asked = transfer_test(world, better)
     incumbent = champion.Incumbent("old", "old-id", "models/champion", lambda X: None)
     d = champion.decide(["new", "worse"], {"new": "new-id", "worse": "worse-id"},
                         {"new": same, "worse": same}, incumbent, baseline, baseline,
@@ -167,15 +174,7 @@ def test_the_champions_own_recipe_retrained_is_not_judged_at_new_places(world, d
     """Leave-one-station-out refits of the same recipe are the same models: no test there."""
     y, nights, horizons, truth_p, baseline, rng = world
     same = np.clip(baseline + rng.normal(0, 0.002, len(y)), 0.01, 0.99)
-    asked = []
-
-    def refit(name):
-        asked.append(name)
-        return baseline
-
-    rows = night_rows(y, nights, horizons, "t").assign(night=nights)
-    transfer = champion.HeldOutTest(rows, refit, baseline, N_NIGHTS, label="new places",
-                                    key="transfer", screens=False)
+    transfer, asked = transfer_test(world, baseline)
     incumbent = champion.Incumbent("old", "old-id", "models/champion", lambda X: None)
     d = champion.decide(["old"], {"old": "retrained-id"}, {"old": same}, incumbent, baseline,
                         baseline, night_rows(y, nights, horizons), decide_settings,

@@ -461,10 +461,11 @@ def select(rows: pd.DataFrame, model_uris: dict[str, str], settings, incumbent=N
     X_adapt, _ = split_xy(adapt_rows, "train", settings)
     X_recent, _ = split_xy(recent_rows, "recent", settings)
 
+    y_recent = recent_rows["clear"].to_numpy()
+    p_base_recent = predict_clear(estimators[BASELINE], X_recent) if len(recent_rows) else None
+
     def recent_scores(p_recent: np.ndarray, threshold: float) -> dict[str, float]:
-        p_base_recent = predict_clear(estimators[BASELINE], X_recent)
-        return evaluate.scores(recent_rows["clear"].to_numpy(), p_recent, threshold,
-                               p_base_recent)
+        return evaluate.scores(y_recent, p_recent, threshold, p_base_recent)
 
     scores, p_vals, model_ids, maps, p_recent = {}, {}, {}, {}, {}
     for name, estimator in estimators.items():
