@@ -100,3 +100,35 @@ def test_moon_elevation_matches_skyfield_topocentric_at_several_places():
         assert np.abs(ours["moon_elevation_deg"].to_numpy() - reference).max() < 0.001
         np.testing.assert_allclose(ours["moon_illumination"],
                                    almanac.fraction_illuminated(eph, "moon", t), atol=1e-12)
+
+
+def test_nutation_without_blas_agrees_with_skyfield_and_ignores_the_batch():
+    # skyfield sums its nutation series with numpy.dot (BLAS: last bits vary with the kernel,
+    # thread count and batch size); ours adds the same terms in a fixed order
+    from skyfield.nutationlib import (
+        equation_of_the_equinoxes_complimentary_terms,
+        iau2000a_radians,
+    )
+
+    times = pd.date_range("1950-01-01", "2049-12-01", periods=600, tz="UTC")
+    t = astro._times(times)
+    d_psi, d_eps = astro._nutation_radians(t.tt)
+    reference_psi, reference_eps = iau2000a_radians(t)
+    np.testing.assert_allclose(d_psi, reference_psi, rtol=0, atol=1e-17)
+    np.testing.assert_allclose(d_eps, reference_eps, rtol=0, atol=1e-17)
+    terms = astro._equation_of_equinoxes_terms(t.tt)
+    np.testing.assert_allclose(terms, equation_of_the_equinoxes_complimentary_terms(t.tt),
+                               rtol=0, atol=1e-20)
+    reference_gast = t.gast
+    np.testing.assert_allclose(astro._deterministic(astro._times(times)).gast, reference_gast,
+                               rtol=0, atol=1e-13)
+    # bit-identical whichever batch an instant comes in (small batches take another path)
+    assert len(times) >= astro._SMALL_BATCH
+    for part in (slice(0, 1), slice(7, 8), slice(100, 131), slice(0, astro._SMALL_BATCH - 1),
+                 slice(50, 50 + astro._SMALL_BATCH)):
+        psi, eps = astro._nutation_radians(t.tt[part])
+        np.testing.assert_array_equal(psi, d_psi[part])
+        np.testing.assert_array_equal(eps, d_eps[part])
+        np.testing.assert_array_equal(astro._equation_of_equinoxes_terms(t.tt[part]),
+                                      terms[part])
+

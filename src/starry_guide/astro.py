@@ -12,8 +12,9 @@ from functools import lru_cache
 
 import numpy as np
 import pandas as pd
-from skyfield import almanac
+from skyfield import almanac, nutationlib
 from skyfield.api import Loader
+from skyfield.constants import ASEC2RAD, T0, tau
 
 #: the dates the bundled DE421 ephemeris covers, with a day's margin for horizons
 FIRST_DATE, LAST_DATE = dt.date(1900, 1, 2), dt.date(2049, 12, 30)
@@ -46,6 +47,125 @@ def _times(times_utc: pd.Series | pd.DatetimeIndex):
         index.year.to_numpy(), index.month.to_numpy(), index.day.to_numpy(),
         index.hour.to_numpy(), index.minute.to_numpy(), np.asarray(seconds, dtype=float),
     )
+
+
+#: below this many instants the fixed-order sums run as one vectorised pass (Python loops
+#: would dominate); above, as a loop skipping the zero multipliers. Same additions, same order:
+#: the results are bit-identical either way (tested)
+_SMALL_BATCH = 256
+
+
+def _fixed_order_sum(weights: np.ndarray, terms: np.ndarray) -> np.ndarray:
+    """``sum_k weights[k] * terms[k]`` over the first axis, accumulated term by term in index
+    order with elementwise NumPy operations: every instant's value depends only on its own
+    terms. A matrix product (``dot``, ``@``) goes through BLAS, whose kernel (chosen by the
+    CPU, or ``OPENBLAS_CORETYPE``), thread count and blocking (the batch size) decide the
+    order of the additions, so its last bits vary from machine to machine and batch to batch."""
+    weights = np.asarray(weights, dtype=float)
+    if terms[0].size < _SMALL_BATCH:
+        products = weights.reshape(-1, *(1,) * (terms.ndim - 1)) * terms
+        products[0] += 0.0  # the loop below starts from +0.0 too (-0.0 + 0.0 is +0.0)
+        return np.ascontiguousarray(np.add.accumulate(products, axis=0)[-1])
+    total = np.zeros(terms.shape[1:])
+    for weight, term in zip(weights.tolist(), terms, strict=True):
+        if weight:  # adding a zero product changes nothing
+            total += weight * term
+    return total
+
+
+def _integer_combinations(multipliers: np.ndarray, arguments: np.ndarray) -> np.ndarray:
+    """``multipliers @ arguments`` ((k, j) integers times (j, n) angles -> (k, n)), summed
+    over j in index order without BLAS (see :func:`_fixed_order_sum`)."""
+    if arguments[0].size < _SMALL_BATCH:
+        total = np.zeros((multipliers.shape[0], *arguments.shape[1:]))
+        for j, argument in enumerate(arguments):
+            total += multipliers[:, j, None].astype(float) * argument
+        return total
+    total = np.empty((multipliers.shape[0], *arguments.shape[1:]))
+    for k, row in enumerate(multipliers):
+        total[k] = _fixed_order_sum(row, arguments)
+    return total
+
+
+def _nutation_radians(jd_tt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """IAU 2000A nutation (delta psi, delta epsilon; radians) at TT Julian dates: skyfield's
+    own ``iau2000a_radians`` series, coefficients and argument order, with its matrix products
+    replaced by fixed-order sums (agrees with skyfield to a few units in the last place)."""
+    n = nutationlib
+    t = (jd_tt - T0) / 36525.0
+    # luni-solar terms
+    arg = _integer_combinations(n.nals_t, n.fundamental_arguments(t, 5))
+    sarg, carg = np.sin(arg), np.cos(arg)
+    lon, obl = n.lunisolar_longitude_coefficients, n.lunisolar_obliquity_coefficients
+    dpsi = (_fixed_order_sum(lon[:, 0], sarg) + _fixed_order_sum(lon[:, 1], sarg) * t
+            + _fixed_order_sum(lon[:, 2], carg))
+    deps = (_fixed_order_sum(obl[:, 0], carg) + _fixed_order_sum(obl[:, 1], carg) * t
+            + _fixed_order_sum(obl[:, 2], sarg))
+    # planetary terms
+    a = n.anomaly_coefficient[:, None] * t + n.anomaly_constant[:, None]
+    a[-1] *= t
+    arg = _integer_combinations(n.napl_t, a)
+    sarg, carg = np.sin(arg), np.cos(arg)
+    lon, obl = n.nutation_coefficients_longitude, n.nutation_coefficients_obliquity
+    dpsi = dpsi + _fixed_order_sum(lon[:, 0], sarg) + _fixed_order_sum(lon[:, 1], carg)
+    deps = deps + _fixed_order_sum(obl[:, 0], sarg) + _fixed_order_sum(obl[:, 1], carg)
+    # tenths of a micro-arcsecond -> radians
+    return dpsi * (ASEC2RAD / 1e7), deps * (ASEC2RAD / 1e7)
+
+
+#: the Delaunay arguments of the equation of the equinoxes' complementary terms (skyfield's
+#: ``equation_of_the_equinoxes_complimentary_terms``): arcsecond polynomial in TT centuries,
+#: then whole turns per century
+_EQEQ_DELAUNAY = (
+    (485868.249036, 715923.2178, 31.8792, 0.051635, -0.00024470, 1325.0),
+    (1287104.793048, 1292581.0481, -0.5532, 0.000136, -0.00001149, 99.0),
+    (335779.526232, 295262.8478, -12.7512, -0.001037, 0.00000417, 1342.0),
+    (1072260.703692, 1105601.2090, -6.3706, 0.006593, -0.00003169, 1236.0),
+    (450160.398036, -482890.5431, 7.4722, 0.007702, -0.00005939, -5.0),
+)
+#: and its planetary longitudes, Mercury..Neptune (radians, radians per century)
+_EQEQ_PLANETS = ((4.402608842, 2608.7903141574), (3.176146697, 1021.3285546211),
+                 (1.753470314, 628.3075849991), (6.203480913, 334.0612426700),
+                 (0.599546497, 52.9690962641), (0.874016757, 21.3299104960),
+                 (5.481293872, 7.4781598567), (5.311886287, 3.8133035638))
+
+
+def _equation_of_equinoxes_terms(jd_tt: np.ndarray) -> np.ndarray:
+    """The complementary terms of the equation of the equinoxes (radians), as skyfield's
+    ``equation_of_the_equinoxes_complimentary_terms`` without its matrix products."""
+    n = nutationlib
+    t = (jd_tt - T0) / 36525.0
+    fa = np.zeros((14, *np.shape(t)))
+    for i, (c0, c1, c2, c3, c4, turns) in enumerate(_EQEQ_DELAUNAY):
+        fa[i] = ((c0 + (c1 + (c2 + (c3 + c4 * t) * t) * t) * t) * ASEC2RAD
+                 + (turns * t % 1.0) * tau)
+    for i, (c0, c1) in enumerate(_EQEQ_PLANETS, start=5):
+        fa[i] = c0 + c1 * t
+    fa[13] = (0.024381750 + 0.00000538691 * t) * t
+    fa %= tau
+    a = _fixed_order_sum(n.ke1, fa)
+    c_terms = (n.se1_0 * np.sin(a) + n.se1_1 * np.cos(a)) * t
+    a = _integer_combinations(n.ke0_t, fa)
+    c_terms = (c_terms + _fixed_order_sum(n.se0_t_0, np.sin(a))
+               + _fixed_order_sum(n.se0_t_1, np.cos(a)))
+    return c_terms * ASEC2RAD
+
+
+def _deterministic(t):
+    """``t`` with its nutation angles and apparent sidereal time (the only parts of
+    skyfield's sun and moon places that use BLAS matrix products) computed by
+    :func:`_nutation_radians` and :func:`_equation_of_equinoxes_terms`, so that the places,
+    and the sun and moon elevations ``prepare`` stores, come out bit-identical whatever the
+    BLAS kernel (``OPENBLAS_CORETYPE``) and thread count (tests/e2e/test_blas_independence.py).
+    Both are cached attributes of ``t``, which skyfield's own almanac overrides the same way
+    (``t._nutation_angles_radians = iau2000b_radians(t)``)."""
+    tt = np.asarray(t.tt, dtype=float)
+    d_psi, d_eps = (angle.reshape(tt.shape) for angle in _nutation_radians(tt.reshape(-1)))
+    t._nutation_angles_radians = (d_psi, d_eps)
+    terms = _equation_of_equinoxes_terms(tt.reshape(-1)).reshape(tt.shape)
+    eq_eq = d_psi * np.cos(t._mean_obliquity_radians) + terms
+    t.gast = (t.gmst + eq_eq / tau * 24.0) % 24.0
+    return t
 
 
 def epoch_seconds(times_utc: pd.Series | pd.DatetimeIndex) -> np.ndarray:
@@ -91,7 +211,8 @@ def _tai_seconds(seconds: np.ndarray) -> np.ndarray:
 def _compute_sun_nodes(nodes: list[int]) -> None:
     timescale, eph = _sky()
     tai = np.asarray(nodes, dtype=np.int64) * SUN_NODE_SECONDS
-    t = timescale.tai_jd(_UNIX_EPOCH_JD + tai // 86400, (tai % 86400) / 86400.0)
+    t = _deterministic(timescale.tai_jd(_UNIX_EPOCH_JD + tai // 86400,
+                                        (tai % 86400) / 86400.0))
     ra, dec, _ = eph["earth"].at(t).observe(eph["sun"]).apparent().radec(epoch="date")
     hour_angle = np.deg2rad((np.atleast_1d(t.gast) - np.atleast_1d(ra.hours)) * 15)
     # what is left of the hour angle after the mean daily turn: the equation of time, a
@@ -190,7 +311,8 @@ def _moon_places(seconds: np.ndarray) -> np.ndarray:
     missing = sorted(set(seconds.tolist()) - _MOON_INSTANTS.keys())
     if missing:
         _, eph = _sky()
-        t = _times(pd.to_datetime(np.asarray(missing, dtype=np.int64), unit="s", utc=True))
+        t = _deterministic(_times(pd.to_datetime(np.asarray(missing, dtype=np.int64),
+                                                 unit="s", utc=True)))
         ra, dec, distance = eph["earth"].at(t).observe(eph["moon"]).apparent().radec(
             epoch="date")
         gast = np.deg2rad(np.atleast_1d(t.gast) * 15.0)

@@ -145,7 +145,7 @@ def serve(
     import uvicorn
 
     from starry_guide.config import ServeSettings, load_settings
-    from starry_guide.serve import feed, process
+    from starry_guide.serve import feed, place, process
     from starry_guide.serve.api import Service, create_app
     from starry_guide.serve.bundle import BundleError, load_bundle, resolve_alias
     from starry_guide.serve.store import URL_ENV, Store, StoreError
@@ -187,10 +187,17 @@ def serve(
         has_feed = feed.load_token() is not None  # an unusable token stops here
     except (BundleError, ConfigError, StoreError, feed.FeedTokenError) as exc:
         _fail(f"cannot start: {exc}")
+    try:  # STARRY_CLOCK_START (tests, demos): one clock for the worker processes to come
+        place.start_clock()
+        clock = place.clock_start()
+    except ValueError as exc:
+        _fail(f"cannot start: {exc}")
     typer.echo(f"serving {loaded.card.get('candidate')} version {loaded.version} from {path}; "
                f"store {opened.display_url}; observation feed "
                f"{'on' if has_feed else 'off (no feed token configured)'}; CORS "
-               f"{'for ' + ', '.join(limits.cors_origins) if limits.cors_origins else 'off'}")
+               f"{'for ' + ', '.join(limits.cors_origins) if limits.cors_origins else 'off'}"
+               + (f"; clock started at {clock.isoformat()} ({place.CLOCK_ENV}, a test and demo "
+                  "setting)" if clock else ""))
     from starry_guide.serve import admin  # reload on SIGHUP or POST /v1/admin/reload
 
     os.environ[admin.SOURCE_ENV] = (f"path:{Path(bundle).resolve()}" if bundle else

@@ -159,12 +159,80 @@ def test_max_station_distance_is_configurable(bundle_dir, tmp_path):
 def test_tonight_is_resolved_to_a_date(client):
     night = client.get("/v1/night", params={"lat": 36.1, "lon": -79.95,
                                             "date": "tonight"}).json()
-    expected = place.tonight(-79.95, dt.datetime.now(dt.UTC))
+    expected = place.tonight(-79.95, place.now())
     assert night["date"] in (str(expected), str(expected - dt.timedelta(days=1)))
     assert client.get("/v1/night", params={"lat": 36.1, "lon": -79.95}).json()["date"] == \
         night["date"]  # tonight is the default
     bad = client.get("/v1/night", params={"lat": 36.1, "lon": -79.95, "date": "tomorrow"})
     assert bad.status_code == 422 and "date" in bad.text
+
+
+def _pin_clock(monkeypatch, start: str | None, started_seconds_ago: float | None = None):
+    """Set STARRY_CLOCK_START (None: unset) and the anchor (None: not started yet); both
+    are restored after the test, whatever the code under test set."""
+    import time
+
+    monkeypatch.setenv(place.CLOCK_ANCHOR_ENV, "0")  # recorded, so restored afterwards
+    if started_seconds_ago is None:
+        monkeypatch.delenv(place.CLOCK_ANCHOR_ENV)
+    else:
+        monkeypatch.setenv(place.CLOCK_ANCHOR_ENV, repr(time.time() - started_seconds_ago))
+    if start is None:
+        monkeypatch.delenv(place.CLOCK_ENV, raising=False)
+    else:
+        monkeypatch.setenv(place.CLOCK_ENV, start)
+
+
+def test_the_clock_is_real_time_unless_pinned(monkeypatch):
+    _pin_clock(monkeypatch, None)
+    real = dt.datetime.now(dt.UTC)
+    assert abs(place.now() - real) < dt.timedelta(seconds=2)
+    place.start_clock()  # nothing to start
+    assert place.CLOCK_ANCHOR_ENV not in __import__("os").environ
+    # pinned: the instant given, plus the real time elapsed since the clock started
+    _pin_clock(monkeypatch, "2026-12-06T17:40:00-05:00", started_seconds_ago=90)
+    pinned = place.now()
+    assert pinned.tzinfo is not None
+    assert abs(pinned - dt.datetime(2026, 12, 6, 22, 41, 30, tzinfo=dt.UTC)) < \
+        dt.timedelta(seconds=2)
+    assert place.now() >= pinned  # it advances
+
+
+def test_the_first_reading_starts_the_clock_and_later_ones_keep_it(monkeypatch):
+    import os
+    import time
+
+    _pin_clock(monkeypatch, "2026-12-06T22:40:00Z")
+    assert abs(place.now() - dt.datetime(2026, 12, 6, 22, 40, tzinfo=dt.UTC)) < \
+        dt.timedelta(seconds=2)
+    started = os.environ[place.CLOCK_ANCHOR_ENV]  # inherited by worker processes
+    assert abs(float(started) - time.time()) < 2
+    place.start_clock()  # a worker, or a second app: the same clock
+    assert os.environ[place.CLOCK_ANCHOR_ENV] == started
+
+
+@pytest.mark.parametrize("value", ["2026-12-06 22:40", "2026-12-06T22:40:00", "tonight"])
+def test_a_clock_start_without_a_utc_offset_is_refused(monkeypatch, bundle_dir, tmp_path,
+                                                       value):
+    _pin_clock(monkeypatch, value)
+    with pytest.raises(ValueError, match="STARRY_CLOCK_START"):
+        place.now()
+    with pytest.raises(ValueError, match="UTC offset"):
+        create_app(Service(load_bundle(bundle_dir), Store(tmp_path / "store.sqlite")))
+
+
+@pytest.mark.parametrize("start, night", [
+    ("2026-12-06T22:40:00Z", "2026-12-06"),  # 17:40 in Greensboro: tonight
+    ("2026-12-07T08:00:00Z", "2026-12-06"),  # 03:00: the night still running
+    ("2026-12-07T18:00:00Z", "2026-12-07"),  # 13:00: the coming night
+])
+def test_tonight_follows_the_servers_clock(monkeypatch, bundle_dir, tmp_path, start, night):
+    _pin_clock(monkeypatch, start)
+    service = Service(load_bundle(bundle_dir), Store(tmp_path / "store.sqlite"))
+    with TestClient(create_app(service)) as client:  # the app starts the clock
+        answer = client.get("/v1/night", params={"lat": 36.1, "lon": -79.95,
+                                                 "date": "tonight"}).json()
+    assert answer["date"] == night
 
 
 @pytest.mark.parametrize("lat, lon, date, kind, words", [

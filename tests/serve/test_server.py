@@ -84,6 +84,15 @@ def test_refuses_to_start_on_a_corrupt_bundle(bundle_dir, tmp_path):
     assert "cannot start" in result.stderr and "feature_spec.json is corrupt" in result.stderr
 
 
+def test_refuses_to_start_on_a_clock_start_without_a_utc_offset(bundle_dir, tmp_path):
+    result = subprocess.run([*STARRY, "serve", "--bundle", str(bundle_dir), "--store",
+                             str(tmp_path / "store.sqlite"), "--port", str(free_port())],
+                            cwd=ROOT, capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "STARRY_CLOCK_START": "2026-12-06 22:40"})
+    assert result.returncode != 0
+    assert "cannot start" in result.stderr and "STARRY_CLOCK_START" in result.stderr
+
+
 def test_refuses_to_start_without_a_champion(tmp_path, monkeypatch):
     result = subprocess.run([*STARRY, "serve", "--port", str(free_port())], cwd=ROOT,
                             capture_output=True, text=True, timeout=60,

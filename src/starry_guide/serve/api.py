@@ -463,7 +463,7 @@ class Service:
         e.g. a station's stored one) or from the request's observations where they reach,
         climatology elsewhere."""
         s = request.station
-        date = (place.tonight(s.longitude, dt.datetime.now(dt.UTC))
+        date = (place.tonight(s.longitude, place.now())
                 if request.date == "tonight" else request.date)
         if not MIN_DATE <= date <= MAX_DATE:
             raise _unprocessable(["date"], f"{date} is outside {MIN_DATE}..{MAX_DATE}, "
@@ -474,6 +474,7 @@ class Service:
         p = place.p_clear_from_table(climate.table, s.longitude, times)
         source = climate.description
         prediction_id = None
+        from_nowcast = np.zeros(len(times), dtype=bool)  # the steps the nowcast covers
         if nowcast is None and request.observations:
             nowcast = await self.nowcast(s, request.observations, kind="night")
         if nowcast is not None:
@@ -482,12 +483,14 @@ class Service:
             step_hour = times.floor("h")
             for hour, f in zip(hours, nowcast["forecasts"], strict=True):
                 p = np.where(step_hour == hour, f["p_clear"], p)
-            if step_hour.isin(hours).any():  # a stored nowcast may end before the night
+            from_nowcast = np.asarray(step_hour.isin(hours))
+            if from_nowcast.any():  # a stored nowcast may end before the night
                 source = f"nowcast for the next {len(hours)} h, then {source}"
         return assemble(latitude=s.latitude, longitude=s.longitude, elevation_m=s.elevation_m,
                         date=date, times=times, p_clear=p, p_clear_source=source,
                         climate=climate, dark_sky_mag=request.dark_sky_mag,
-                        model_version=self.bundle.version, prediction_id=prediction_id)
+                        model_version=self.bundle.version, prediction_id=prediction_id,
+                        from_nowcast=from_nowcast)
 
 
 def json_body(model: type[BaseModel]) -> Callable[[Request], Awaitable[BaseModel]]:
@@ -564,6 +567,7 @@ def create_app(service: Service, limits: ServeSettings | None = None) -> FastAPI
     """The FastAPI application around a loaded :class:`Service`, guarded by ``limits``
     (default: :class:`~starry_guide.config.ServeSettings`' defaults, CORS off)."""
     limits = limits or ServeSettings()
+    place.start_clock()  # STARRY_CLOCK_START (tests, demos): a bad value stops here
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

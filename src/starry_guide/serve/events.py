@@ -10,11 +10,16 @@ nowcast changes, the stream sends
 ``nowcast``
     the new nowcast's id, the hour it was issued for, tonight's verdict and best windows;
 ``window_opened`` / ``window_closed``
-    computed server-side by comparing tonight's plan before and after: a clear best window
-    (mean P(clear) at least 50 %) that overlaps none of the previous plan's clear windows
-    has opened (a new window, or one that turned clear); a previous one that overlaps none of
-    the new plan's has closed — so every client (the web app, a native app) nudges the
-    same way.
+    computed server-side by comparing tonight's plan before and after (:func:`window_changes`):
+    a clear best window — mean P(clear) at least 50 % *and* backed by the nowcast (at least
+    one of its steps within the nowcast's reach, ``nowcast_minutes`` > 0) — that overlaps
+    none of the previous plan's clear windows has opened (a new window, or one that the
+    nowcast made clear); a previous one that overlaps none of the new plan's has closed.
+    A window whose P(clear) comes from climatology alone (beyond the nowcast's 12 hours, or
+    a station without a nowcast) is a seasonal prior, not a forecast that the sky will be
+    clear: it neither opens nor closes, nor hides a window the nowcast opens. Windows
+    already over (ended before the new nowcast's first hour, or before now) are not
+    reported. So every client (the web app, a native app) nudges the same way.
 
 A comment line (``: heartbeat``) goes out after 15 s of silence (``STARRY_EVENTS_HEARTBEAT_S``),
 so proxies keep the connection open and a dead client is noticed; the stream ends when the
@@ -34,7 +39,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
-from starry_guide.serve import planner
+from starry_guide.serve import place, planner
 from starry_guide.serve.api import NightRequest, Service, Station
 
 POLL_ENV = "STARRY_EVENTS_POLL_S"
@@ -68,20 +73,43 @@ def _overlaps(a: dict, b: dict) -> bool:
     return str(a["start"]) < str(b["end"]) and str(b["start"]) < str(a["end"])
 
 
+def _instant(value: str | dt.datetime) -> dt.datetime:
+    instant = dt.datetime.fromisoformat(value) if isinstance(value, str) else value
+    return instant.astimezone(dt.UTC)
+
+
+def counts(window: dict, min_p_clear: float = planner.GO_MIN_P_CLEAR) -> bool:
+    """Whether a best window is a *clear window* for the events: its mean P(clear) is at
+    least ``min_p_clear`` (the go/no-go rule's threshold) and the nowcast covers at least
+    one of its steps (``nowcast_minutes`` > 0). Climatology alone is a seasonal prior, not a
+    forecast that the sky will be clear."""
+    return window["mean_p_clear"] >= min_p_clear and window["nowcast_minutes"] > 0
+
+
 def window_changes(before: list[dict], after: list[dict],
-                   min_p_clear: float = planner.GO_MIN_P_CLEAR
+                   min_p_clear: float = planner.GO_MIN_P_CLEAR, *,
+                   since: str | dt.datetime | None = None
                    ) -> tuple[list[dict], list[dict]]:
     """Clear windows that opened and closed between two plans of the same night.
 
-    A window counts when its mean P(clear) is at least ``min_p_clear`` (the go/no-go rule's
-    threshold). Opened: a counting window of ``after`` that overlaps no counting window of
-    ``before`` — a new window, or one that turned clear; closed: the reverse. Times are
-    ISO 8601 UTC strings (``Z``), which order as the instants do.
+    Only windows that count (:func:`counts`: mean P(clear) at least ``min_p_clear`` and
+    backed by the nowcast) take part. Opened: a counting window of ``after`` that overlaps
+    no counting window of ``before`` — a new window, or one the nowcast made clear (a
+    window of climatology alone before, however clear, hides nothing); closed: a counting
+    window of ``before`` that overlaps no counting window of ``after``. With ``since``
+    (an instant: the new nowcast's first hour, or now), windows that end by then are over
+    and not reported either way — the plan's past hours fall back to climatology, which
+    must not read as a window closing. Times are ISO 8601 UTC strings (``Z``), which order
+    as the instants do.
     """
-    good_before = [w for w in before if w["mean_p_clear"] >= min_p_clear]
-    good_after = [w for w in after if w["mean_p_clear"] >= min_p_clear]
+    good_before = [w for w in before if counts(w, min_p_clear)]
+    good_after = [w for w in after if counts(w, min_p_clear)]
     opened = [w for w in good_after if not any(_overlaps(w, b) for b in good_before)]
     closed = [w for w in good_before if not any(_overlaps(w, a) for a in good_after)]
+    if since is not None:
+        cutoff = _instant(since)
+        opened = [w for w in opened if _instant(w["end"]) > cutoff]
+        closed = [w for w in closed if _instant(w["end"]) > cutoff]
     return opened, closed
 
 
@@ -109,6 +137,15 @@ def _version(service: Service, station_id: str) -> str | None:
     return None if latest is None else latest["prediction_id"]
 
 
+def _over_before(nowcast: dict | None) -> dt.datetime:
+    """The instant before which a window is over for the events: the nowcast's first hour
+    (the hours before it are observed, planned from climatology) or now, the later."""
+    now = place.now()
+    if not nowcast or not nowcast["forecasts"]:
+        return now
+    return max(now, _instant(min(f["target_time"] for f in nowcast["forecasts"])))
+
+
 async def station_events(service: Service, station: dict, request: Request,
                          poll: float, heartbeat: float = DEFAULT_HEARTBEAT_SECONDS
                          ) -> AsyncIterator[ServerSentEvent]:
@@ -129,15 +166,15 @@ async def station_events(service: Service, station: dict, request: Request,
                        "prediction_id": plan["prediction_id"],
                        "issued_for": nowcast["issued_for"].isoformat().replace("+00:00", "Z")
                        if nowcast else None,
-                       "updated_at": dt.datetime.now(dt.UTC).isoformat().replace(
-                           "+00:00", "Z"),
+                       "updated_at": place.now().isoformat().replace("+00:00", "Z"),
                        "p_clear_source": plan["p_clear_source"], "tonight": plan["tonight"],
                        "best_windows": plan["best_windows"]}
             yield ServerSentEvent(event="nowcast", data=payload, id=str(seen),
                                   retry=RETRY_MS if first else None)
             first = False
             if windows is not None and night_of == plan["date"]:
-                opened, closed = window_changes(windows, plan["best_windows"])
+                opened, closed = window_changes(windows, plan["best_windows"],
+                                                since=_over_before(nowcast))
                 for kind, changed in (("window_opened", opened), ("window_closed", closed)):
                     for window in changed:
                         yield ServerSentEvent(event=kind, data={
@@ -159,8 +196,9 @@ async def events(request: Request, station: Annotated[dict, Depends(_station)]
                  ) -> AsyncIterator[ServerSentEvent]:
     """Live updates for a station as Server-Sent Events: a `nowcast` event on connect and
     whenever the station's nowcast changes (a new or corrected observation from the feed),
-    `window_opened`/`window_closed` when tonight's best windows change, a heartbeat comment
-    every 15 s of silence."""
+    `window_opened`/`window_closed` when tonight's clear windows change (mean P(clear) at
+    least 50 % where the nowcast reaches: a window of climatology alone does not count),
+    a heartbeat comment every 15 s of silence."""
     async for event in station_events(request.app.state.service, station, request,
                                       poll_seconds(), heartbeat_seconds()):
         yield event

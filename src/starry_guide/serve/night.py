@@ -77,6 +77,11 @@ class Window(BaseModel):
     moon_illumination: float = Field(ge=0, le=1, description="mean illuminated fraction of "
                                      "the moon while it is up in the window (0 when down)",
                                      examples=[0.0])
+    nowcast_minutes: int = Field(ge=0, description="minutes of the window whose P(clear) "
+                                 "comes from the nowcast, the rest from climatology; 0: "
+                                 "climatology alone, a seasonal prior rather than a forecast, "
+                                 "so the window raises no `window_opened` event and no nudge",
+                                 examples=[0])
 
 
 class Place(BaseModel):
@@ -148,7 +153,7 @@ _STEP = {"time": "2026-11-28T03:20:00Z", "local_time": "2026-11-27T22:20:00-05:0
 _WINDOW = {"start": "2026-11-27T23:35:00Z", "end": "2026-11-28T01:35:00Z",
            "start_local": "2026-11-27T18:35:00-05:00", "end_local": "2026-11-27T20:35:00-05:00",
            "minutes": 120, "mean_score": 0.5341, "mean_p_clear": 0.5375, "moon": "down",
-           "moon_illumination": 0.0}
+           "moon_illumination": 0.0, "nowcast_minutes": 0}
 
 
 def _at(utc: str, local: str) -> dict:
@@ -219,15 +224,21 @@ def _instant(value: pd.Timestamp | None, zone_name: str) -> dict | None:
 def assemble(*, latitude: float, longitude: float, elevation_m: float, date: dt.date,
              times: pd.DatetimeIndex, p_clear: np.ndarray, p_clear_source: str,
              climate: place.ClimateChoice, dark_sky_mag: float, model_version: str,
-             prediction_id: str | None) -> NightResponse:
+             prediction_id: str | None, from_nowcast: np.ndarray | None = None
+             ) -> NightResponse:
     """The night plan for one place from P(clear) at each of ``times`` (the 15-minute steps
-    of :func:`starry_guide.serve.planner.night_steps`)."""
+    of :func:`starry_guide.serve.planner.night_steps`); ``from_nowcast`` marks the steps
+    whose P(clear) comes from the nowcast (default: none, climatology alone), counted in
+    each window's ``nowcast_minutes``."""
     zone_name = place.time_zone(latitude, longitude)
     tz = place.zone(zone_name)
     # one more step at the closing noon, for the moon's rising and setting (planner.events)
     closed = times.append(pd.DatetimeIndex([times[0] + pd.Timedelta(hours=24)]))
     whole = planner.night_frame(latitude, longitude, np.append(p_clear, p_clear[-1]), closed,
                                 dark_sky_mag, elevation_m=elevation_m)
+    nowcast_steps = (np.zeros(len(times), dtype=bool) if from_nowcast is None
+                     else np.asarray(from_nowcast, dtype=bool))
+    whole["from_nowcast"] = np.append(nowcast_steps, False)
     happened = planner.events(latitude, longitude, times, elevation_m,
                               whole["moon_altitude_deg"].to_numpy())
     frame = whole.iloc[:-1]
@@ -238,7 +249,8 @@ def assemble(*, latitude: float, longitude: float, elevation_m: float, date: dt.
     utc = pd.DatetimeIndex(frame["time"])
     # plain datetimes: pydantic validates them ~100x faster than pandas Timestamps
     steps = [{**row, "time": t, "local_time": local} for row, t, local in
-             zip(frame.drop(columns="time").to_dict("records"), utc.to_pydatetime(),
+             zip(frame.drop(columns=["time", "from_nowcast"]).to_dict("records"),
+                 utc.to_pydatetime(),
                  utc.tz_convert(tz).to_pydatetime(), strict=True)]
     return NightResponse(
         date=date, model_version=model_version, p_clear_source=p_clear_source,

@@ -1,15 +1,29 @@
-"""Where a night plan is for: the place's IANA time zone (offline), the station whose
-climatology stands in for it, how far away that station is, and an honest fallback when no
-station is near enough.
+"""Where and when a night plan is for: the place's IANA time zone (offline), the station
+whose climatology stands in for it, how far away that station is, an honest fallback when no
+station is near enough, and the server's clock that decides which night is "tonight".
 
 Pure functions over the bundle's ``climatology.json`` (see
 :func:`starry_guide.serve.bundle.climatology`: P(clear) by station, month and local solar
 hour over night hours).
+
+The clock (:func:`now`) is the real time, unless ``STARRY_CLOCK_START`` is set — **a test
+and demo setting**, never for production: an ISO 8601 instant with a UTC offset (e.g.
+``2026-12-06T22:40:00Z``) at which the server's clock starts when ``starry serve`` starts
+(or :func:`starry_guide.serve.api.create_app` builds an app), advancing in real time from
+there. Every place the service resolves "tonight" or "now" for
+a plan reads this one clock (``GET /v1/night?date=tonight``, a station's night plan, the
+events stream), so a test can pin the night it plans and set a browser's clock to match.
+All worker processes share one clock (the instant it started is handed to them in
+``STARRY_CLOCK_ANCHOR``, real Unix seconds; a worker replaced on SIGHUP keeps it). The
+store's own stamps (``received_at``, ``created_at``: when a row arrived, by which the purge
+ages rows) stay on the real clock.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import os
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 from zoneinfo import ZoneInfo
@@ -24,6 +38,11 @@ EARTH_RADIUS_KM = 6371.0088
 DEFAULT_MAX_STATION_KM = 300.0
 #: width (degrees of latitude) of the kernel that weights stations in the fallback
 LATITUDE_KERNEL_DEG = 15.0
+#: test/demo setting: the instant (ISO 8601 with a UTC offset) the server's clock starts at
+CLOCK_ENV = "STARRY_CLOCK_START"
+#: the real Unix time at which that clock stood at its start: set by the first process that
+#: starts the clock, inherited by the worker processes it spawns
+CLOCK_ANCHOR_ENV = "STARRY_CLOCK_ANCHOR"
 
 
 def distance_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
@@ -141,3 +160,61 @@ def tonight(longitude: float, now_utc: dt.datetime) -> dt.date:
     15:00 today's."""
     local_solar = pd.Timestamp(now_utc).tz_convert("UTC") + pd.Timedelta(hours=longitude / 15.0)
     return (local_solar - pd.Timedelta(hours=12)).date()
+
+
+def clock_start() -> dt.datetime | None:
+    """The instant ``STARRY_CLOCK_START`` names (UTC), or None when it is not set.
+
+    Raises
+    ------
+    ValueError
+        not an ISO 8601 instant with a UTC offset (a local time would be ambiguous).
+    """
+    raw = (os.environ.get(CLOCK_ENV) or "").strip()
+    if not raw:
+        return None
+    try:
+        start = dt.datetime.fromisoformat(raw)
+    except ValueError:
+        start = None
+    if start is None or start.tzinfo is None:
+        raise ValueError(f"{CLOCK_ENV}={raw!r} is not an ISO 8601 instant with a UTC offset "
+                         "(e.g. 2026-12-06T22:40:00Z)")
+    return start.astimezone(dt.UTC)
+
+
+def start_clock() -> None:
+    """Check ``STARRY_CLOCK_START`` and, when it is set, start the clock now unless a parent
+    process already did (``STARRY_CLOCK_ANCHOR``): ``starry serve`` calls this before it
+    starts worker processes, :func:`starry_guide.serve.api.create_app` for an app built in
+    this process.
+
+    Raises
+    ------
+    ValueError
+        from :func:`clock_start`.
+    """
+    if clock_start() is not None:
+        os.environ.setdefault(CLOCK_ANCHOR_ENV, repr(time.time()))
+        _anchor()
+
+
+def _anchor() -> float:
+    raw = os.environ[CLOCK_ANCHOR_ENV]
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{CLOCK_ANCHOR_ENV}={raw!r} is not a Unix time in seconds (unset "
+                         "it: the clock starts by itself)") from None
+
+
+def now() -> dt.datetime:
+    """The server's clock (UTC): the real time, or — when ``STARRY_CLOCK_START`` is set —
+    that instant plus the real time elapsed since the clock started (see the module
+    docstring). The one clock behind "tonight" and "now" in the service's plans."""
+    start = clock_start()
+    if start is None:
+        return dt.datetime.now(dt.UTC)
+    start_clock()  # the first reading starts it, if nothing did before
+    elapsed = time.time() - _anchor()
+    return start + dt.timedelta(seconds=elapsed)

@@ -197,18 +197,21 @@ def darkness(latitude: float, date: dt.date, lowest_sun_deg: float,
 
 def describe_windows(frame: pd.DataFrame, windows: list[dict],
                      step_minutes: int = 15) -> list[dict]:
-    """Each window with its mean P(clear), whether the moon is up during it and its mean
-    illuminated fraction while up."""
+    """Each window with its mean P(clear), whether the moon is up during it, its mean
+    illuminated fraction while up, and how many of its minutes the nowcast covers (the
+    frame's boolean ``from_nowcast`` column; 0 without one: climatology alone)."""
     described = []
     times = pd.DatetimeIndex(frame["time"])
     for w in windows:
         inside = frame[(times >= pd.Timestamp(w["start"])) & (times < pd.Timestamp(w["end"]))]
         up = inside["moon_altitude_deg"] > 0
         moon = "down" if not up.any() else "up" if up.all() else "partly up"
+        covered = int(inside["from_nowcast"].sum()) if "from_nowcast" in inside else 0
         described.append({**w, "mean_p_clear": round(float(inside["p_clear"].mean()), 4),
                           "moon": moon,
                           "moon_illumination": round(float(inside.loc[up, "moon_illumination"]
-                                                           .mean()), 3) if up.any() else 0.0})
+                                                           .mean()), 3) if up.any() else 0.0,
+                          "nowcast_minutes": covered * step_minutes})
     return described
 
 

@@ -263,7 +263,12 @@ async function sendQueued() {
 
 // ---------- nudges: Notification API through the service worker ----------
 function nudgeSettings() { return saved.get("nudge", { on: false, minutes: 60 }); }
-function qualifies(win, minutes) { return win.minutes >= minutes && win.mean_p_clear >= GO_P_CLEAR && Date.parse(win.end) > Date.now(); }
+// as the server's window_opened rule: the nowcast must back the window (climatology alone is
+// a seasonal prior, not a forecast that it will be clear), so coordinates alone never nudge
+function qualifies(win, minutes) {
+  return win.minutes >= minutes && win.mean_p_clear >= GO_P_CLEAR && (win.nowcast_minutes || 0) > 0 &&
+    Date.parse(win.end) > Date.now();
+}
 async function notify(title, body, tag) {
   if (!("Notification" in window) || Notification.permission !== "granted") return false;
   const key = `nudged.${tag}`;
@@ -300,7 +305,7 @@ async function setNudge() {
       return;
     }
     await registerWorker();
-    $("nudge-status").textContent = `On: you will be nudged when a window of at least ${settings.minutes} minutes with ${pct(GO_P_CLEAR)} clear or better opens or starts tonight.`;
+    $("nudge-status").textContent = `On: you will be nudged when the nowcast gives a window of at least ${settings.minutes} minutes with ${pct(GO_P_CLEAR)} clear or better tonight, when it opens and when it starts (a station's live observations are needed: climatology alone never nudges).`;
   } else {
     $("nudge-status").textContent = "Off.";
   }
