@@ -34,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from starry_guide import notebook
+from starry_guide.pipeline import stage as notebook
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from starry_guide.notebook import copy_project
+from starry_guide.pipeline.stage import copy_project
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -62,7 +62,7 @@ def main() -> None:
             "nbformat": 4, "nbformat_minor": 5}))
         baseline_kernel = timed([sys.executable, "-c",
                                  "import sys; from pathlib import Path; "
-                                 "from starry_guide.notebook import execute; "
+                                 "from starry_guide.pipeline.stage import execute; "
                                  "p = Path(sys.argv[1]); execute(p, p, cwd=p.parent)",
                                  str(kernel)], copy, env)
         stages = {s: timed([dvc, "repro", "--single-item", s], copy, env) for s in STAGES}

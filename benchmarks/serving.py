@@ -106,9 +106,9 @@ def api_benchmark(body: dict) -> dict:
 
 
 def batch_benchmark(observations: pd.DataFrame) -> dict:
-    from starry_guide.serve import batch
-    from starry_guide.serve.bundle import load_bundle
-    from starry_guide.stations import WEATHER_COLUMNS
+    from starry_guide.artifacts.bundle import load_bundle
+    from starry_guide.ingest.stations import WEATHER_COLUMNS
+    from starry_guide.tools import batch
 
     bundle = load_bundle(BUNDLE)
     frame = observations[["station_id", "time", "latitude", "longitude", "elevation_m",
@@ -171,9 +171,9 @@ def batch_benchmark(observations: pd.DataFrame) -> dict:
 
 
 def night_benchmark() -> dict:
+    from starry_guide.artifacts.bundle import load_bundle
     from starry_guide.serve.api import NightRequest, Service, Station
-    from starry_guide.serve.bundle import load_bundle
-    from starry_guide.serve.store import Store
+    from starry_guide.serve.store.database import Store
 
     with tempfile.TemporaryDirectory() as tmp:
         service = Service(load_bundle(BUNDLE), Store(Path(tmp) / "store.sqlite"))

@@ -1,7 +1,7 @@
 """The API as it was before the request guard — the benchmark's "before" baseline only.
 
 The same app, bundle and store as ``starry serve``, with the request guard
-(:class:`starry_guide.serve.guard.RequestGuard`) taken out of the middleware stack, served
+(:class:`starry_guide.serve.http.guard.RequestGuard`) taken out of the middleware stack, served
 by uvicorn's stock httptools protocol (no header deadline) — so the benchmark measures what
 the limits cost in the same run. Never serve this.
 
@@ -11,10 +11,10 @@ the limits cost in the same run. Never serve this.
 import os
 from pathlib import Path
 
+from starry_guide.artifacts.bundle import load_bundle
 from starry_guide.serve.api import Service, create_app
-from starry_guide.serve.bundle import load_bundle
-from starry_guide.serve.guard import RequestGuard
-from starry_guide.serve.store import URL_ENV, Store
+from starry_guide.serve.http.guard import RequestGuard
+from starry_guide.serve.store.database import URL_ENV, Store
 
 
 def app():

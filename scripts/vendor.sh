@@ -4,7 +4,7 @@
 # vega-embed for `make plots`; Swagger UI for the service's /docs) from the npm registry,
 # exactly as vendor/package-lock.json pins it (npm ci checks every tarball's integrity hash),
 # and copy the files the project serves into docs/assets/vendor/ and
-# src/starry_guide/serve/static/swagger-ui/, each with a SHA256SUMS (checked by the tests).
+# src/starry_guide/serve/web/static/swagger-ui/, each with a SHA256SUMS (checked by the tests).
 # Only needed to change a version: the copied files are committed.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -24,7 +24,7 @@ for pkg in mermaid vega vega-lite vega-embed iframe-worker; do
     cp "$tmp/node_modules/$pkg/LICENSE" "$dest/LICENSE.$pkg" 2>/dev/null || true
 done
 (cd "$dest" && sha256sum ./*.min.js > SHA256SUMS)
-swagger="$root/src/starry_guide/serve/static/swagger-ui"
+swagger="$root/src/starry_guide/serve/web/static/swagger-ui"
 mkdir -p "$swagger"
 cp "$tmp/node_modules/swagger-ui-dist/swagger-ui-bundle.js" \
    "$tmp/node_modules/swagger-ui-dist/swagger-ui.css" \

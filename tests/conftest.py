@@ -7,7 +7,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from starry_guide import config, quality, stations
+from starry_guide import config
+from starry_guide.core import quality
+from starry_guide.ingest import stations
 
 ROOT = Path(__file__).resolve().parents[1]
 

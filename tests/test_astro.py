@@ -3,7 +3,7 @@ import pandas as pd
 import pvlib
 import pytest
 
-from starry_guide import astro
+from starry_guide.core import astro
 
 
 def test_sun_elevation_agrees_with_pvlib_spa():

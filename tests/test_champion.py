@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from starry_guide import champion, features, registry, reports, splits, training
+from starry_guide.artifacts import reports
+from starry_guide.core import features, splits
+from starry_guide.pipeline import champion, registry, training
 
 
 def test_rank_respects_metric_direction():
@@ -184,7 +186,7 @@ def test_a_kept_champion_no_candidate_reproduces_is_registered_from_its_bundle(
     import mlflow
     import numpy as np
 
-    from starry_guide.serve.bundle import load_bundle
+    from starry_guide.artifacts.bundle import load_bundle
 
     results = training.fit_candidates(rows, project)
     training.log_candidates(results, rows, project, project.project_root / "figures")

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from starry_guide import docs, evaluate
+from starry_guide.core import evaluate
+from starry_guide.docs import pages as docs
 
 
 def test_counts_are_integers_and_metrics_have_four_significant_digits():

@@ -20,13 +20,13 @@ import pytest
 import yaml
 
 from starry_guide.config import Paths
-from starry_guide.notebook import STAGE_NOTEBOOKS
+from starry_guide.pipeline.stage import STAGE_NOTEBOOKS
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
 PACKAGE = "starry_guide"
 #: modules every notebook stage runs through (the runner strips and publishes its outputs)
-RUNNER = ("starry_guide", "starry_guide.notebook")
+RUNNER = ("starry_guide", "starry_guide.pipeline.stage")
 #: names bound to the project root in the code, and Paths objects
 ROOT_NAMES = {"root", "ROOT", "project_root"}
 PATHS_NAMES = {"inputs"}
@@ -174,19 +174,19 @@ def read_paths(trees: list[ast.AST]) -> set[str]:
 
 #: (module, path) pairs a stage's modules name but that are not inputs of its outputs
 NOT_STAGE_INPUTS = {
-    ("starry_guide.notebook", "dvc.yaml"): "the runner reads which outputs to publish",
-    ("starry_guide.notebook", "notebooks"): "copy_project / `starry notebooks`, not a stage",
-    ("starry_guide.notebook", "data/raw"): "copy_project / `starry notebooks`, not a stage",
-    ("starry_guide.notebook", "data/production"): "copy_project, not a stage",
-    ("starry_guide.notebook", "mlflow.db"): "the runner closes a killed stage's MLflow runs",
-    ("starry_guide.notebook", ".dvc"): "`starry notebooks` asks whether it is a DVC repo",
-    ("starry_guide.tracking", "dvc.lock"): "lineage tags, written to MLflow only",
-    ("starry_guide.tracking", "mlflow.db"): "the MLflow store (runs, registry)",
-    ("starry_guide.tracking", "mlartifacts"): "the MLflow store's artifacts",
-    ("starry_guide.docs", "models/champion/champion.json"): "`starry summary`, not the stage",
+    ("starry_guide.pipeline.stage", "dvc.yaml"): "the runner reads which outputs to publish",
+    ("starry_guide.pipeline.stage", "notebooks"): "copy_project / `starry notebooks`, not a stage",
+    ("starry_guide.pipeline.stage", "data/raw"): "copy_project / `starry notebooks`, not a stage",
+    ("starry_guide.pipeline.stage", "data/production"): "copy_project, not a stage",
+    ("starry_guide.pipeline.stage", "mlflow.db"): "the runner closes a killed stage's MLflow runs",
+    ("starry_guide.pipeline.stage", ".dvc"): "`starry notebooks` asks whether it is a DVC repo",
+    ("starry_guide.pipeline.tracking", "dvc.lock"): "lineage tags, written to MLflow only",
+    ("starry_guide.pipeline.tracking", "mlflow.db"): "the MLflow store (runs, registry)",
+    ("starry_guide.pipeline.tracking", "mlartifacts"): "the MLflow store's artifacts",
+    ("starry_guide.docs.pages", "models/champion/champion.json"): "`starry summary`, not the stage",
     # DVC refuses dvc.yaml as a dependency ("DVC file 'dvc.yaml' cannot be a dependency"): the
     # pipeline page is refreshed whenever docs re-runs, not when only dvc.yaml changed
-    ("starry_guide.docs", "dvc.yaml"): "DVC forbids it as a dependency",
+    ("starry_guide.docs.pages", "dvc.yaml"): "DVC forbids it as a dependency",
 }
 
 
@@ -239,11 +239,11 @@ def test_every_file_a_stage_reads_is_a_declared_dependency(name):
 def test_the_derivation_finds_what_it_should():
     """The checks above can fail: the derivation sees known imports and reads."""
     _, modules = stage_code("select", STAGES["select"])
-    assert {"starry_guide.champion", "starry_guide.registry", "starry_guide.evaluate",
-            "starry_guide.config", "starry_guide.serve.bundle"} <= modules
+    assert {"starry_guide.pipeline.champion", "starry_guide.pipeline.registry", "starry_guide.core.evaluate",
+            "starry_guide.config", "starry_guide.artifacts.bundle"} <= modules
     reads = read_paths(stage_code("select", STAGES["select"])[0])
     assert {"data/processed/rows.parquet", "reports/train_runs.json"} <= reads
-    assert not covered("src/starry_guide/registry.py", ["src/starry_guide/champion.py"])
+    assert not covered("src/starry_guide/pipeline/registry.py", ["src/starry_guide/pipeline/champion.py"])
     assert "reports/select_decision.json" in all_reads("docs", STAGES["docs"])
     assert "models/champion" in all_reads("select", STAGES["select"])  # its own state
     assert not covered("reports/metrics", ["reports/metrics/train.json"])

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from starry_guide import evaluate
+from starry_guide.core import evaluate
 
 
 def test_perfect_forecast():

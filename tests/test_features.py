@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from starry_guide import features
+from starry_guide.core import features
 
 
 @pytest.fixture(scope="module")

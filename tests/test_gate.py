@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from starry_guide import champion, evaluate
+from starry_guide.core import evaluate
+from starry_guide.pipeline import champion
 
 N_NIGHTS, HOURS = 200, 12
 

@@ -1,4 +1,4 @@
-"""The champion's tracked lineage chain (starry_guide.lineage): pure logic, plus its round trip
+"""The champion's tracked lineage chain (starry_guide.artifacts.lineage): pure logic, plus its round trip
 through champion.json as the select stage writes and reads it."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import copy
 
 import numpy as np
 
-from starry_guide import lineage
-from starry_guide.reports import read_json, write_json
+from starry_guide.artifacts import lineage
+from starry_guide.artifacts.reports import read_json, write_json
 
 FINGERPRINT = {"data": "d" * 16, "params": "p" * 16}
 

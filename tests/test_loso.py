@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from starry_guide import features, loso, models, splits
+from starry_guide.core import features, models, splits
+from starry_guide.pipeline import loso
 
 
 @pytest.fixture(scope="module")

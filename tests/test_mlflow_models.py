@@ -16,7 +16,8 @@ import mlflow
 import numpy as np
 import pytest
 
-from starry_guide import features, registry, splits, tracking, training
+from starry_guide.core import features, splits
+from starry_guide.pipeline import registry, tracking, training
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

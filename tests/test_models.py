@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 from sklearn.base import clone
 
-from starry_guide import models
+from starry_guide.core import models
 
 
 def frame(cover, horizon):

@@ -10,7 +10,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from starry_guide import notebook
+from starry_guide.pipeline import stage as notebook
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from starry_guide import packaged, stations
+from starry_guide.ingest import packaged, stations
 
 
 def test_pvlib_files_are_copied_with_their_hashes(tmp_path):

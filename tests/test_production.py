@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from starry_guide import adaptation, features, production, quality
 from starry_guide.config import load_settings
+from starry_guide.core import adaptation, features, quality
+from starry_guide.pipeline import production
 
 
 @pytest.fixture(scope="module")

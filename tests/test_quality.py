@@ -8,7 +8,7 @@ import dataclasses
 import pandas as pd
 import pytest
 
-from starry_guide import quality
+from starry_guide.core import quality
 from tests.station_files import write_csv, write_epw
 
 

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from starry_guide import stations
+from starry_guide.ingest import stations
 
 
 def test_each_builtin_station_is_one_hourly_utc_year(station_data):

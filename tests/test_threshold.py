@@ -6,7 +6,7 @@ import sklearn.metrics as skm
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from starry_guide.evaluate import choose_threshold
+from starry_guide.core.evaluate import choose_threshold
 
 GRID = np.round(np.arange(0.05, 0.96, 0.01), 2)
 

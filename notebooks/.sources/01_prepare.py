@@ -13,10 +13,10 @@
 #    bundled files) against their sha256 in the manifest;
 # 2. read each station listed in `params.yaml` (`data.stations`) with `pvlib.iotools` into
 #    one canonical hourly frame (UTC, SI-ish units, missing codes turned into missing values);
-# 3. check and repair it (`starry_guide.quality`) and record what was done;
-# 4. add the sun's and moon's position (`starry_guide.astro`, skyfield, offline) and count the
+# 3. check and repair it (`starry_guide.core.quality`) and record what was done;
+# 4. add the sun's and moon's position (`starry_guide.core.astro`, skyfield, offline) and count the
 #    usable night hours;
-# 5. build the supervised rows with **the** feature function (`starry_guide.features`) and
+# 5. build the supervised rows with **the** feature function (`starry_guide.core.features`) and
 #    assign the train / validation / held-out-month splits.
 
 # %% tags=['parameters']
@@ -38,7 +38,10 @@ outputs = Paths(settings.project_root / output_dir) if output_dir else inputs
 pd.set_option("display.precision", 4)
 pd.set_option("display.width", 120)
 
-from starry_guide import features, packaged, production, quality, reports, splits, stations
+from starry_guide.core import features, quality, splits
+from starry_guide.ingest import packaged, stations
+from starry_guide.pipeline import production
+from starry_guide.artifacts import reports
 
 pd.Series(settings.as_dict()["data"] | settings.as_dict()["label"], dtype=object).to_frame("value")
 

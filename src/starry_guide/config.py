@@ -105,7 +105,7 @@ class SelectSettings:
 
 @dataclass(frozen=True)
 class MonitorSettings:
-    """The monitor stage's knobs (see :mod:`starry_guide.monitor`)."""
+    """The monitor stage's knobs (see :mod:`starry_guide.monitor.checks`)."""
 
     chunk_days: int
     min_chunk_hours: int

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from starry_guide.serve import replay
-from starry_guide.stations import WEATHER_COLUMNS
+from starry_guide.ingest.stations import WEATHER_COLUMNS
+from starry_guide.tools import replay
 
 START = pd.Timestamp("2001-07-01", tz="UTC")
 

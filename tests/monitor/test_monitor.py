@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from starry_guide import monitor
-from starry_guide.serve import replay
+from starry_guide.monitor import checks as monitor
+from starry_guide.tools import replay
 from tests.monitor.conftest import simulate_production
 
 

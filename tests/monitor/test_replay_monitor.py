@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from starry_guide import monitor
+from starry_guide.monitor import checks as monitor
 from tests.support.server import start_server
 
 STARRY = [sys.executable, "-m", "starry_guide.cli"]

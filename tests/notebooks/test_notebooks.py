@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from starry_guide import packaged
-from starry_guide.notebook import INLINE_BACKEND, STAGE_NOTEBOOKS, copy_project, state_before
+from starry_guide.ingest import packaged
+from starry_guide.pipeline.stage import INLINE_BACKEND, STAGE_NOTEBOOKS, copy_project, state_before
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from starry_guide import quality
+from starry_guide.core import quality
 from tests.station_files import write_csv, write_epw
 
 

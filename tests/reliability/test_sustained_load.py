@@ -12,7 +12,7 @@ import sqlite3
 import threading
 import time
 
-from starry_guide.serve.store import Maintenance
+from starry_guide.serve.store.database import Maintenance
 from tests.reliability.conftest import FAST, GRACEFUL, start_server
 
 SECONDS = 25.0

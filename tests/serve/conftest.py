@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from starry_guide import features, models, splits
-from starry_guide.serve import bundle as transfer
+from starry_guide.artifacts import bundle as transfer
+from starry_guide.core import features, models, splits
 
 CANDIDATE_PARAMS = {"hist_gradient_boosting": {"max_iter": 60, "max_depth": 3}}
 
@@ -38,7 +38,7 @@ def bundle_dir(tmp_path_factory, rows, observations, settings):
 def request_body(observations: pd.DataFrame, station: str = "greensboro_nc", start: int = 3000,
                  hours: int = 10) -> dict:
     """A /v1/nowcast body from real consecutive hours of a bundled station."""
-    from starry_guide.stations import WEATHER_COLUMNS
+    from starry_guide.ingest.stations import WEATHER_COLUMNS
 
     part = observations[observations["station_id"] == station].iloc[start:start + hours]
     first = part.iloc[0]

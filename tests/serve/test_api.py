@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
+from starry_guide.artifacts.bundle import load_bundle
 from starry_guide.serve.api import Service, create_app
-from starry_guide.serve.bundle import load_bundle
-from starry_guide.serve.store import Store
+from starry_guide.serve.store.database import Store
 from tests.serve.conftest import request_body
 
 
@@ -95,7 +95,7 @@ def test_every_prediction_records_its_inputs(client, observations):
 
     import sqlalchemy as sa
 
-    from starry_guide.serve import store
+    from starry_guide.serve.store import database as store
 
     body = request_body(observations)
     prediction_id = client.post("/v1/nowcast", json=body).json()["prediction_id"]
@@ -157,7 +157,7 @@ def test_service_refuses_a_bundle_whose_features_this_code_does_not_build(bundle
     # a valid bundle exported by another version of the feature function
     import dataclasses
 
-    from starry_guide.serve.bundle import BundleError
+    from starry_guide.artifacts.bundle import BundleError
 
     loaded = load_bundle(bundle_dir)
     older = dataclasses.replace(loaded, features=[*loaded.features[:-1], "moon_phase"])

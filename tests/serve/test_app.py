@@ -12,7 +12,7 @@ import httpx
 import pandas as pd
 import pytest
 
-from starry_guide.serve.events import window_changes
+from starry_guide.serve.routes.events import window_changes
 from tests.support.server import Server
 from tests.support.server import start_server as support_start
 
@@ -183,7 +183,7 @@ def test_app_files_are_served_by_the_service(server):
     assert "javascript" in worker.headers["content-type"]
     # nothing in the app is fetched from another origin
     for name in ("index.html", "app.js", "strip.js", "app.css", "sw.js"):
-        text = (ROOT / "src/starry_guide/serve/app" / name).read_text()
+        text = (ROOT / "src/starry_guide/serve/web/app" / name).read_text()
         assert not re.search(r"https?://(?!www\.w3\.org/2000/svg)", text), name
 
 
@@ -226,7 +226,7 @@ def _changed_pixels(old: bytes, new: bytes) -> float:
 # ---------------------------------------------------------------- live: feed, SSE, nudge
 def _hours(observations, opaque: float, start_month: int) -> list[dict]:
     """Seven real consecutive hours of Greensboro's file, all with this opaque cover."""
-    from starry_guide.stations import WEATHER_COLUMNS
+    from starry_guide.ingest.stations import WEATHER_COLUMNS
 
     g = observations[observations["station_id"] == "greensboro_nc"].reset_index(drop=True)
     same = (g["opaque_cloud_tenths"] == opaque).astype(int).rolling(7).sum()

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from starry_guide.serve import batch
-from starry_guide.serve.bundle import load_bundle
-from starry_guide.stations import WEATHER_COLUMNS
+from starry_guide.artifacts.bundle import load_bundle
+from starry_guide.ingest.stations import WEATHER_COLUMNS
+from starry_guide.tools import batch
 
 ROOT = Path(__file__).resolve().parents[2]
 

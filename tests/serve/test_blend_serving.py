@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from starry_guide import features, models
-from starry_guide.serve import bundle as transfer
+from starry_guide.artifacts import bundle as transfer
+from starry_guide.core import features, models
 from starry_guide.serve.api import Service, create_app
-from starry_guide.serve.store import Store
+from starry_guide.serve.store.database import Store
 from tests.serve.conftest import request_body
 
 

@@ -4,8 +4,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from starry_guide import features, models
-from starry_guide.serve import bundle as transfer
+from starry_guide.artifacts import bundle as transfer
+from starry_guide.core import features, models
 
 
 @pytest.mark.parametrize("name", models.CANDIDATES)

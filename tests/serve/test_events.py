@@ -2,7 +2,7 @@
 
 import datetime as dt
 
-from starry_guide.serve.events import counts, window_changes
+from starry_guide.serve.routes.events import counts, window_changes
 
 
 def w(start: str, end: str, p: float = 0.8, nowcast: int = 60) -> dict:

@@ -13,12 +13,12 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
+from starry_guide.artifacts.bundle import load_bundle
+from starry_guide.ingest.stations import WEATHER_COLUMNS
 from starry_guide.serve import snapshot
-from starry_guide.serve import store as serving
 from starry_guide.serve.api import Service, create_app
-from starry_guide.serve.bundle import load_bundle
-from starry_guide.serve.store import Store
-from starry_guide.stations import WEATHER_COLUMNS
+from starry_guide.serve.store import database as serving
+from starry_guide.serve.store.database import Store
 
 TOKEN = "feeder-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -12,11 +12,11 @@ from fastapi.testclient import TestClient
 from skyfield import almanac
 from skyfield.api import wgs84
 
-from starry_guide import astro
-from starry_guide.serve import place, planner
+from starry_guide.artifacts.bundle import load_bundle
+from starry_guide.core import astro
 from starry_guide.serve.api import Service, create_app
-from starry_guide.serve.bundle import load_bundle
-from starry_guide.serve.store import Store
+from starry_guide.serve.planning import place, planner
+from starry_guide.serve.store.database import Store
 
 
 @pytest.fixture()

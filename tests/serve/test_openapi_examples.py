@@ -12,10 +12,11 @@ import pytest
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from starry_guide.serve import api, night
+from starry_guide.artifacts.bundle import load_bundle
+from starry_guide.serve import api
 from starry_guide.serve.api import Service, create_app
-from starry_guide.serve.bundle import load_bundle
-from starry_guide.serve.store import Store
+from starry_guide.serve.planning import night
+from starry_guide.serve.store.database import Store
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = {m.__name__: m for m in (

@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from starry_guide import astro
-from starry_guide.serve import planner
+from starry_guide.core import astro
+from starry_guide.serve.planning import planner
 
 
 def ks91_reference(moon_alt: float, alpha: float, v_dark: float, k: float) -> float:

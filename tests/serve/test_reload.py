@@ -16,8 +16,8 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from starry_guide import features, models
-from starry_guide.serve import bundle as transfer
+from starry_guide.artifacts import bundle as transfer
+from starry_guide.core import features, models
 from tests.serve.conftest import request_body
 from tests.support.server import free_port, wait_for_workers, wait_until_healthy, worker_pids
 

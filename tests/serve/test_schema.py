@@ -8,10 +8,10 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
+from starry_guide.artifacts.bundle import load_bundle
 from starry_guide.config import ServeSettings
 from starry_guide.serve.api import Service, create_app
-from starry_guide.serve.bundle import load_bundle
-from starry_guide.serve.store import Store
+from starry_guide.serve.store.database import Store
 
 WRITES = ("POST /v1/nowcast", "POST /v1/night", "POST /v1/feedback")
 
@@ -83,7 +83,7 @@ def test_rate_limited_writes_conform_to_the_schema(bundle_dir, tmp_path):
 
 
 def test_every_refusal_is_documented_where_it_can_happen(bundle_dir, tmp_path):
-    from starry_guide.docs import api_page
+    from starry_guide.docs.pages import api_page
 
     schema = create_app(Service(load_bundle(bundle_dir), Store(tmp_path / "store.sqlite")),
                         ServeSettings()).openapi()

@@ -149,7 +149,7 @@ def test_refuses_a_feed_token_file_others_can_read(bundle_dir, tmp_path):
 
 
 def test_store_snapshot_and_purge_commands(tmp_path):
-    from starry_guide.serve.store import Prediction, Store
+    from starry_guide.serve.store.database import Prediction, Store
 
     t0 = __import__("datetime").datetime(2001, 1, 1, tzinfo=__import__("datetime").UTC)
     store = Store(tmp_path / "s.sqlite", maintenance=False)

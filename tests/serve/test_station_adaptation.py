@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from starry_guide import adaptation, features
-from starry_guide.serve import bundle as transfer
+from starry_guide.artifacts import bundle as transfer
+from starry_guide.artifacts.bundle import load_bundle
+from starry_guide.core import adaptation, features
 from starry_guide.serve.api import Service, create_app
-from starry_guide.serve.bundle import load_bundle
-from starry_guide.serve.store import Store
+from starry_guide.serve.store.database import Store
 from tests.serve.conftest import request_body
 from tests.serve.test_feed import AUTH, TOKEN, hours
 
@@ -21,7 +21,7 @@ MAP = {"kgso": {"a": -1.5, "b": 0.8, "nights": 30, "rows": 4000}}
 
 @pytest.fixture()
 def adapted_bundle(tmp_path, rows, observations, settings):
-    from starry_guide import models
+    from starry_guide.core import models
 
     columns = features.feature_columns(settings.features)
     train = rows[rows["split"] == "train"]

@@ -13,8 +13,8 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from starry_guide.serve import store as serving
-from starry_guide.serve.store import FeedbackExists, Prediction, Store, UnknownPrediction
+from starry_guide.serve.store import database as serving
+from starry_guide.serve.store.database import FeedbackExists, Prediction, Store, UnknownPrediction
 
 T0 = dt.datetime(2001, 1, 1, tzinfo=dt.UTC)
 
@@ -123,7 +123,7 @@ def test_a_prediction_log_from_before_the_store_is_adopted(tmp_path):
 def test_the_head_revision_is_the_migrations_head():
     from alembic.script import ScriptDirectory
 
-    from starry_guide.serve.store import MIGRATIONS
+    from starry_guide.serve.store.database import MIGRATIONS
 
     script = ScriptDirectory(str(MIGRATIONS))
     assert script.get_heads() == [serving.HEAD_REVISION]
@@ -220,8 +220,8 @@ def test_the_wal_stays_bounded_under_sustained_writes(tmp_path):
 def test_a_failing_maintenance_is_reported_not_silent(bundle_dir, tmp_path):
     from fastapi.testclient import TestClient
 
+    from starry_guide.artifacts.bundle import load_bundle
     from starry_guide.serve.api import Service, create_app
-    from starry_guide.serve.bundle import load_bundle
 
     (tmp_path / "a").mkdir()
     opened = Store(tmp_path / "a" / "s.sqlite")  # its maintenance thread runs

@@ -8,13 +8,13 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from starry_guide import quality
-from starry_guide.serve import batch
+from starry_guide.artifacts.bundle import load_bundle
+from starry_guide.core import quality
+from starry_guide.ingest.stations import WEATHER_COLUMNS
 from starry_guide.serve.api import Observation, Service, Station, create_app
-from starry_guide.serve.bundle import load_bundle
-from starry_guide.serve.feed import StationRegistration
-from starry_guide.serve.store import Store
-from starry_guide.stations import WEATHER_COLUMNS
+from starry_guide.serve.routes.feed import StationRegistration
+from starry_guide.serve.store.database import Store
+from starry_guide.tools import batch
 from tests.serve.conftest import request_body
 
 
@@ -55,7 +55,7 @@ def test_training_repairs_an_impossible_dew_point_and_so_does_every_serving_path
 
     import sqlalchemy as sa
 
-    from starry_guide.serve import store
+    from starry_guide.serve.store import database as store
 
     with service.store.engine.connect() as db:
         recorded = [json.loads(row.features) for row in db.execute(

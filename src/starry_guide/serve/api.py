@@ -1,7 +1,7 @@
 """The real-time API (FastAPI): nowcasts, the night planner, user feedback, health and
 Prometheus metrics. It predicts through onnxruntime from a verified bundle — it never
 unpickles a model — and records every prediction (with its inputs) and feedback in the
-serving store (:mod:`starry_guide.serve.store`).
+serving store (:mod:`starry_guide.serve.store.database`).
 
 Start it with ``starry serve`` (see the Serving page of the docs).
 """
@@ -37,20 +37,23 @@ from prometheus_client import (
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import to_json
 
-from starry_guide import astro, features, quality
+from starry_guide.artifacts.bundle import Bundle, BundleError
 from starry_guide.config import ServeSettings
-from starry_guide.serve import admin, docs_ui, errors, place, planner, webapp
-from starry_guide.serve.bundle import Bundle, BundleError
-from starry_guide.serve.guard import RequestGuard
-from starry_guide.serve.night import NightResponse, Step, Window, assemble  # noqa: F401
-from starry_guide.serve.store import (
+from starry_guide.core import astro, features, quality
+from starry_guide.ingest.stations import WEATHER_COLUMNS
+from starry_guide.serve.http import errors
+from starry_guide.serve.http.guard import RequestGuard
+from starry_guide.serve.planning import place, planner
+from starry_guide.serve.planning.night import NightResponse, Step, Window, assemble  # noqa: F401
+from starry_guide.serve.routes import admin
+from starry_guide.serve.store.database import (
     FeedbackExists,
     Prediction,
     Store,
     StoreCollector,
     UnknownPrediction,
 )
-from starry_guide.stations import WEATHER_COLUMNS
+from starry_guide.serve.web import docs_ui, webapp
 
 #: request limits: what one client may ask of one call (the body limit is configurable:
 #: params.yaml ``serve.max_body_bytes``; this is its default)
@@ -62,7 +65,7 @@ DARK_SKY_MAG = ("the site's moonless zenith sky brightness, V mag/arcsec²: 21.6
 
 
 def bounds(name: str) -> dict[str, float]:
-    """``ge``/``le`` of a field, from the one table of ranges in :mod:`starry_guide.quality`
+    """``ge``/``le`` of a field, from the one table of ranges in :mod:`starry_guide.core.quality`
     (weather: ``PHYSICAL_RANGES``; place: ``PLACE_RANGES``)."""
     lo, hi = (quality.PHYSICAL_RANGES | quality.PLACE_RANGES)[name]
     return {"ge": lo, "le": hi}
@@ -237,7 +240,7 @@ def _unprocessable(location: list, message: str) -> HTTPException:
 def recent_hours(station: Station, observations: list[Observation],
                  history_h: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Request observations -> the latest ``history_h + 1`` hours as the arrays
-    :func:`starry_guide.features.hourly_feature_arrays` reads, after checking that all of
+    :func:`starry_guide.core.features.hourly_feature_arrays` reads, after checking that all of
     them are on the hour, consecutive and enough for the features' history.
 
     Returns UTC epoch seconds and the input columns (missing values as NaN).
@@ -500,7 +503,7 @@ def json_body(model: type[BaseModel]) -> Callable[[Request], Awaitable[BaseModel
     FastAPI body parameter first builds Python objects with ``json.loads`` — measured on a
     nowcast body, an endpoint that only validates kept 73 % of a bare endpoint's throughput
     this way and 43 % FastAPI's way. Errors are FastAPI's usual 422 with ``loc`` starting
-    at ``body``; :mod:`starry_guide.serve.errors` makes them safe to send.
+    at ``body``; :mod:`starry_guide.serve.http.errors` makes them safe to send.
     """
 
     async def validated(request: Request) -> BaseModel:
@@ -589,7 +592,7 @@ def create_app(service: Service, limits: ServeSettings | None = None) -> FastAPI
 
     errors.install(app)
     # outermost last: the metrics see every reply, CORS headers go on the guard's refusals too
-    from starry_guide.serve import feed  # it imports this module
+    from starry_guide.serve.routes import feed  # it imports this module
 
     try:
         feeder = feed.load_token()  # the feeder is not rate-limited
@@ -602,7 +605,7 @@ def create_app(service: Service, limits: ServeSettings | None = None) -> FastAPI
                            max_age=600)
     app.add_middleware(Metrics, service=service)
     app.include_router(feed.router)
-    from starry_guide.serve.events import router as events_router  # it imports this module
+    from starry_guide.serve.routes.events import router as events_router  # it imports this module
     app.include_router(events_router)
     app.include_router(admin.router)  # POST /v1/admin/reload
 
@@ -716,8 +719,9 @@ def app_from_environment() -> FastAPI:
     import os
     from pathlib import Path
 
-    from starry_guide.serve import process, store
-    from starry_guide.serve.bundle import load_bundle
+    from starry_guide.artifacts.bundle import load_bundle
+    from starry_guide.serve import process
+    from starry_guide.serve.store import database as store
 
     supervisor = os.environ.get(process.SUPERVISOR_VARIABLE)
     process.die_with_parent(int(supervisor) if supervisor else None)

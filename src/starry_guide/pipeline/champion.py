@@ -1,0 +1,614 @@
+"""Champion selection: rank the candidates, decide against the incumbent, export the
+champion — pure computation over predictions. Every change to the model registry (versions,
+aliases, tags, history, rollback) is :mod:`starry_guide.pipeline.registry`'s, and happens only after
+the stage's outputs are written.
+
+**The incumbent is a tracked input.** ``models/champion/`` (committed with the pipeline's
+outputs) holds the champion in production: ``champion.json`` (candidate, content id
+``model_id``, scores, models rolled back from) and the ONNX ``bundle/`` that serves it. The
+gate judges every challenger against *that* model's predictions, so a decision is a function
+of files DVC and git track — a fresh clone decides exactly as this workspace does. The
+registry's ``@champion`` must agree with it (checked; a disagreement or a registry read error
+stops the stage, naming both). Only when ``models/champion/`` does not exist yet is the
+registry's ``@champion`` adopted, and only when there is none is calibrated persistence the
+incumbent (the baseline may be champion).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from starry_guide.artifacts.reports import read_json
+from starry_guide.core import adaptation, evaluate
+from starry_guide.core.evaluate import GREATER_IS_BETTER
+from starry_guide.pipeline.training import BASELINE, model_id, predict_clear, split_xy
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+SPLITS = ("validation", "held_out", "unseen")
+
+
+def fingerprint(candidate: str, p_validation: np.ndarray) -> str:
+    """Identity of a fitted model (the registry's ``fingerprint`` tag); see
+    :func:`starry_guide.pipeline.training.model_id`."""
+    return model_id(candidate, p_validation)
+
+
+def rank(scores: dict[str, dict[str, float]], metric: str) -> list[str]:
+    """Candidate names, best first, by ``metric`` (ties broken by name, for determinism)."""
+    sign = -1.0 if metric in GREATER_IS_BETTER else 1.0
+    return sorted(scores, key=lambda name: (sign * scores[name][metric], name))
+
+
+def gate(y: np.ndarray, p_new: np.ndarray, p_old: np.ndarray, p_baseline: np.ndarray,
+         horizons: np.ndarray, nights: np.ndarray, *, n_boot: int, confidence: float,
+         horizon_tolerance: float, seed: int) -> tuple[bool, list[str], dict]:
+    """The champion gate: may ``p_new`` replace ``p_old``?
+
+    Yes only if (1) its pooled Brier improvement is significant — the paired bootstrap over
+    whole nights gives a ``confidence`` CI of Brier(new) − Brier(old) entirely below 0 — and
+    (2) at no horizon is its Brier skill vs calibrated persistence (``p_baseline``) below
+    ``-horizon_tolerance``. Returns (passed, reasons, details).
+    """
+    y = np.asarray(y, dtype=float)
+    boot = evaluate.paired_bootstrap_brier(y, p_new, p_old, nights, n_boot, seed, confidence)
+    reasons = []
+    significant = boot["ci_high"] < 0
+    level = f"{confidence:.1%}".replace(".0%", "%")
+    if significant:
+        reasons.append(f"Brier improves by {-boot['brier_difference']:.5f} "
+                       f"({level} CI {-boot['ci_high']:.5f}..{-boot['ci_low']:.5f}, "
+                       f"bootstrap over {int(boot['nights'])} nights)")
+    else:
+        reasons.append(f"Brier difference {boot['brier_difference']:+.5f} is not significant "
+                       f"({level} CI {boot['ci_low']:+.5f}..{boot['ci_high']:+.5f} "
+                       "includes or exceeds 0)")
+    bss = {}
+    for h in np.unique(horizons):
+        at = horizons == h
+        ref = np.mean((p_baseline[at] - y[at]) ** 2)
+        bss[int(h)] = float(1 - np.mean((p_new[at] - y[at]) ** 2) / ref) if ref > 0 else 0.0
+    losing = {h: v for h, v in bss.items() if v < -horizon_tolerance}
+    if losing:
+        reasons.append("worse than calibrated persistence at horizon(s) "
+                       + ", ".join(f"{h} h (BSS {v:+.3f})" for h, v in losing.items())
+                       + f", beyond the tolerance {horizon_tolerance}")
+    details = {**boot, "confidence": confidence, "bss_by_horizon": bss,
+               "losing_horizons": sorted(losing)}
+    return significant and not losing, reasons, details
+
+
+@dataclass
+class Incumbent:
+    """The model every challenger must beat."""
+
+    candidate: str
+    model_id: str
+    source: str  # "models/champion", "registry" or "baseline"
+    predict: Callable[[pd.DataFrame], np.ndarray]  # P(clear) of model rows
+    estimator: object | None = None  # its scikit-learn estimator, when one is at hand
+    rolled_back: list[dict] = field(default_factory=list)
+    note: str = ""  # why the incumbent is not what one would expect (e.g. cannot score)
+    station_maps: dict = field(default_factory=dict)  # its station adaptation (adaptation.py)
+
+
+@dataclass
+class Decision:
+    promote: bool
+    reason: str
+    candidate: str  # the best-ranked candidate
+    incumbent: str  # the incumbent's candidate name
+    details: dict = field(default_factory=dict)  # the best-ranked challenger's gate numbers
+    tried: list[dict] = field(default_factory=list)
+    champion: str = ""  # candidate name of the champion after the decision
+    champion_model_id: str = ""
+    incumbent_model_id: str = ""
+
+
+@dataclass
+class HeldOutTest:
+    """Nights beside the validation months on which every challenger is judged against the
+    incumbent: the most recent production window (station maps applied), or new places
+    (each recipe refit leaving one station out, scored on that station's validation months).
+
+    ``p`` maps a candidate to its P(clear) on ``rows`` (a dict, or a function computing it
+    on demand — leave-one-station-out refits are only paid for challengers actually tried).
+    """
+
+    rows: pd.DataFrame  # clear, and night ids (``night`` + ``station_id``, or the columns
+    #                     evaluate.night_ids needs)
+    p: dict[str, np.ndarray] | Callable[[str], np.ndarray]
+    p_incumbent: np.ndarray
+    nights: int
+    label: str = "recent production window"
+    key: str = "recent"  # where the decision record keeps its numbers
+    screens: bool = True  # a gain here alone makes a candidate a challenger
+
+    def predict(self, name: str) -> np.ndarray:
+        return self.p[name] if isinstance(self.p, dict) else self.p(name)
+
+    def night_ids(self) -> np.ndarray:
+        if "night" in self.rows.columns:
+            return pd.factorize(self.rows["station_id"].astype(str) + "/"
+                                + self.rows["night"].astype(str))[0]
+        return evaluate.night_ids(self.rows)
+
+
+#: the recent production window (kept under its first name)
+RecentWindow = HeldOutTest
+
+
+def _held_out_test(test: HeldOutTest, name: str, *, n_boot: int, confidence: float,
+                   seed: int) -> dict:
+    y = test.rows["clear"].to_numpy(dtype=float)
+    boot = evaluate.paired_bootstrap_brier(y, test.predict(name), test.p_incumbent,
+                                           test.night_ids(), n_boot, seed, confidence)
+    return {**boot, "confidence": confidence}
+
+
+def decide(ranking: list[str], model_ids: dict[str, str], p_validation: dict[str, np.ndarray],
+           incumbent: Incumbent, p_incumbent: np.ndarray, p_baseline: np.ndarray,
+           val_rows: pd.DataFrame, settings, validation_scores: dict[str, dict[str, float]],
+           incumbent_validation: dict[str, float],
+           recent: HeldOutTest | None = None, transfer: HeldOutTest | None = None) -> Decision:
+    """Challengers in ranking order against the incumbent; the first to pass is promoted.
+
+    On the validation months alone this is the :func:`gate`: a candidate that does not rank
+    above the incumbent on the validation metric cannot beat it, so the search stops there.
+    With further held-out nights — the most recent production window (``recent``, at least
+    ``production.min_recent_nights`` nights: what matters now) and new places (``transfer``:
+    the challenger's recipe vs the incumbent's, leave one station out on validation months:
+    what a user at a new place gets) — a challenger is judged on each: it is promoted when
+    its Brier improvement is significant on **any** of them, it is significantly worse on
+    **none**, and no horizon falls below calibrated persistence on validation. Candidates
+    better than the incumbent on validation or on the recent window are challengers. Models
+    rolled back from are never tried again.
+
+    Trying several challengers (and several tests each) on the same nights inflates the
+    chance that one passes by luck, so each test is judged at a Bonferroni-corrected level:
+    with ``k`` challengers and ``m`` tests, ``1 - (1 - select.confidence) / (k * m)``.
+    """
+    blocked = {entry["model_id"] for entry in incumbent.rolled_back}
+    metric = settings.select.metric
+    sign = 1.0 if metric in GREATER_IS_BETTER else -1.0
+    tests = [t for t in (recent, transfer) if t is not None and len(t.rows) and (
+        t is not recent or t.nights >= settings.production.min_recent_nights)]
+    screening = [t for t in tests if t.screens]
+    better_elsewhere = set()
+    for t in screening:
+        y_t = t.rows["clear"].to_numpy(dtype=float)
+        old = np.mean((t.p_incumbent - y_t) ** 2)
+        better_elsewhere |= {n for n in ranking if np.mean((t.predict(n) - y_t) ** 2) < old}
+    challengers = []
+    for name in ranking:
+        if model_ids[name] == incumbent.model_id:
+            if not screening:
+                break
+            continue
+        better = (sign * validation_scores[name][metric]
+                  > sign * incumbent_validation[metric])
+        if not better and not screening:
+            break
+        if (better or name in better_elsewhere) and model_ids[name] not in blocked:
+            challengers.append(name)
+    m = 1 + len(tests)
+    level = 1 - (1 - settings.select.confidence) / (max(len(challengers), 1) * m)
+    pct = f"{level:.1%}".replace(".0%", "%")
+    y = val_rows["clear"].to_numpy()
+    horizons, nights = val_rows["horizon_h"].to_numpy(), evaluate.night_ids(val_rows)
+    tried, texts, winner, best_details = [], [], None, {}
+    n_boot, seed = settings.select.bootstrap_samples, settings.seed
+    for name in challengers:
+        passed, reasons, details = gate(
+            y, p_validation[name], p_incumbent, p_baseline, horizons, nights,
+            n_boot=n_boot, confidence=level,
+            horizon_tolerance=settings.select.horizon_tolerance_bss, seed=seed)
+        entry = {"candidate": name, "model_id": model_ids[name], "passed": passed,
+                 "reasons": reasons, "brier_difference": details["brier_difference"],
+                 "ci_low": details["ci_low"], "ci_high": details["ci_high"],
+                 "confidence": level, "nights": details["nights"],
+                 "losing_horizons": details["losing_horizons"]}
+        if tests:
+            any_better = details["ci_high"] < 0
+            any_worse = details["ci_low"] > 0
+            reasons = [f"validation months: {reasons[0]}", *reasons[1:]]
+            for t in tests:
+                if t.key == "transfer" and name == incumbent.candidate:
+                    # the same recipe at new places: identical refits, a difference of 0
+                    reasons.append(f"{t.label}: the champion's own recipe, nothing to compare")
+                    continue
+                now = _held_out_test(t, name, n_boot=n_boot, confidence=level, seed=seed)
+                t_better, t_worse = now["ci_high"] < 0, now["ci_low"] > 0
+                any_better, any_worse = any_better or t_better, any_worse or t_worse
+                reasons.append(
+                    f"{t.label}: Brier difference {now['brier_difference']:+.5f} ({pct} CI "
+                    f"{now['ci_low']:+.5f}..{now['ci_high']:+.5f}, bootstrap over "
+                    f"{int(now['nights'])} nights): "
+                    + ("significantly better" if t_better else
+                       "significantly worse" if t_worse else "not significant"))
+                entry[t.key] = {k: now[k] for k in ("brier_difference", "ci_low", "ci_high",
+                                                     "nights")}
+                details = {**details, t.key: entry[t.key]}
+            if details["ci_low"] > 0:
+                reasons.append("significantly worse on the validation months")
+            passed = any_better and not any_worse and not details["losing_horizons"]
+            entry.update(passed=passed, reasons=reasons)
+        tried.append(entry)
+        # the champion's own recipe, retrained on today's data, is a model of its own
+        label = f"{name} (retrained)" if name == incumbent.candidate else name
+        texts.append(f"{label} vs the champion {incumbent.candidate}: "
+                     f"{'promoted' if passed else 'not promoted'} — " + "; ".join(reasons))
+        best_details = best_details or details
+        if passed:
+            winner = name
+            break
+    skipped = [n for n in ranking if model_ids[n] in blocked]
+    if skipped:
+        texts.append("not tried (rolled back from): " + ", ".join(skipped))
+    if len(challengers) * m > 1:
+        texts.append(f"{len(challengers)} challenger(s) x {m} test(s): each judged at "
+                     f"{level:.2%} (Bonferroni for {settings.select.confidence:.0%} overall)")
+    if winner is not None:
+        champion, champion_id, promote = winner, model_ids[winner], True
+        texts.insert(len(tried), f"{winner} becomes the champion")
+    elif incumbent.source == "baseline":
+        champion, champion_id, promote = incumbent.candidate, incumbent.model_id, True
+        texts.append("no champion yet: calibrated persistence becomes the champion")
+    else:
+        champion, champion_id, promote = incumbent.candidate, incumbent.model_id, False
+        texts.append("the champion stays" if tried else
+                     "no candidate beats the champion on validation or the recent window: "
+                     "the champion stays" if screening else
+                     "no candidate ranks above the champion: the champion stays")
+    if incumbent.note:
+        texts.insert(0, incumbent.note)
+    return Decision(promote=promote, reason="; ".join(texts), candidate=ranking[0],
+                    incumbent=incumbent.candidate, details=best_details, tried=tried,
+                    champion=champion, champion_model_id=champion_id,
+                    incumbent_model_id=incumbent.model_id)
+
+
+@dataclass
+class Selection:
+    """Outcome of the select stage (before anything is written)."""
+
+    ranking: list[str]
+    decision: Decision
+    incumbent: Incumbent
+    model_ids: dict[str, str]
+    model_uris: dict[str, str]
+    estimators: dict[str, object]
+    scores: dict[str, dict[str, dict[str, float]]]  # candidate | "champion" | "incumbent"
+    challenger: str | None  # best-ranked candidate that is not the champion
+    station_maps: dict[str, dict] = field(default_factory=dict)  # candidate -> its maps
+    recent_window: dict = field(default_factory=dict)  # what the gate's "now" test saw
+    transfer_test: dict = field(default_factory=dict)  # what its "new places" test saw
+
+    @property
+    def champion_station_maps(self) -> dict:
+        """The champion's station adaptation (empty: none)."""
+        if self.decision.champion_model_id == self.incumbent.model_id:
+            return self.incumbent.station_maps
+        return self.station_maps.get(self.decision.champion, {})
+
+    @property
+    def champion_candidate(self) -> str:
+        return self.decision.champion
+
+    @property
+    def champion_model_id(self) -> str:
+        return self.decision.champion_model_id
+
+    @property
+    def champion_estimator(self):
+        """The champion's scikit-learn estimator, or None (a kept champion that is not among
+        today's candidates and not in the registry: scored through its ONNX bundle)."""
+        if self.decision.champion_model_id == self.incumbent.model_id:
+            return self.incumbent.estimator
+        return self.estimators[self.decision.champion]
+
+    def predict_champion(self, X: pd.DataFrame) -> np.ndarray:
+        estimator = self.champion_estimator
+        if estimator is not None:
+            return predict_clear(estimator, X)
+        return self.incumbent.predict(X)
+
+
+def read_tracked(champion_dir: Path) -> dict | None:
+    """``models/champion/champion.json`` when it names a model by content id, else None."""
+    path = Path(champion_dir) / "champion.json"
+    if not path.is_file():
+        return None
+    card = read_json(path)
+    return card if card.get("model_id") else None
+
+
+def bundle_predictor(bundle_dir: Path) -> Callable[[pd.DataFrame], np.ndarray]:
+    """P(clear) from a verified ONNX bundle, for rows with the bundle's feature columns."""
+    from starry_guide.artifacts.bundle import load_bundle
+
+    loaded = load_bundle(bundle_dir, threads=0)
+    return loaded.predict
+
+
+def incumbent_from(tracked: dict | None, champion_dir: Path, registry_champion,
+                   estimators: dict[str, object], model_ids: dict[str, str],
+                   load_version: Callable[[object], object]) -> Incumbent:
+    """The incumbent: the tracked champion (``models/champion/``), else the registry's
+    ``@champion`` (adopted once, when ``models/champion/`` does not exist yet), else the
+    baseline.
+
+    The tracked champion is scored by today's estimator when one of today's candidates *is*
+    that model (same content id), otherwise through its committed ONNX bundle — what is
+    served — never through an estimator loaded from this machine's registry: a fresh clone,
+    whose registry is empty, must score it exactly as this workspace does.
+
+    ``registry_champion`` is the registry's ``@champion`` version (or None: there is none);
+    ``load_version`` loads a version's estimator (only to adopt a registry champion). A
+    tracked champion that the registry contradicts raises
+    :class:`starry_guide.pipeline.registry.RegistryError`.
+    """
+    from starry_guide.pipeline.registry import RegistryError, version_model_id
+
+    by_id = {mid: name for name, mid in model_ids.items()}
+    if tracked is not None:
+        mid = tracked["model_id"]
+        if registry_champion is not None and version_model_id(registry_champion) != mid:
+            raise RegistryError(
+                f"the registry's @champion is version {registry_champion.version} (model "
+                f"{version_model_id(registry_champion)}), but models/champion/champion.json "
+                f"(tracked) holds model {mid}. The pipeline decides against the tracked "
+                "champion and will not overwrite a registry that moved elsewhere: check out "
+                "the commit that holds the registry's champion, or move the registry back "
+                "with `starry champion rollback VERSION --reason ...`")
+        estimator = estimators.get(by_id[mid]) if mid in by_id else None
+        bundle = Path(champion_dir) / "bundle"
+        if estimator is not None:  # today's candidate is the champion itself
+            predict = lambda X, e=estimator: predict_clear(e, X)  # noqa: E731
+        elif bundle.is_dir():  # what is served, within the ONNX parity tolerance
+            predict = bundle_predictor(bundle)
+        else:
+            raise FileNotFoundError(
+                f"{bundle} is missing and model {mid} is not among today's candidates: the "
+                "incumbent cannot be judged. Restore it with `git checkout -- models/champion`")
+        return Incumbent(tracked["candidate"], mid, "models/champion", predict, estimator,
+                         list(tracked.get("rolled_back", [])),
+                         station_maps=dict(tracked.get("station_calibration", {})))
+    if registry_champion is not None:
+        estimator = load_version(registry_champion)
+        return Incumbent(registry_champion.tags.get("candidate", "champion"),
+                         version_model_id(registry_champion), "registry",
+                         lambda X, e=estimator: predict_clear(e, X), estimator)
+    return Incumbent(BASELINE, model_ids[BASELINE], "baseline",
+                     lambda X, e=estimators[BASELINE]: predict_clear(e, X),
+                     estimators[BASELINE])
+
+
+def _transfer_test(rows: pd.DataFrame, estimators: dict[str, object], incumbent_recipe: str,
+                   settings) -> tuple[HeldOutTest, dict]:
+    """The gate's "new places" test: each recipe refit leaving one station out (research
+    stations, training months) and scored on that station's validation months
+    (:func:`starry_guide.pipeline.loso.leave_one_station_out` with ``design=True``), against the
+    incumbent's recipe (today's candidate of the same name: recipes, not fitted models, are
+    compared). Refits happen only for the challengers the gate actually tries."""
+    from starry_guide.pipeline import loso
+
+    cache: dict[str, pd.DataFrame] = {}
+
+    def refit(name: str) -> pd.DataFrame:
+        if name not in cache:
+            cache[name] = loso.leave_one_station_out(rows, estimators[name], settings, name,
+                                                     design=True).rows
+        return cache[name]
+
+    base = refit(incumbent_recipe)
+    test = HeldOutTest(base, lambda name: refit(name)["p"].to_numpy(), base["p"].to_numpy(),
+                       int(base.groupby("station_id")["night"].nunique().sum()),
+                       label="new places (leave one station out, validation months)",
+                       key="transfer", screens=False)
+    return test, {"rows": int(len(base)), "nights": test.nights,
+                  "stations": sorted(map(str, base["station_id"].unique())),
+                  "incumbent_recipe": incumbent_recipe}
+
+
+def select(rows: pd.DataFrame, model_uris: dict[str, str], settings, incumbent=None,
+           registry_champion=None) -> Selection:
+    """Score the trained candidates on every split, rank them on validation and pass the
+    challengers through the :func:`gate` against the incumbent. Writes nothing.
+
+    ``rows`` carry a ``split`` column; ``model_uris`` map candidate -> MLflow model URI.
+    ``incumbent`` defaults to :func:`incumbent_from` the tracked ``models/champion/`` and
+    the registry (read by :func:`starry_guide.pipeline.registry.current_champion`).
+    """
+    from starry_guide.pipeline import registry
+    from starry_guide.pipeline.mlflow_model import load_estimator
+
+    try:
+        estimators = {name: load_estimator(uri) for name, uri in model_uris.items()}
+    except Exception as exc:  # noqa: BLE001 - any failure to read a model is the same story
+        raise LookupError(
+            f"the MLflow store cannot load the candidates of reports/train_runs.json ({exc}); "
+            "was mlflow.db deleted or MLFLOW_TRACKING_URI changed? Re-train with "
+            "`dvc repro -f train`") from None
+    if BASELINE not in estimators:
+        raise ValueError(f"the baseline '{BASELINE}' was not trained; add it to "
+                         "params.yaml 'train.candidates'")
+    X_val, y_val = split_xy(rows, "validation", settings)
+    val_rows = rows.loc[rows["split"] == "validation"]
+    p_base = {split: predict_clear(estimators[BASELINE], X) for split in SPLITS
+              if len(X := split_xy(rows, split, settings)[0])}
+
+    def score_all(predict) -> tuple[dict[str, dict[str, float]], np.ndarray]:
+        p_val = predict(X_val)
+        threshold = evaluate.choose_threshold(y_val, p_val, settings.train.threshold_metric)
+        out = {}
+        for split in SPLITS:
+            X, y = split_xy(rows, split, settings)
+            if len(y):
+                out[split] = evaluate.scores(y, predict(X), threshold, p_base[split])
+        return out, p_val
+
+    # production rows that train each candidate's station maps, and the recent window
+    source = rows["source"] if "source" in rows.columns else pd.Series("research", rows.index)
+    adapt_rows = rows.loc[(rows["split"] == "train") & (source == "production")]
+    adapt_rows = adapt_rows.assign(night=evaluate.night_ids(adapt_rows))
+    recent_rows = rows.loc[rows["split"] == "recent"].reset_index(drop=True)
+    X_adapt, _ = split_xy(adapt_rows, "train", settings)
+    X_recent, _ = split_xy(recent_rows, "recent", settings)
+
+    y_recent = recent_rows["clear"].to_numpy()
+    p_base_recent = predict_clear(estimators[BASELINE], X_recent) if len(recent_rows) else None
+
+    def recent_scores(p_recent: np.ndarray, threshold: float) -> dict[str, float]:
+        return evaluate.scores(y_recent, p_recent, threshold, p_base_recent)
+
+    scores, p_vals, model_ids, maps, p_recent = {}, {}, {}, {}, {}
+    for name, estimator in estimators.items():
+        scores[name], p_vals[name] = score_all(lambda X, e=estimator: predict_clear(e, X))
+        maps[name] = (adaptation.fit_station_maps(
+            adapt_rows, predict_clear(estimator, X_adapt),
+            min_nights=settings.production.min_adaptation_nights) if len(adapt_rows) else {})
+        model_ids[name] = adaptation.adapted_id(model_id(name, p_vals[name]), maps[name])
+        if len(recent_rows):
+            p_recent[name] = adaptation.apply_station_maps(
+                predict_clear(estimator, X_recent), recent_rows["station_id"], maps[name])
+            scores[name]["recent"] = recent_scores(p_recent[name],
+                                                   scores[name]["validation"]["threshold"])
+    ranking = rank({n: s["validation"] for n, s in scores.items()}, settings.select.metric)
+
+    if incumbent is None:
+        incumbent = incumbent_from(read_tracked(settings.paths.champion_dir),
+                                   settings.paths.champion_dir, registry_champion,
+                                   estimators, model_ids, registry.load_version)
+    try:
+        scores["incumbent"], p_incumbent = score_all(incumbent.predict)
+    except Exception as exc:  # noqa: BLE001 - e.g. trained on feature columns we no longer build
+        if incumbent.source == "baseline":
+            raise
+        note = (f"the current champion ({incumbent.candidate}, model {incumbent.model_id}) "
+                f"cannot score today's rows ({type(exc).__name__}: {exc}); judged against "
+                "calibrated persistence instead")
+        incumbent = Incumbent(BASELINE, model_ids[BASELINE], "baseline",
+                              lambda X, e=estimators[BASELINE]: predict_clear(e, X),
+                              estimators[BASELINE], incumbent.rolled_back, note)
+        scores["incumbent"], p_incumbent = score_all(incumbent.predict)
+
+    window, recent_info = None, {"rows": int(len(recent_rows))}
+    if len(recent_rows):
+        p_recent_incumbent = adaptation.apply_station_maps(
+            incumbent.predict(X_recent), recent_rows["station_id"], incumbent.station_maps)
+        scores["incumbent"]["recent"] = recent_scores(
+            p_recent_incumbent, scores["incumbent"]["validation"]["threshold"])
+        window = RecentWindow(recent_rows, p_recent, p_recent_incumbent,
+                              int(len(np.unique(evaluate.night_ids(recent_rows)))))
+        recent_info |= {
+            "nights": window.nights,
+            "stations": sorted(map(str, recent_rows["station_id"].unique())),
+            "first_target": recent_rows["target_time"].min().isoformat(),
+            "last_target": recent_rows["target_time"].max().isoformat(),
+            "used_by_gate": window.nights >= settings.production.min_recent_nights}
+    transfer, transfer_info = None, {}
+    if settings.select.transfer_test and incumbent.candidate in estimators:
+        transfer, transfer_info = _transfer_test(rows, estimators, incumbent.candidate,
+                                                 settings)
+    decision = decide(ranking, model_ids, p_vals, incumbent, p_incumbent, p_vals[BASELINE],
+                      val_rows, settings, {n: scores[n]["validation"] for n in estimators},
+                      scores["incumbent"]["validation"], window, transfer)
+    blocked = {entry["model_id"] for entry in incumbent.rolled_back}
+    challenger = next((n for n in ranking if model_ids[n] != decision.champion_model_id
+                       and model_ids[n] not in blocked), None)
+    champion_scores = (scores["incumbent"] if decision.champion_model_id == incumbent.model_id
+                       else scores[decision.champion])
+    return Selection(ranking=ranking, decision=decision, incumbent=incumbent,
+                     model_ids=model_ids, model_uris=dict(model_uris), estimators=estimators,
+                     scores={**scores, "champion": champion_scores}, challenger=challenger,
+                     station_maps=maps, recent_window=recent_info,
+                     transfer_test=transfer_info)
+
+
+def decision_record(selection: Selection) -> dict:
+    """``reports/select_decision.json``: the decision with the incumbent it was judged
+    against (content id, where it came from, its scores) — no registry version or run id,
+    which differ between machines (those are in MLflow: `starry champion history`)."""
+    d = selection.decision
+    inc = selection.incumbent
+    return {
+        "promoted": d.promote,
+        "reason": d.reason,
+        "best_candidate": d.candidate,
+        "incumbent": d.incumbent,
+        "incumbent_model": {"candidate": inc.candidate, "model_id": inc.model_id,
+                            "source": inc.source,
+                            "scores": selection.scores.get("incumbent", {})},
+        "champion": {"candidate": d.champion, "model_id": d.champion_model_id},
+        "challenger": None if selection.challenger is None else {
+            "candidate": selection.challenger,
+            "model_id": selection.model_ids[selection.challenger]},
+        "gate": d.details,
+        "tried": d.tried,
+        "ranking": selection.ranking,
+        "model_ids": selection.model_ids,
+        "rolled_back": inc.rolled_back,
+        "recent_window": selection.recent_window,
+        "transfer_test": selection.transfer_test,
+        "champion_station_calibration": selection.champion_station_maps,
+    }
+
+
+def champion_card(selection: Selection, settings) -> dict:
+    """``models/champion/champion.json``: what the champion is, by content id, and its
+    ``history`` — the tracked champion's chain plus this decision (:mod:`starry_guide.artifacts.lineage`)."""
+    from starry_guide.artifacts import lineage
+
+    entry = lineage.decision_entry(decision_record(selection), lineage.fingerprints(settings))
+    return {
+        "model_name": settings.select.model_name,
+        "candidate": selection.champion_candidate,
+        "model_id": selection.champion_model_id,
+        "scores": selection.scores["champion"],
+        "rolled_back": selection.incumbent.rolled_back,
+        "station_calibration": selection.champion_station_maps,
+        "history": lineage.chain(read_tracked(settings.paths.champion_dir), entry),
+    }
+
+
+def export_bundle(selection: Selection, settings, rows: pd.DataFrame,
+                  observations: pd.DataFrame, destination: Path) -> dict:
+    """Write the champion's ONNX bundle into ``destination`` and check parity with
+    scikit-learn on every held-out row (:class:`starry_guide.artifacts.bundle.ExportError` when they
+    disagree). A kept champion with no estimator at hand keeps its tracked bundle as is.
+    Returns the model card."""
+    import shutil
+
+    from starry_guide.artifacts import bundle as transfer
+    from starry_guide.core.features import feature_columns
+
+    estimator = selection.champion_estimator
+    if estimator is None:
+        source = settings.paths.champion_dir / "bundle"
+        if Path(destination).resolve() != source.resolve():
+            if Path(destination).exists():
+                shutil.rmtree(destination)
+            shutil.copytree(source, destination)
+        return read_json(Path(destination) / "model_card.json")
+    X_check, _ = split_xy(rows, "held_out", settings)
+    train_rows = int((rows["split"] == "train").sum())
+    return transfer.write_bundle(
+        estimator, feature_columns(settings.features), Path(destination),
+        card={"model_name": settings.select.model_name,
+              "version": selection.champion_model_id,
+              "model_id": selection.champion_model_id,
+              "candidate": selection.champion_candidate,
+              "scores": selection.scores["champion"],
+              "station_calibration": selection.champion_station_maps,
+              "lineage": {"seed": settings.seed, "training_rows": train_rows,
+                          "params": settings.as_dict()["train"]}},
+        feature_spec=transfer.feature_spec(settings),
+        climate=transfer.climatology(observations, settings.label.night_max_sun_elevation_deg,
+                                     settings.label.clear_max_opaque_tenths),
+        X_check=X_check, tolerance=settings.select.onnx_parity_tolerance)

@@ -1,1 +1,0 @@
-"""Alembic migrations of the serving store (applied by :func:`starry_guide.serve.store.upgrade`)."""

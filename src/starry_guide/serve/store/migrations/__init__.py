@@ -1,0 +1,1 @@
+"""Alembic migrations of the serving store (applied by :func:`starry_guide.serve.store.database.upgrade`)."""
