@@ -47,7 +47,7 @@ SECONDS = 3.0  # per round
 
 
 def hours(observations: pd.DataFrame, station: str) -> list[dict]:
-    from starry_guide.ingest.stations import WEATHER_COLUMNS
+    from starry_guide.core.schema import WEATHER_COLUMNS
 
     columns = list(WEATHER_COLUMNS)
     part = observations[observations["station_id"] == station].sort_values("time")

@@ -107,7 +107,7 @@ def api_benchmark(body: dict) -> dict:
 
 def batch_benchmark(observations: pd.DataFrame) -> dict:
     from starry_guide.artifacts.bundle import load_bundle
-    from starry_guide.ingest.stations import WEATHER_COLUMNS
+    from starry_guide.core.schema import WEATHER_COLUMNS
     from starry_guide.tools import batch
 
     bundle = load_bundle(BUNDLE)

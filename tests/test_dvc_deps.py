@@ -239,11 +239,13 @@ def test_every_file_a_stage_reads_is_a_declared_dependency(name):
 def test_the_derivation_finds_what_it_should():
     """The checks above can fail: the derivation sees known imports and reads."""
     _, modules = stage_code("select", STAGES["select"])
-    assert {"starry_guide.pipeline.champion", "starry_guide.pipeline.registry", "starry_guide.core.evaluate",
+    assert {"starry_guide.pipeline.champion", "starry_guide.pipeline.registry",
+            "starry_guide.core.evaluate",
             "starry_guide.config", "starry_guide.artifacts.bundle"} <= modules
     reads = read_paths(stage_code("select", STAGES["select"])[0])
     assert {"data/processed/rows.parquet", "reports/train_runs.json"} <= reads
-    assert not covered("src/starry_guide/pipeline/registry.py", ["src/starry_guide/pipeline/champion.py"])
+    assert not covered("src/starry_guide/pipeline/registry.py",
+                       ["src/starry_guide/pipeline/champion.py"])
     assert "reports/select_decision.json" in all_reads("docs", STAGES["docs"])
     assert "models/champion" in all_reads("select", STAGES["select"])  # its own state
     assert not covered("reports/metrics", ["reports/metrics/train.json"])

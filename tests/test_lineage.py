@@ -1,5 +1,5 @@
-"""The champion's tracked lineage chain (starry_guide.artifacts.lineage): pure logic, plus its round trip
-through champion.json as the select stage writes and reads it."""
+"""The champion's tracked lineage chain (starry_guide.artifacts.lineage): pure logic, plus its
+round trip through champion.json as the select stage writes and reads it."""
 
 from __future__ import annotations
 

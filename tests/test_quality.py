@@ -9,11 +9,12 @@ import pandas as pd
 import pytest
 
 from starry_guide.core import quality
+from starry_guide.ingest import stations
 from tests.station_files import write_csv, write_epw
 
 
 def check(path, settings):
-    return quality.check_station(str(path), settings)
+    return stations.check_station(str(path), settings)
 
 
 @pytest.fixture(scope="module")
@@ -26,14 +27,14 @@ def greensboro(station_data):
 
 def test_bundled_stations_are_usable(station_data, settings):
     for entry in station_data:
-        frame, report = quality.check_station(entry, settings)
+        frame, report = stations.check_station(entry, settings)
         assert report.verdict == "usable", report.reasons
         assert report.usable_night_hours > 2000
         assert 0 < report.clear_sky_rate < 1
 
 
 def test_sand_point_pressure_is_stuck_and_dropped(settings):
-    frame, report = quality.check_station("sand_point_ak", settings)
+    frame, report = stations.check_station("sand_point_ak", settings)
     assert frame["pressure_hpa"].isna().all()
     assert {d["column"]: d["reason"] for d in report.dropped_features} == {
         "pressure_hpa": "stuck at 1012 for every hour"}
@@ -58,7 +59,7 @@ def test_a_clean_epw_reads_like_the_original(tmp_path, greensboro, settings, sta
     path = write_epw(tmp_path / "greensboro.epw", frame, meta)
     cleaned, report = check(path, settings)
     assert report.verdict == "usable", report.reasons
-    original, _ = quality.check_station("greensboro_nc", settings)
+    original, _ = stations.check_station("greensboro_nc", settings)
     pd.testing.assert_series_equal(cleaned["opaque_cloud_tenths"],
                                    original["opaque_cloud_tenths"])
     assert (cleaned["time"] == original["time"]).all()
@@ -216,21 +217,21 @@ def test_require_usable_lists_every_rejection(tmp_path, greensboro, settings):
     frame, meta = greensboro
     _, bad = check(write_csv(tmp_path / "nocloud.csv", frame, meta,
                              drop=("opaque_cloud_tenths",)), settings)
-    _, good = quality.check_station("miami_fl", settings)
+    _, good = stations.check_station("miami_fl", settings)
     quality.require_usable([good])
     with pytest.raises(quality.StationRejected, match="nocloud.csv"):
         quality.require_usable([good, bad])
 
 
 def test_report_table_has_a_row_per_station(station_data, settings):
-    reports = [quality.check_station(e, settings)[1] for e in station_data]
+    reports = [stations.check_station(e, settings)[1] for e in station_data]
     table = quality.report_table(reports)
     assert list(table.index) == list(station_data)
     assert "pressure_hpa" in table.loc["sand_point_ak", "dropped features"]
 
 
 def test_a_rejected_report_serialises(settings, tmp_path):
-    _, report = quality.check_station("atlantis.epw", settings)
+    _, report = stations.check_station("atlantis.epw", settings)
     assert dataclasses.asdict(report)["verdict"] == "rejected"
     assert report.as_dict()["reasons"]
 

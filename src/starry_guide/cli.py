@@ -69,7 +69,7 @@ def validate(
     from pathlib import Path
 
     from starry_guide.config import load_settings
-    from starry_guide.core import quality
+    from starry_guide.ingest import stations as station_files
 
     try:
         settings = load_settings()
@@ -78,7 +78,7 @@ def validate(
     all_usable = True
     for entry in files:
         path = Path(entry)
-        _, report = quality.check_station(str(path.resolve()) if path.exists() else entry,
+        _, report = station_files.check_station(str(path.resolve()) if path.exists() else entry,
                                           settings)
         all_usable &= report.usable
         typer.echo(format_report(report))

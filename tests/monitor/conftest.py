@@ -9,7 +9,7 @@ import pytest
 
 from starry_guide.artifacts.bundle import load_bundle
 from starry_guide.core import astro, features
-from starry_guide.ingest.stations import WEATHER_COLUMNS
+from starry_guide.core.schema import WEATHER_COLUMNS
 from starry_guide.monitor import checks as monitor
 from tests.serve.conftest import bundle_dir, rows  # noqa: F401  (session fixtures)
 

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from starry_guide.ingest.stations import WEATHER_COLUMNS
+from starry_guide.core.schema import WEATHER_COLUMNS
 from starry_guide.tools import replay
 
 START = pd.Timestamp("2001-07-01", tz="UTC")

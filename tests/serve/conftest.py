@@ -38,7 +38,7 @@ def bundle_dir(tmp_path_factory, rows, observations, settings):
 def request_body(observations: pd.DataFrame, station: str = "greensboro_nc", start: int = 3000,
                  hours: int = 10) -> dict:
     """A /v1/nowcast body from real consecutive hours of a bundled station."""
-    from starry_guide.ingest.stations import WEATHER_COLUMNS
+    from starry_guide.core.schema import WEATHER_COLUMNS
 
     part = observations[observations["station_id"] == station].iloc[start:start + hours]
     first = part.iloc[0]

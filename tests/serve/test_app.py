@@ -226,7 +226,7 @@ def _changed_pixels(old: bytes, new: bytes) -> float:
 # ---------------------------------------------------------------- live: feed, SSE, nudge
 def _hours(observations, opaque: float, start_month: int) -> list[dict]:
     """Seven real consecutive hours of Greensboro's file, all with this opaque cover."""
-    from starry_guide.ingest.stations import WEATHER_COLUMNS
+    from starry_guide.core.schema import WEATHER_COLUMNS
 
     g = observations[observations["station_id"] == "greensboro_nc"].reset_index(drop=True)
     same = (g["opaque_cloud_tenths"] == opaque).astype(int).rolling(7).sum()

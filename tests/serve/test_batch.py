@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from starry_guide.artifacts.bundle import load_bundle
-from starry_guide.ingest.stations import WEATHER_COLUMNS
+from starry_guide.core.schema import WEATHER_COLUMNS
 from starry_guide.tools import batch
 
 ROOT = Path(__file__).resolve().parents[2]

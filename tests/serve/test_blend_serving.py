@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from starry_guide.artifacts import bundle as transfer
+from starry_guide.artifacts import bundle
+from starry_guide.artifacts import onnx_export as transfer
 from starry_guide.core import features, models
 from starry_guide.serve.api import Service, create_app
 from starry_guide.serve.store.database import Store
@@ -30,7 +31,7 @@ def blend_bundle(blend, rows, observations, settings, tmp_path_factory):
     card = transfer.write_bundle(
         blend, features.feature_columns(settings.features), destination,
         card={"model_name": "test", "version": "3", "candidate": "persistence_blend"},
-        feature_spec=transfer.feature_spec(settings),
+        feature_spec=bundle.feature_spec(settings),
         climate=transfer.climatology(observations, -12, 2),
         X_check=rows[rows["split"] == "held_out"])
     assert card["onnx_parity_max_abs"] <= transfer.PARITY_TOLERANCE

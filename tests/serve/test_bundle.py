@@ -5,6 +5,7 @@ import onnxruntime as ort
 import pytest
 
 from starry_guide.artifacts import bundle as transfer
+from starry_guide.artifacts import onnx_export
 from starry_guide.core import features, models
 
 
@@ -18,18 +19,18 @@ def test_onnx_matches_sklearn_on_the_test_split(name, rows, settings):
         params.update(max_iter=40)
     model = models.build_candidate(name, params, settings.seed, 2).fit(train[columns],
                                                                        train["clear"])
-    session = ort.InferenceSession(transfer.to_onnx(model, columns).SerializeToString(),
+    session = ort.InferenceSession(onnx_export.to_onnx(model, columns).SerializeToString(),
                                    providers=["CPUExecutionProvider"])
     p_onnx = session.run(["p_clear"], {"features": test[columns].to_numpy(np.float32)})[0]
     p_sklearn = model.predict_proba(test[columns])[:, 1]
-    assert np.max(np.abs(p_onnx - p_sklearn)) <= transfer.PARITY_TOLERANCE
+    assert np.max(np.abs(p_onnx - p_sklearn)) <= onnx_export.PARITY_TOLERANCE
     # missing values take the same path as in scikit-learn
     assert test[columns].isna().any().any()
 
 
 def test_thresholds_round_down_to_float32():
     thresholds = np.array([24.199999809265137, 1.0, -3.3])
-    rounded = transfer._float32_at_most(thresholds)
+    rounded = onnx_export._float32_at_most(thresholds)
     assert (rounded.astype(np.float64) <= thresholds).all()
     x = np.float32(24.2)  # above the threshold in float64, equal to round-to-nearest float32
     assert (np.float64(x) <= thresholds[0]) == (x <= rounded[0])
@@ -38,14 +39,14 @@ def test_thresholds_round_down_to_float32():
 def test_a_model_without_exporter_is_refused(settings):
     from sklearn.dummy import DummyClassifier
 
-    with pytest.raises(transfer.ExportError, match="no ONNX exporter for DummyClassifier"):
-        transfer.to_onnx(DummyClassifier(), ["a"])
+    with pytest.raises(onnx_export.ExportError, match="no ONNX exporter for DummyClassifier"):
+        onnx_export.to_onnx(DummyClassifier(), ["a"])
 
 
 def test_bundle_loads_and_predicts(bundle_dir, rows, settings):
     loaded = transfer.load_bundle(bundle_dir)
     assert loaded.version == "7"
-    assert loaded.card["onnx_parity_max_abs"] <= transfer.PARITY_TOLERANCE
+    assert loaded.card["onnx_parity_max_abs"] <= onnx_export.PARITY_TOLERANCE
     test = rows[rows["split"] == "held_out"].head(50)
     p = loaded.predict(test)
     assert p.shape == (50,) and ((p >= 0) & (p <= 1)).all()
@@ -90,8 +91,8 @@ def test_blend_parity_when_the_persistence_logit_sits_on_a_split(rows, settings)
     used = {int(node["feature_idx"]) for (predictor,) in model.boosting_._predictors
             for node in predictor.nodes if not node["is_leaf"]}
     assert persistence_column in used  # the trees do split on it
-    session = ort.InferenceSession(transfer.to_onnx(model, columns).SerializeToString(),
+    session = ort.InferenceSession(onnx_export.to_onnx(model, columns).SerializeToString(),
                                    providers=["CPUExecutionProvider"])
     p_onnx = session.run(["p_clear"], {"features": test[columns].to_numpy(np.float32)})[0]
     assert np.max(np.abs(p_onnx - model.predict_proba(test[columns])[:, 1])) \
-        <= transfer.PARITY_TOLERANCE
+        <= onnx_export.PARITY_TOLERANCE

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from starry_guide.artifacts.bundle import load_bundle
 from starry_guide.core import quality
-from starry_guide.ingest.stations import WEATHER_COLUMNS
+from starry_guide.core.schema import WEATHER_COLUMNS
 from starry_guide.serve.api import Observation, Service, Station, create_app
 from starry_guide.serve.routes.feed import StationRegistration
 from starry_guide.serve.store.database import Store

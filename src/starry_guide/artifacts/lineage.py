@@ -28,7 +28,7 @@ import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from starry_guide.artifacts.reports import _clean
+from starry_guide.artifacts.reports import jsonable
 
 #: ``params.yaml`` sections that shape a decision (everything upstream of ``select``)
 DECISION_PARAMS = ("seed", "data", "label", "features", "split", "train", "select", "production")
@@ -218,11 +218,11 @@ def extend(history: list[dict], entry: Mapping | None) -> list[dict]:
     out = [dict(e) for e in history]
     if entry is None:
         return out
-    # plain values rounded as the file holds them (starry_guide.artifacts.reports.write_json), so the
-    # same decision made again equals the entry read back from champion.json
-    entry = _clean(dict(entry))
+    # plain values rounded as the file holds them (starry_guide.artifacts.reports.write_json),
+    # so the same decision made again equals the entry read back from champion.json
+    entry = jsonable(dict(entry))
     if (out and entry.get("event") != "rollback"  # a rollback's reason is the person's why
-            and _without_wording(_clean(out[-1])) == _without_wording(entry)):
+            and _without_wording(jsonable(out[-1])) == _without_wording(entry)):
         out[-1] = entry  # the same decision; its reason in today's words
         return out
     out.append(entry)

@@ -19,21 +19,14 @@ Rejections name the file, the field, an example value and the remedy.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
-from starry_guide.config import LabelSettings, Settings
+from starry_guide.config import LabelSettings
 from starry_guide.core import astro
-from starry_guide.ingest.stations import (
-    ID_COLUMNS,
-    WEATHER_COLUMNS,
-    StationData,
-    StationFileError,
-    read_station,
-)
+from starry_guide.core.schema import ID_COLUMNS, WEATHER_COLUMNS, StationData
 
 #: physical range per canonical column; values outside are repaired to missing
 PHYSICAL_RANGES: dict[str, tuple[float, float]] = {
@@ -483,17 +476,3 @@ def report_table(reports: list[QualityReport]) -> pd.DataFrame:
             "verdict": r.verdict,
         })
     return pd.DataFrame.from_records(records).set_index("station")
-
-
-def check_station(entry: str, settings: Settings) -> tuple[pd.DataFrame | None, QualityReport]:
-    """Read and assess one ``data.stations`` entry (or a file path); never raises for bad
-    input: an unreadable file comes back as a rejected report with the reader's message."""
-    try:
-        station = read_station(entry, settings.paths.raw_dir, settings.data.reference_year)
-    except StationFileError as exc:
-        report = QualityReport(Path(entry).stem, entry, Path(entry).suffix.lstrip(".") or "?",
-                               0)
-        report.reject(str(exc))
-        return None, report
-    return assess(station, settings.label, settings.data.min_usable_night_hours,
-                  settings.data.stuck_label_max_hours)

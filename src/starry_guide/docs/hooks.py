@@ -4,7 +4,8 @@ dates this machine's MLflow store holds.
 The committed page (``docs/generated/champion-history.md``) is built from tracked files only,
 so it is the same in every clone; the dates of the decisions live in the MLflow store of the
 machine that made them. At site-build time this hook re-renders that one page with
-:func:`starry_guide.docs.pages.history_page` and the dates of :func:`starry_guide.docs.pages.mlflow_dates`
+:func:`starry_guide.docs.pages.history_page` and the dates of
+:func:`starry_guide.docs.pages.mlflow_dates`
 (none when the store is absent or does not hold the decision).
 
 Only when asked (``STARRY_DOCS_DATES=1``, which ``make docs-serve`` sets): the ``docs`` stage's

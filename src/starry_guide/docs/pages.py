@@ -25,8 +25,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from starry_guide.artifacts.reports import read_json, write_json
-from starry_guide.pipeline.stage import STAGE_NOTEBOOKS, STAGING_DIR, _replace
+from starry_guide.artifacts.reports import read_json, replace_atomically, write_json
+from starry_guide.pipeline.stage import STAGE_NOTEBOOKS, STAGING_DIR
 
 GENERATED = Path("docs") / "generated"
 SITE = Path("site")
@@ -1033,7 +1033,7 @@ def build(root: Path) -> Path:
                         + result.stderr.strip())
     if previous.exists():
         shutil.rmtree(previous)
-    _replace(staging / "site", root / SITE)
+    replace_atomically(staging / "site", root / SITE)
     write_json(root / "reports" / "metrics" / "summary.json", summary_metrics(root))
     shutil.rmtree(staging, ignore_errors=True)
     return root / SITE

@@ -47,7 +47,7 @@ from scipy.spatial.distance import jensenshannon
 
 from starry_guide.config import LabelSettings, MonitorSettings
 from starry_guide.core import astro
-from starry_guide.ingest.stations import WEATHER_COLUMNS
+from starry_guide.core.schema import WEATHER_COLUMNS
 
 #: features that are functions of the clock and the place only: their "drift" is the
 #: calendar or a new station's coordinates, not a change in the data, so they are not judged

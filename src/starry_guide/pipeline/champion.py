@@ -562,7 +562,8 @@ def decision_record(selection: Selection) -> dict:
 
 def champion_card(selection: Selection, settings) -> dict:
     """``models/champion/champion.json``: what the champion is, by content id, and its
-    ``history`` — the tracked champion's chain plus this decision (:mod:`starry_guide.artifacts.lineage`)."""
+    ``history`` — the tracked champion's chain plus this decision
+    (:mod:`starry_guide.artifacts.lineage`)."""
     from starry_guide.artifacts import lineage
 
     entry = lineage.decision_entry(decision_record(selection), lineage.fingerprints(settings))
@@ -580,12 +581,13 @@ def champion_card(selection: Selection, settings) -> dict:
 def export_bundle(selection: Selection, settings, rows: pd.DataFrame,
                   observations: pd.DataFrame, destination: Path) -> dict:
     """Write the champion's ONNX bundle into ``destination`` and check parity with
-    scikit-learn on every held-out row (:class:`starry_guide.artifacts.bundle.ExportError` when they
-    disagree). A kept champion with no estimator at hand keeps its tracked bundle as is.
+    scikit-learn on every held-out row (:class:`starry_guide.artifacts.onnx_export.ExportError`
+    when they disagree). A kept champion with no estimator at hand keeps its tracked bundle as is.
     Returns the model card."""
     import shutil
 
     from starry_guide.artifacts import bundle as transfer
+    from starry_guide.artifacts import onnx_export
     from starry_guide.core.features import feature_columns
 
     estimator = selection.champion_estimator
@@ -598,7 +600,7 @@ def export_bundle(selection: Selection, settings, rows: pd.DataFrame,
         return read_json(Path(destination) / "model_card.json")
     X_check, _ = split_xy(rows, "held_out", settings)
     train_rows = int((rows["split"] == "train").sum())
-    return transfer.write_bundle(
+    return onnx_export.write_bundle(
         estimator, feature_columns(settings.features), Path(destination),
         card={"model_name": settings.select.model_name,
               "version": selection.champion_model_id,
@@ -609,6 +611,6 @@ def export_bundle(selection: Selection, settings, rows: pd.DataFrame,
               "lineage": {"seed": settings.seed, "training_rows": train_rows,
                           "params": settings.as_dict()["train"]}},
         feature_spec=transfer.feature_spec(settings),
-        climate=transfer.climatology(observations, settings.label.night_max_sun_elevation_deg,
+        climate=onnx_export.climatology(observations, settings.label.night_max_sun_elevation_deg,
                                      settings.label.clear_max_opaque_tenths),
         X_check=X_check, tolerance=settings.select.onnx_parity_tolerance)

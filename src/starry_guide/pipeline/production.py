@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from starry_guide.config import Settings
-from starry_guide.ingest.stations import WEATHER_COLUMNS, StationData
+from starry_guide.core.schema import WEATHER_COLUMNS, StationData
 
 SOURCE = "production"
 RESEARCH = "research"
@@ -68,7 +68,7 @@ def read_snapshot(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def station_records(observations: pd.DataFrame, stations: pd.DataFrame,
                     source: Path) -> list[StationData]:
-    """One :class:`~starry_guide.ingest.stations.StationData` per production station, in the
+    """One :class:`~starry_guide.core.schema.StationData` per production station, in the
     canonical columns of a station file (segment = local solar year and month), ready for
     :func:`starry_guide.core.quality.assess`."""
     records = []

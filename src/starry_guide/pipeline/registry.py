@@ -4,7 +4,8 @@ the history of decisions, rollback).
 Conventions: one registered model (``select.model_name``); the alias ``champion`` names the
 version in production, ``challenger`` the best model that did not (yet) replace it. A version
 is registered once per distinct model: its ``model_id`` tag (a content hash, see
-:func:`starry_guide.pipeline.training.model_id`) lets a re-run find it instead of registering a copy.
+:func:`starry_guide.pipeline.training.model_id`) lets a re-run find it instead of registering a
+copy.
 
 Every decision of the select stage and every rollback is one run in the select experiment
 (``event`` = ``decision`` or ``rollback``), with its parameters, metrics and reasons:
@@ -360,7 +361,8 @@ def rollback(settings, version: str, reason: str, by: str | None = None) -> dict
 
     Downloads and verifies its bundle, writes ``models/champion/`` anew in a staging folder
     (``champion.json`` remembers the model rolled back from, which the gate will not try
-    again, and its tracked ``history`` gets a rollback entry: :mod:`starry_guide.artifacts.lineage`),
+    again, and its tracked ``history`` gets a rollback entry:
+    :mod:`starry_guide.artifacts.lineage`),
     records who and why as tags on both versions and as a ``rollback`` run, moves
     the ``@champion`` alias, and only then swaps the new ``models/champion/`` in.
 
@@ -371,7 +373,8 @@ def rollback(settings, version: str, reason: str, by: str | None = None) -> dict
         changed then.
     """
     from starry_guide.artifacts.bundle import BundleError, load_bundle
-    from starry_guide.pipeline.stage import STAGING_DIR, _replace
+    from starry_guide.artifacts.reports import replace_atomically
+    from starry_guide.pipeline.stage import STAGING_DIR
 
     if not reason.strip():
         raise RegistryError("a rollback needs a reason (--reason ...): it is recorded")
@@ -452,7 +455,7 @@ def rollback(settings, version: str, reason: str, by: str | None = None) -> dict
     except Exception as exc:  # noqa: BLE001
         shutil.rmtree(staging, ignore_errors=True)
         raise _failed(f"roll back to version {version}", exc) from None
-    _replace(staged, champion_dir)
+    replace_atomically(staged, champion_dir)
     shutil.rmtree(staging, ignore_errors=True)
     return {"from_version": getattr(current, "version", None), "to_version": target.version,
             "candidate": target.tags.get("candidate", ""), "model_id": version_model_id(target),

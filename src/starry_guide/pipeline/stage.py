@@ -28,6 +28,9 @@ from pathlib import Path
 import yaml
 from traitlets.config import Config
 
+from starry_guide.artifacts.reports import replace_atomically
+from starry_guide.pipeline.tracking import STAGE_RUN_TAG
+
 #: stage name -> notebook under notebooks/
 STAGE_NOTEBOOKS = {
     "prepare": "01_prepare.ipynb",
@@ -42,7 +45,6 @@ STAGING_DIR = Path(".staging")
 RUNNERS_DIR = STAGING_DIR / "runners"
 #: every MLflow run a stage's notebook starts carries this tag naming the stage run (set
 #: through MLflow's ``MLFLOW_RUN_CONTEXT``), so that a killed stage's runs can be closed
-STAGE_RUN_TAG = "starry_stage_run"
 
 _VOLATILE_KEYS = ("start_time", "end_time", "duration", "input_path", "output_path")
 
@@ -149,24 +151,6 @@ def strip_volatile_metadata(path: Path) -> None:
         meta.pop("execution", None)
     path.write_text(json.dumps(nb, indent=1, ensure_ascii=False, sort_keys=True) + "\n",
                     encoding="utf-8")
-
-
-def _replace(staged: Path, target: Path) -> None:
-    """Move ``staged`` onto ``target``: a rename, so readers never see half a file."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if staged.is_dir():
-        backup = target.with_name(target.name + ".previous")
-        if backup.exists():
-            shutil.rmtree(backup)
-        if target.exists():
-            target.rename(backup)
-        staged.rename(target)
-        if backup.exists():
-            shutil.rmtree(backup)
-    else:
-        if target.is_dir():
-            shutil.rmtree(target)
-        os.replace(staged, target)
 
 
 #: the kernel draws figures inline (ipykernel's default), whatever MPLBACKEND the caller set
@@ -320,7 +304,7 @@ def _run_stage(stage: str, root: Path) -> Path:
             f"which dvc.yaml declares for stage '{stage}'"
         )
     for path in declared_outputs(root, stage):
-        _replace(staging / path, root / path)
+        replace_atomically(staging / path, root / path)
     shutil.rmtree(staging, ignore_errors=True)
     return root / EXECUTED_DIR / notebook.name
 

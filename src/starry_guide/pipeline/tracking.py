@@ -17,8 +17,9 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from starry_guide.config import Settings
-from starry_guide.pipeline.stage import STAGE_RUN_TAG
 
+#: every MLflow run a stage starts carries this tag (its value: the stage run's id)
+STAGE_RUN_TAG = "starry_stage_run"
 TRAIN_EXPERIMENT = "starry-guide/train"
 SELECT_EXPERIMENT = "starry-guide/select"
 

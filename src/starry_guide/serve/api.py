@@ -40,7 +40,7 @@ from pydantic_core import to_json
 from starry_guide.artifacts.bundle import Bundle, BundleError
 from starry_guide.config import ServeSettings
 from starry_guide.core import astro, features, quality
-from starry_guide.ingest.stations import WEATHER_COLUMNS
+from starry_guide.core.schema import WEATHER_COLUMNS
 from starry_guide.serve.http import errors
 from starry_guide.serve.http.guard import RequestGuard
 from starry_guide.serve.planning import place, planner

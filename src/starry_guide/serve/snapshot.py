@@ -14,7 +14,7 @@ Files and columns (stable; times are UTC, ``timestamp[us, tz=UTC]``)
     ``registered_at``, ``updated_at``
 ``observations.parquet`` (latest revision; by ``station_id``, ``time``)
     ``station_id``, ``time``, the weather columns of
-    :data:`starry_guide.ingest.stations.WEATHER_COLUMNS`, ``received_at``, ``revision``
+    :data:`starry_guide.core.schema.WEATHER_COLUMNS`, ``received_at``, ``revision``
 ``predictions.parquet`` (one row per prediction and horizon; by ``issued_for``,
 ``station_id``, ``prediction_id``, ``horizon_h``)
     ``prediction_id``, ``created_at``, ``model_version``, ``kind``, ``station_id``,
@@ -46,7 +46,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
-from starry_guide.ingest.stations import WEATHER_COLUMNS
+from starry_guide.core.schema import WEATHER_COLUMNS
 from starry_guide.serve.store import database as serving
 
 TIME = pa.timestamp("us", tz="UTC")

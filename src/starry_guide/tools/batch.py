@@ -30,7 +30,7 @@ from starry_guide.artifacts.bundle import Bundle, load_bundle
 from starry_guide.config import FeatureSettings
 from starry_guide.core import astro, features, quality
 from starry_guide.core.quality import PHYSICAL_RANGES, PLACE_RANGES
-from starry_guide.ingest.stations import WEATHER_COLUMNS
+from starry_guide.core.schema import WEATHER_COLUMNS
 
 REQUIRED = ["station_id", "time", "latitude", "longitude", "elevation_m"]
 OUTPUT_COLUMNS = ["station_id", "time", "horizon_h", "target_time", "p_clear"]

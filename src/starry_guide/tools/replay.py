@@ -1,7 +1,7 @@
 """``starry replay``: production traffic from a station file, as a feeder would send it.
 
 A station file (any format ``starry validate`` accepts) is checked by the one validation
-policy (:func:`starry_guide.core.quality.check_station`), cut to ``--start`` / ``--hours``, and
+policy (:func:`starry_guide.ingest.stations.check_station`), cut to ``--start`` / ``--hours``, and
 played into a running server hour by hour: the station is registered
 (``PUT /v1/stations/{id}``), then each hour is posted to
 ``POST /v1/stations/{id}/observations`` with the feeder's bearer token, paced at ``--speed``
@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from starry_guide.ingest.stations import WEATHER_COLUMNS
+from starry_guide.core.schema import WEATHER_COLUMNS
 
 
 class ReplayError(RuntimeError):
@@ -337,10 +337,10 @@ def load_station_frame(entry: str, settings, start: str | None, hours: int | Non
     """
     from pathlib import Path
 
-    from starry_guide.core import quality
+    from starry_guide.ingest import stations
 
     path = Path(entry)
-    frame, report = quality.check_station(str(path.resolve()) if path.exists() else entry,
+    frame, report = stations.check_station(str(path.resolve()) if path.exists() else entry,
                                           settings)
     if not report.usable:
         raise ReplayError(f"{entry}: not usable for replay:\n" + "\n".join(

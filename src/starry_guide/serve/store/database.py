@@ -14,7 +14,7 @@ Tables
     ``registered_at``, ``updated_at``.
 ``observations``
     one row per (``station_id``, ``time``) — the hour, UTC — with the canonical weather
-    columns (:data:`starry_guide.ingest.stations.WEATHER_COLUMNS`, NULL = missing), ``received_at``
+    columns (:data:`starry_guide.core.schema.WEATHER_COLUMNS`, NULL = missing), ``received_at``
     and ``revision`` (0 when first received, +1 per correction). A resent identical hour
     changes nothing; a changed one replaces the values and keeps the previous ones in
     ``observation_corrections``.
@@ -63,7 +63,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from starry_guide.ingest.stations import WEATHER_COLUMNS
+from starry_guide.core.schema import WEATHER_COLUMNS
 
 log = logging.getLogger(__name__)
 

@@ -1,1 +1,2 @@
-"""Alembic migrations of the serving store (applied by :func:`starry_guide.serve.store.database.upgrade`)."""
+"""Alembic migrations of the serving store (applied by
+:func:`starry_guide.serve.store.database.upgrade`)."""
