@@ -34,8 +34,9 @@ test: install system-deps lint ## everything CI runs: ruff, unit + e2e tests, nb
 	$(RUN) pytest tests
 	$(MAKE) --no-print-directory docs-check
 
-lint: ## ruff
+lint: ## ruff, and the import-linter contracts (the dependency rule of the wings)
 	$(RUN) ruff check src tests benchmarks
+	$(RUN) lint-imports
 
 unit: ## the fast unit tests only
 	$(RUN) pytest tests -m "not notebooks and not e2e"

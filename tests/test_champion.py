@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
+from starry_guide.artifacts import champion_card as champion_file
 from starry_guide.artifacts import reports
 from starry_guide.core import features, splits
 from starry_guide.pipeline import champion, registry, training
@@ -52,8 +53,7 @@ def publish(selection, settings, rows, observations):
     """What the select stage does after deciding: outputs first, the registry last."""
     champion_dir = settings.paths.champion_dir
     champion.export_bundle(selection, settings, rows, observations, champion_dir / "bundle")
-    reports.write_json(champion_dir / "champion.json",
-                       champion.champion_card(selection, settings))
+    champion_file.write(champion_dir, champion.champion_card(selection, settings))
     return registry.record_selection(selection, settings, champion_dir / "bundle",
                                      champion.decision_record(selection))
 
@@ -109,7 +109,7 @@ def test_select_crowns_then_keeps_then_refuses_a_registry_that_moved(
     history = reports.read_json(project.paths.champion_dir / "champion.json")["history"]
     assert history[0] == card["history"][0]
     assert [e["event"] for e in history[1:]] == (["kept"] if again.decision.tried else [])
-    assert champion.champion_card(again, project)["history"] == history
+    assert champion.champion_card(again, project).history == history
     assert set(again.scores["champion"]) == {"validation", "held_out", "unseen"}
     record = champion.decision_record(again)
     assert record["incumbent_model"]["model_id"] == first.champion_model_id

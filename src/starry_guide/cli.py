@@ -586,11 +586,12 @@ def champion_show() -> None:
     when they agree, 1 when the registry has none yet (a fresh clone whose select stage
     was skipped: `make repro` then runs select once to register it), 2 when they differ, 3
     when the registry cannot be read."""
-    from starry_guide.pipeline import champion, registry
+    from starry_guide.artifacts import champion_card as champion_file
+    from starry_guide.pipeline import registry
 
     try:
         settings = _registry_settings()
-        tracked = champion.read_tracked(settings.paths.champion_dir)
+        tracked = champion_file.read(settings.paths.champion_dir)
         version = registry.current_champion(settings)
     except typer.Exit:
         raise

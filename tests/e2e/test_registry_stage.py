@@ -156,6 +156,11 @@ def test_alias_moves_only_after_a_verified_export_and_rollback_is_recorded(proje
     assert alias_version(db) == "1"
     back = champion_card(copy)
     assert back["model_id"] == first["model_id"]
+    # one writer, one shape: the card keeps the station maps the restored bundle serves
+    served = json.loads((copy / "models/champion/bundle/model_card.json").read_text())
+    assert set(back) == set(first)
+    assert back["station_calibration"] == served.get("station_calibration", {}) \
+        == first["station_calibration"]
     assert back["rolled_back"] == [{"model_id": second["model_id"],
                                     "candidate": "logistic_regression",
                                     "reason": "complaints from users", "by": "tester"}]

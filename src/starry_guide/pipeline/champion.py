@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from starry_guide.artifacts import champion_card as champion_file
+from starry_guide.artifacts.champion_card import ChampionCard
 from starry_guide.artifacts.reports import read_json
 from starry_guide.core import adaptation, evaluate
 from starry_guide.core.evaluate import GREATER_IS_BETTER
@@ -319,15 +321,6 @@ class Selection:
         return self.incumbent.predict(X)
 
 
-def read_tracked(champion_dir: Path) -> dict | None:
-    """``models/champion/champion.json`` when it names a model by content id, else None."""
-    path = Path(champion_dir) / "champion.json"
-    if not path.is_file():
-        return None
-    card = read_json(path)
-    return card if card.get("model_id") else None
-
-
 def bundle_predictor(bundle_dir: Path) -> Callable[[pd.DataFrame], np.ndarray]:
     """P(clear) from a verified ONNX bundle, for rows with the bundle's feature columns."""
     from starry_guide.artifacts.bundle import load_bundle
@@ -482,7 +475,7 @@ def select(rows: pd.DataFrame, model_uris: dict[str, str], settings, incumbent=N
     ranking = rank({n: s["validation"] for n, s in scores.items()}, settings.select.metric)
 
     if incumbent is None:
-        incumbent = incumbent_from(read_tracked(settings.paths.champion_dir),
+        incumbent = incumbent_from(champion_file.read(settings.paths.champion_dir),
                                    settings.paths.champion_dir, registry_champion,
                                    estimators, model_ids, registry.load_version)
     try:
@@ -560,22 +553,22 @@ def decision_record(selection: Selection) -> dict:
     }
 
 
-def champion_card(selection: Selection, settings) -> dict:
+def champion_card(selection: Selection, settings) -> ChampionCard:
     """``models/champion/champion.json``: what the champion is, by content id, and its
     ``history`` — the tracked champion's chain plus this decision
     (:mod:`starry_guide.artifacts.lineage`)."""
     from starry_guide.artifacts import lineage
 
     entry = lineage.decision_entry(decision_record(selection), lineage.fingerprints(settings))
-    return {
-        "model_name": settings.select.model_name,
-        "candidate": selection.champion_candidate,
-        "model_id": selection.champion_model_id,
-        "scores": selection.scores["champion"],
-        "rolled_back": selection.incumbent.rolled_back,
-        "station_calibration": selection.champion_station_maps,
-        "history": lineage.chain(read_tracked(settings.paths.champion_dir), entry),
-    }
+    return ChampionCard(
+        model_name=settings.select.model_name,
+        candidate=selection.champion_candidate,
+        model_id=selection.champion_model_id,
+        scores=selection.scores["champion"],
+        rolled_back=selection.incumbent.rolled_back,
+        station_calibration=selection.champion_station_maps,
+        history=lineage.chain(champion_file.read(settings.paths.champion_dir), entry),
+    )
 
 
 def export_bundle(selection: Selection, settings, rows: pd.DataFrame,

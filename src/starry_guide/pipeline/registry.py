@@ -33,7 +33,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from starry_guide.artifacts import lineage
-from starry_guide.artifacts.reports import read_json, write_json
+from starry_guide.artifacts.reports import write_json
 from starry_guide.pipeline import tracking
 
 CHAMPION = "champion"
@@ -372,7 +372,9 @@ def rollback(settings, version: str, reason: str, by: str | None = None) -> dict
         when the version does not exist, has no bundle, or the registry fails; nothing is
         changed then.
     """
+    from starry_guide.artifacts import champion_card as champion_file
     from starry_guide.artifacts.bundle import BundleError, load_bundle
+    from starry_guide.artifacts.champion_card import ChampionCard
     from starry_guide.artifacts.reports import replace_atomically
     from starry_guide.pipeline.stage import STAGING_DIR
 
@@ -411,9 +413,7 @@ def rollback(settings, version: str, reason: str, by: str | None = None) -> dict
         shutil.rmtree(staging, ignore_errors=True)
         raise RegistryError(f"the bundle of {name} version {version} ({uri}) cannot be used: "
                             f"{exc}; nothing was changed") from None
-    tracked = {}
-    if (champion_dir / "champion.json").is_file():
-        tracked = read_json(champion_dir / "champion.json")
+    tracked = champion_file.read(champion_dir) or {}
     from_id = tracked.get("model_id") or (version_model_id(current) if current else "")
     from_candidate = tracked.get("candidate") or (
         current.tags.get("candidate", "") if current else "")
@@ -426,10 +426,11 @@ def rollback(settings, version: str, reason: str, by: str | None = None) -> dict
     history = lineage.chain(tracked, lineage.rollback_entry(
         {"candidate": candidate, "model_id": version_model_id(target)},
         {"candidate": from_candidate, "model_id": from_id}, reason, by))
-    write_json(staged / "champion.json", {
-        "model_name": name, "candidate": candidate,
-        "model_id": version_model_id(target), "scores": card.get("scores", {}),
-        "rolled_back": rolled_back, "history": history})
+    # the station maps are the ones the rolled-back bundle serves (its model card carries them)
+    champion_file.write(staged, ChampionCard(
+        model_name=name, candidate=candidate, model_id=version_model_id(target),
+        scores=card.get("scores", {}), rolled_back=rolled_back,
+        station_calibration=dict(card.get("station_calibration") or {}), history=history))
     when = datetime.now(tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     try:
         tracking.configure(settings, tracking.SELECT_EXPERIMENT)
