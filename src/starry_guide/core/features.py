@@ -164,6 +164,14 @@ def hourly_feature_arrays(columns: Mapping[str, np.ndarray], seconds: np.ndarray
     return out
 
 
+def segment_starts(station: np.ndarray, segment: np.ndarray) -> np.ndarray:
+    """True where a row of a frame sorted by station and time begins a new station or
+    segment: feature history never crosses either (see :func:`hourly_features`)."""
+    run_start = np.ones(len(station), dtype=bool)
+    run_start[1:] = (station[1:] != station[:-1]) | (segment[1:] != segment[:-1])
+    return run_start
+
+
 def hourly_features(observations: pd.DataFrame, settings: FeatureSettings) -> pd.DataFrame:
     """Features known at each observed hour ``t``.
 
@@ -180,9 +188,7 @@ def hourly_features(observations: pd.DataFrame, settings: FeatureSettings) -> pd
     segment.
     """
     obs = observations.sort_values(["station_id", "time"], kind="stable").reset_index(drop=True)
-    station, segment = obs["station_id"].to_numpy(), obs["segment"].to_numpy()
-    run_start = np.ones(len(obs), dtype=bool)
-    run_start[1:] = (station[1:] != station[:-1]) | (segment[1:] != segment[:-1])
+    run_start = segment_starts(obs["station_id"].to_numpy(), obs["segment"].to_numpy())
     arrays = hourly_feature_arrays(
         {name: obs[name].to_numpy(dtype=float) for name in INPUT_COLUMNS},
         astro.epoch_seconds(obs["time"]), run_start, settings)

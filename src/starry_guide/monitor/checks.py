@@ -846,21 +846,25 @@ def reference_from_processed(observations: pd.DataFrame, rows: pd.DataFrame, bun
     settings : the project's :class:`starry_guide.config.Settings`
     """
     from starry_guide.core import features as feats
+    from starry_guide.core import inference
     from starry_guide.core.models import CalibratedPersistenceClassifier
 
     known = sorted(set(rows.loc[rows["split"] != "unseen", "station_id"]))
     obs = observations[observations["station_id"].isin(known)]
-    hourly = feats.hourly_features(obs, bundle.feature_settings)
-    hourly = hourly[hourly["history_complete"]].reset_index(drop=True)
-    names = [c for c in bundle.features if c in hourly.columns]
-    matrix, _ = feats.model_arrays(
-        {name: hourly[name].to_numpy(dtype=float) for name in [*names, "longitude",
-                                                                "latitude"]},
-        astro.epoch_seconds(hourly["time"]), bundle.horizons, bundle.feature_settings)
+    obs = obs.sort_values(["station_id", "time"], kind="stable").reset_index(drop=True)
+    station = obs["station_id"].to_numpy()
+    # the one inference chain the service and batch scoring use, on every complete hour
+    result = inference.infer(
+        {name: obs[name].to_numpy(dtype=float) for name in feats.INPUT_COLUMNS},
+        astro.epoch_seconds(obs["time"]), feats.segment_starts(station, obs["segment"].to_numpy()),
+        bundle, bundle.feature_settings, bundle.horizons, station_ids=station)
+    at = result.issued
+    hourly = pd.DataFrame({"station_id": station[at], "time": obs["time"].to_numpy()[at],
+                           "segment": obs["segment"].to_numpy()[at], **result.hourly})
     hourly_p = pd.DataFrame({
-        "station_id": hourly["station_id"].to_numpy().repeat(len(bundle.horizons)),
+        "station_id": station[at].repeat(len(bundle.horizons)),
         "time": pd.DatetimeIndex(hourly["time"]).repeat(len(bundle.horizons)),
-        "p_clear": bundle.predict_matrix(matrix)})
+        "p_clear": result.p_clear.reshape(-1)})
     held_out = rows[rows["split"].isin(["validation", "held_out"])]
     held_out = held_out.assign(p_clear=bundle.predict(held_out))[
         ["station_id", "time", "clear", "p_clear"]]

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from starry_guide.artifacts.bundle import Bundle, load_bundle
 from starry_guide.config import FeatureSettings
-from starry_guide.core import astro, features, quality
+from starry_guide.core import astro, features, inference
 from starry_guide.core.quality import PHYSICAL_RANGES, PLACE_RANGES
 from starry_guide.core.schema import WEATHER_COLUMNS
 
@@ -140,31 +140,28 @@ def _show(value) -> str:
 
 def score_station(station: pd.DataFrame, bundle: Bundle, settings: FeatureSettings,
                   horizons: tuple[int, ...]) -> pd.DataFrame:
-    """Score one station's rows (any length): the training feature core on its arrays, then
-    ONNX. Runs of consecutive hours are scored apart: history never spans a gap."""
+    """Score one station's rows (any length) through the one inference chain
+    (:func:`starry_guide.core.inference.infer`: training's repairs and features, ONNX, the
+    station's own recalibration when the bundle has one for its id). Runs of consecutive
+    hours are scored apart: history never spans a gap."""
     if station.empty:
         return _empty_output()
     station = station.sort_values("time", kind="stable")
     seconds = astro.epoch_seconds(station["time"])
-    run_start = np.ones(len(seconds), dtype=bool)
-    run_start[1:] = np.diff(seconds) != 3600
-    columns = quality.repair_inputs(  # training's per-hour repairs
-        {name: station[name].to_numpy(dtype=float) for name in features.INPUT_COLUMNS})
-    hourly = features.hourly_feature_arrays(columns, seconds, run_start, settings)
-    complete = hourly.pop("history_complete")
-    if not complete.any():
+    ids = station["station_id"].to_numpy()
+    columns = {name: station[name].to_numpy(dtype=float) for name in features.INPUT_COLUMNS}
+    result = inference.infer(columns, seconds, inference.runs_of_hours(seconds, ids), bundle,
+                             settings, horizons, station_ids=ids)
+    if not len(result.issued):
         return _empty_output()
-    hourly = {name: values[complete] for name, values in hourly.items()}
-    hourly["longitude"] = columns["longitude"][complete]
-    matrix, _ = features.model_arrays(hourly, seconds[complete], horizons, settings)
-    times = pd.DatetimeIndex(station["time"])[complete].repeat(len(horizons))
-    horizon = np.tile(np.asarray(horizons, dtype=float), int(complete.sum()))
+    times = pd.DatetimeIndex(station["time"])[result.issued].repeat(len(horizons))
+    horizon = np.tile(np.asarray(horizons, dtype=float), len(result.issued))
     return pd.DataFrame({
-        "station_id": np.repeat(station["station_id"].to_numpy()[complete], len(horizons)),
+        "station_id": np.repeat(ids[result.issued], len(horizons)),
         "time": times,
         "horizon_h": horizon,
         "target_time": times + pd.to_timedelta(horizon, unit="h"),
-        "p_clear": bundle.predict_matrix(matrix),
+        "p_clear": result.p_clear.reshape(-1),
     })
 
 
