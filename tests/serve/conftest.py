@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from starry_guide.artifacts import bundle as transfer
+from starry_guide.artifacts import onnx_export
 from starry_guide.core import features, models, splits
 
 CANDIDATE_PARAMS = {"hist_gradient_boosting": {"max_iter": 60, "max_depth": 3}}
@@ -26,11 +27,11 @@ def bundle_dir(tmp_path_factory, rows, observations, settings):
                                    CANDIDATE_PARAMS["hist_gradient_boosting"], settings.seed, 2)
     model.fit(train[columns], train["clear"])
     destination = tmp_path_factory.mktemp("bundle") / "bundle"
-    transfer.write_bundle(
+    onnx_export.write_bundle(
         model, columns, destination,
         card={"model_name": "test", "version": "7", "candidate": "hist_gradient_boosting"},
         feature_spec=transfer.feature_spec(settings),
-        climate=transfer.climatology(observations, -12, 2),
+        climate=onnx_export.climatology(observations, -12, 2),
         X_check=rows[rows["split"] == "held_out"])
     return destination
 

@@ -17,6 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 from starry_guide.artifacts import bundle as transfer
+from starry_guide.artifacts import onnx_export
 from starry_guide.core import features, models
 from tests.serve.conftest import request_body
 from tests.support.server import free_port, wait_for_workers, wait_until_healthy, worker_pids
@@ -35,11 +36,11 @@ def other_bundle(tmp_path_factory, rows, observations, settings):
                                    settings.seed, 2)
     model.fit(train[columns], train["clear"])
     destination = tmp_path_factory.mktemp("other") / "bundle"
-    transfer.write_bundle(
+    onnx_export.write_bundle(
         model, columns, destination,
         card={"model_name": "test", "version": "8", "candidate": "calibrated_persistence"},
         feature_spec=transfer.feature_spec(settings),
-        climate=transfer.climatology(observations, -12, 2),
+        climate=onnx_export.climatology(observations, -12, 2),
         X_check=rows[rows["split"] == "held_out"])
     return destination
 

@@ -9,6 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from starry_guide.artifacts import bundle as transfer
+from starry_guide.artifacts import onnx_export
 from starry_guide.artifacts.bundle import load_bundle
 from starry_guide.core import adaptation, features
 from starry_guide.serve.api import Service, create_app
@@ -28,12 +29,12 @@ def adapted_bundle(tmp_path, rows, observations, settings):
     model = models.build_candidate("calibrated_persistence", {"prior_strength": 1.0},
                                    settings.seed, 2).fit(train[columns], train["clear"])
     destination = tmp_path / "bundle"
-    transfer.write_bundle(
+    onnx_export.write_bundle(
         model, columns, destination,
         card={"model_name": "test", "version": "9", "candidate": "calibrated_persistence",
               "station_calibration": MAP},
         feature_spec=transfer.feature_spec(settings),
-        climate=transfer.climatology(observations, -12, 2),
+        climate=onnx_export.climatology(observations, -12, 2),
         X_check=rows[rows["split"] == "held_out"])
     return destination
 
