@@ -2,6 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from starry_guide.core import schema
 from starry_guide.ingest import stations
 
 
@@ -11,7 +12,7 @@ def test_each_builtin_station_is_one_hourly_utc_year(station_data):
         assert len(frame) == 8760
         assert str(frame["time"].dt.tz) == "UTC"
         assert (frame["time"].diff().dropna() == pd.Timedelta(hours=1)).all()
-        assert list(frame.columns) == [*stations.ID_COLUMNS, *stations.WEATHER_COLUMNS]
+        assert list(frame.columns) == [*schema.ID_COLUMNS, *schema.WEATHER_COLUMNS]
         assert sorted(frame["segment"].unique()) == list(range(1, 13))
 
 
@@ -73,5 +74,5 @@ def test_unknown_suffix_is_refused(tmp_path):
 
 def test_values_are_floats(station_data):
     for data in station_data.values():
-        for column in stations.WEATHER_COLUMNS:
+        for column in schema.WEATHER_COLUMNS:
             assert data.frame[column].dtype == np.float64
