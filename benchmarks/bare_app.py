@@ -10,7 +10,8 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI
 
-from starry_guide.serve.api import NowcastRequest, json_body
+from starry_guide.serve.deps import json_body
+from starry_guide.serve.schemas import NowcastRequest
 
 app = FastAPI()
 

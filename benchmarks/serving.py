@@ -172,7 +172,8 @@ def batch_benchmark(observations: pd.DataFrame) -> dict:
 
 def night_benchmark() -> dict:
     from starry_guide.artifacts.bundle import load_bundle
-    from starry_guide.serve.api import NightRequest, Service, Station
+    from starry_guide.serve.schemas import NightRequest, Station
+    from starry_guide.serve.service import Service
     from starry_guide.serve.store.database import Store
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -12,8 +12,9 @@ import os
 from pathlib import Path
 
 from starry_guide.artifacts.bundle import load_bundle
-from starry_guide.serve.api import Service, create_app
+from starry_guide.serve.app import create_app
 from starry_guide.serve.http.guard import RequestGuard
+from starry_guide.serve.service import Service
 from starry_guide.serve.store.database import URL_ENV, Store
 
 

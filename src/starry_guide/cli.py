@@ -146,10 +146,11 @@ def serve(
 
     from starry_guide.artifacts.bundle import BundleError, load_bundle, resolve_alias
     from starry_guide.config import ServeSettings, load_settings
+    from starry_guide.serve import deps as feed_token
     from starry_guide.serve import process
-    from starry_guide.serve.api import Service, create_app
+    from starry_guide.serve.app import create_app
     from starry_guide.serve.planning import place
-    from starry_guide.serve.routes import feed
+    from starry_guide.serve.service import Service
     from starry_guide.serve.store.database import URL_ENV, Store, StoreError
 
     try:
@@ -185,9 +186,9 @@ def serve(
         # refuses a bundle this code cannot feed
         service = Service(loaded, opened, max_station_km=max_station_km)
         if feed_token_file:
-            os.environ[feed.TOKEN_FILE_ENV] = str(Path(feed_token_file).resolve())
-        has_feed = feed.load_token() is not None  # an unusable token stops here
-    except (BundleError, ConfigError, StoreError, feed.FeedTokenError) as exc:
+            os.environ[feed_token.TOKEN_FILE_ENV] = str(Path(feed_token_file).resolve())
+        has_feed = feed_token.load_token() is not None  # an unusable token stops here
+    except (BundleError, ConfigError, StoreError, feed_token.FeedTokenError) as exc:
         _fail(f"cannot start: {exc}")
     try:  # STARRY_CLOCK_START (tests, demos): one clock for the worker processes to come
         place.start_clock()
@@ -200,9 +201,9 @@ def serve(
                f"{'for ' + ', '.join(limits.cors_origins) if limits.cors_origins else 'off'}"
                + (f"; clock started at {clock.isoformat()} ({place.CLOCK_ENV}, a test and demo "
                   "setting)" if clock else ""))
-    from starry_guide.serve.routes import admin  # reload on SIGHUP or POST /v1/admin/reload
+    from starry_guide.serve import reload  # reload on SIGHUP or POST /v1/admin/reload
 
-    os.environ[admin.SOURCE_ENV] = (f"path:{Path(bundle).resolve()}" if bundle else
+    os.environ[reload.SOURCE_ENV] = (f"path:{Path(bundle).resolve()}" if bundle else
                                     f"alias:{settings.select.model_name}@{alias}")
     if not bundle:  # worker processes fetch from the same registry
         import mlflow
@@ -218,7 +219,7 @@ def serve(
         timeout_graceful_shutdown=max(1, round(limits.shutdown_timeout_s)))
     if workers == 1:
         served = create_app(service, limits)
-        admin.install_sighup(served)
+        reload.install_sighup(served)
         uvicorn.run(served, **server_options)
         return
     # each worker process opens the verified bundle itself (a session cannot be forked)
@@ -230,7 +231,7 @@ def serve(
     os.environ["STARRY_STORE_RETENTION_DAYS"] = str(store_settings.retention_days)
     os.environ[process.SUPERVISOR_VARIABLE] = str(os.getpid())
     # SIGHUP replaces the workers one by one; a new one may take a while to load its model
-    process.run_workers("starry_guide.serve.routes.admin:app_from_source", workers, factory=True,
+    process.run_workers("starry_guide.serve.app:app_from_source", workers, factory=True,
                         timeout_worker_healthcheck=60, **server_options)
 
 

@@ -7,7 +7,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from starry_guide.artifacts.bundle import load_bundle
-from starry_guide.serve.api import Service, create_app
+from starry_guide.serve.app import create_app
+from starry_guide.serve.service import Service
 from starry_guide.serve.store.database import Store
 from tests.serve.conftest import request_body
 

@@ -11,7 +11,8 @@ from fastapi.testclient import TestClient
 from starry_guide.artifacts import bundle
 from starry_guide.artifacts import onnx_export as transfer
 from starry_guide.core import features, models
-from starry_guide.serve.api import Service, create_app
+from starry_guide.serve.app import create_app
+from starry_guide.serve.service import Service
 from starry_guide.serve.store.database import Store
 from tests.serve.conftest import request_body
 

@@ -16,7 +16,8 @@ from fastapi.testclient import TestClient
 from starry_guide.artifacts.bundle import load_bundle
 from starry_guide.core.schema import WEATHER_COLUMNS
 from starry_guide.serve import snapshot
-from starry_guide.serve.api import Service, create_app
+from starry_guide.serve.app import create_app
+from starry_guide.serve.service import Service
 from starry_guide.serve.store import database as serving
 from starry_guide.serve.store.database import Store
 

@@ -14,8 +14,9 @@ from skyfield.api import wgs84
 
 from starry_guide.artifacts.bundle import load_bundle
 from starry_guide.core import astro
-from starry_guide.serve.api import Service, create_app
+from starry_guide.serve.app import create_app
 from starry_guide.serve.planning import place, planner
+from starry_guide.serve.service import Service
 from starry_guide.serve.store.database import Store
 
 

@@ -13,9 +13,10 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 from starry_guide.artifacts.bundle import load_bundle
-from starry_guide.serve import api
-from starry_guide.serve.api import Service, create_app
+from starry_guide.serve import schemas as api
+from starry_guide.serve.app import create_app
 from starry_guide.serve.planning import night
+from starry_guide.serve.service import Service
 from starry_guide.serve.store.database import Store
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,7 +10,8 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from starry_guide.artifacts.bundle import load_bundle
 from starry_guide.config import ServeSettings
-from starry_guide.serve.api import Service, create_app
+from starry_guide.serve.app import create_app
+from starry_guide.serve.service import Service
 from starry_guide.serve.store.database import Store
 
 WRITES = ("POST /v1/nowcast", "POST /v1/night", "POST /v1/feedback")

@@ -12,7 +12,8 @@ from starry_guide.artifacts import bundle as transfer
 from starry_guide.artifacts import onnx_export
 from starry_guide.artifacts.bundle import load_bundle
 from starry_guide.core import adaptation, features
-from starry_guide.serve.api import Service, create_app
+from starry_guide.serve.app import create_app
+from starry_guide.serve.service import Service
 from starry_guide.serve.store.database import Store
 from tests.serve.conftest import request_body
 from tests.serve.test_feed import AUTH, TOKEN, hours

@@ -221,7 +221,8 @@ def test_a_failing_maintenance_is_reported_not_silent(bundle_dir, tmp_path):
     from fastapi.testclient import TestClient
 
     from starry_guide.artifacts.bundle import load_bundle
-    from starry_guide.serve.api import Service, create_app
+    from starry_guide.serve.app import create_app
+    from starry_guide.serve.service import Service
 
     (tmp_path / "a").mkdir()
     opened = Store(tmp_path / "a" / "s.sqlite")  # its maintenance thread runs

@@ -11,8 +11,10 @@ from fastapi.testclient import TestClient
 from starry_guide.artifacts.bundle import load_bundle
 from starry_guide.core import quality
 from starry_guide.core.schema import WEATHER_COLUMNS
-from starry_guide.serve.api import Observation, Service, Station, create_app
+from starry_guide.serve.app import create_app
 from starry_guide.serve.routes.feed import StationRegistration
+from starry_guide.serve.schemas import Observation, Station
+from starry_guide.serve.service import Service
 from starry_guide.serve.store.database import Store
 from starry_guide.tools import batch
 from tests.serve.conftest import request_body

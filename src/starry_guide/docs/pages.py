@@ -757,21 +757,19 @@ def accuracy_page(root: Path, destination: Path) -> str:
 
 def openapi_schema(root: Path) -> dict:
     """The service's OpenAPI schema, from the app built around the champion's bundle (as
-    ``starry serve --workers N`` builds it), with a throw-away serving store."""
-    from starry_guide.serve import api
+    ``starry serve`` builds it, with the default limits), with a throw-away serving store."""
+    from starry_guide.artifacts.bundle import load_bundle
+    from starry_guide.serve.app import create_app
+    from starry_guide.serve.service import Service
+    from starry_guide.serve.store.database import Store
 
-    saved = {k: os.environ.get(k) for k in ("STARRY_BUNDLE", "STARRY_STORE_URL")}
     with tempfile.TemporaryDirectory(prefix="starry-openapi-") as tmp:
-        os.environ["STARRY_BUNDLE"] = str(root / "models" / "champion" / "bundle")
-        os.environ["STARRY_STORE_URL"] = f"sqlite:///{Path(tmp) / 'store.sqlite'}"
+        service = Service(load_bundle(root / "models" / "champion" / "bundle"),
+                          Store(f"sqlite:///{Path(tmp) / 'store.sqlite'}"))
         try:
-            return api.app_from_environment().openapi()
+            return create_app(service).openapi()
         finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+            service.close()
 
 
 def _schema_type(schema: dict) -> str:

@@ -2,7 +2,7 @@
 units and an example that validates) and :func:`assemble`, which builds one from P(clear)
 and the planner's sun, moon, twilight and windows.
 
-Pure computation; the HTTP edge is :mod:`starry_guide.serve.api`.
+Pure computation; the HTTP edge is :mod:`starry_guide.serve.app`.
 """
 
 from __future__ import annotations

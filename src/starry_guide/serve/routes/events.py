@@ -39,8 +39,9 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
-from starry_guide.serve.api import NightRequest, Service, Station
+from starry_guide.serve.deps import get_service
 from starry_guide.serve.planning import place, planner
+from starry_guide.serve.service import Service, station_plan
 
 POLL_ENV = "STARRY_EVENTS_POLL_S"
 HEARTBEAT_ENV = "STARRY_EVENTS_HEARTBEAT_S"
@@ -113,23 +114,11 @@ def window_changes(before: list[dict], after: list[dict],
     return opened, closed
 
 
-def _station(request: Request, station_id: str) -> dict:
-    station = request.app.state.service.store.station(station_id)
+def _station(service: Annotated[Service, Depends(get_service)], station_id: str) -> dict:
+    station = service.store.station(station_id)
     if station is None:
         raise HTTPException(404, detail=f"station {station_id!r} is not registered")
     return station
-
-
-async def station_plan(service: Service, station: dict) -> tuple[dict | None, dict]:
-    """The station's current nowcast (stored, or made from its stored hours) and tonight's
-    plan from it, as JSON-ready dicts."""
-    from starry_guide.serve.routes.feed import station_nowcast
-
-    nowcast, _, _ = await station_nowcast(service, station)
-    plan = await service.night(NightRequest(
-        station=Station(latitude=station["latitude"], longitude=station["longitude"],
-                        elevation_m=station["elevation_m"]), date="tonight"), nowcast=nowcast)
-    return nowcast, plan.model_dump(mode="json")
 
 
 def _version(service: Service, station_id: str) -> str | None:
@@ -199,6 +188,6 @@ async def events(request: Request, station: Annotated[dict, Depends(_station)]
     `window_opened`/`window_closed` when tonight's clear windows change (mean P(clear) at
     least 50 % where the nowcast reaches: a window of climatology alone does not count),
     a heartbeat comment every 15 s of silence."""
-    async for event in station_events(request.app.state.service, station, request,
+    async for event in station_events(get_service(request), station, request,
                                       poll_seconds(), heartbeat_seconds()):
         yield event

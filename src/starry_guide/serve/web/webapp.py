@@ -27,7 +27,7 @@ class _AppFiles(StaticFiles):
 
 
 def install(app: FastAPI) -> None:
-    """Serve the web app from ``app`` (called once by :func:`starry_guide.serve.api.create_app`)."""
+    """Serve the web app from ``app`` (called once by :func:`starry_guide.serve.app.create_app`)."""
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:
