@@ -9,7 +9,7 @@ hour over night hours).
 The clock (:func:`now`) is the real time, unless ``STARRY_CLOCK_START`` is set — **a test
 and demo setting**, never for production: an ISO 8601 instant with a UTC offset (e.g.
 ``2026-12-06T22:40:00Z``) at which the server's clock starts when ``starry serve`` starts
-(or :func:`starry_guide.serve.api.create_app` builds an app), advancing in real time from
+(or :func:`starry_guide.serve.app.create_app` builds an app), advancing in real time from
 there. Every place the service resolves "tonight" or "now" for
 a plan reads this one clock (``GET /v1/night?date=tonight``, a station's night plan, the
 events stream), so a test can pin the night it plans and set a browser's clock to match.
@@ -186,7 +186,7 @@ def clock_start() -> dt.datetime | None:
 def start_clock() -> None:
     """Check ``STARRY_CLOCK_START`` and, when it is set, start the clock now unless a parent
     process already did (``STARRY_CLOCK_ANCHOR``): ``starry serve`` calls this before it
-    starts worker processes, :func:`starry_guide.serve.api.create_app` for an app built in
+    starts worker processes, :func:`starry_guide.serve.app.create_app` for an app built in
     this process.
 
     Raises
