@@ -34,6 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from starry_guide.pipeline import refresh
 from starry_guide.pipeline import stage as notebook
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,16 +86,16 @@ def loop(project: Path, stage: str, tmp: Path, commands: bool = False) -> dict:
         # changes), the others are untouched
         assert [p.name for p in refreshed] == [path.name], refreshed
     else:
-        refresh = timed(lambda: refreshed.extend(notebook.refresh_committed(project)))
+        refresh = timed(lambda: refreshed.extend(refresh.refresh_committed(project)))
         assert [p.name for p in refreshed] == [path.name], refreshed  # that notebook alone
-    state = notebook.state_before(project, stage)
+    state = refresh.state_before(project, stage)
     own = timed(lambda: notebook.execute(state / "notebooks" / path.name, tmp / "own.ipynb",
                                          cwd=state / "notebooks"))
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{state.parent / 'mlflow.db'}",
            "MPLBACKEND": notebook.INLINE_BACKEND}
 
     def nbval() -> None:  # what `make nbval NB=...` does
-        work = notebook.state_before(project, stage)
+        work = refresh.state_before(project, stage)
         result = subprocess.run(
             [sys.executable, "-m", "pytest", "--nbval", "--nbval-current-env",
              "--nbval-sanitize-with", str(ROOT / "tests" / "notebooks" / "sanitize.cfg"),
@@ -133,9 +134,9 @@ def main(name: str = "02_train", in_place: bool = False) -> dict:
                 path.write_bytes(original)
         else:
             copy = Path(tmp) / "project"
-            notebook.copy_project(ROOT, copy, with_code=True)
+            refresh.copy_project(ROOT, copy, with_code=True)
             out["baseline_refresh_all_from_scratch_s"] = timed(
-                lambda: notebook.refresh_committed(copy, force=True))
+                lambda: refresh.refresh_committed(copy, force=True))
             out |= loop(copy, stage, Path(tmp))
     out["load_average_1min_at_end"] = round(os.getloadavg()[0], 1)
     print(json.dumps(out, indent=2))

@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from starry_guide.pipeline.stage import copy_project
+from starry_guide.pipeline.refresh import copy_project
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

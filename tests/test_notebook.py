@@ -10,6 +10,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from starry_guide.pipeline import refresh, sources
 from starry_guide.pipeline import stage as notebook
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,39 +69,39 @@ def test_a_failing_stage_names_the_analysts_cell_line_and_saved_notebook(failing
 
 def test_source_view_keeps_every_cell_and_no_output(tmp_path):
     nb = _notebook(tmp_path / "a.ipynb", _failing_cells())
-    view = notebook.source_view(nb)
+    view = sources.source_view(nb)
     assert "# # A stage that fails" in view and "# %% tags=['parameters']" in view
     assert "share = frame['opaque_cloud_tenths'].mean()" in view
     assert "never reached" in view and "outputs" not in view
-    code_only = notebook.source_view(nb, code_only=True)
+    code_only = sources.source_view(nb, code_only=True)
     assert "A stage that fails" not in code_only and "never reached" in code_only
 
 
 def test_outputs_do_not_change_the_view_but_edits_do(tmp_path):
     nb = _notebook(tmp_path / "a.ipynb", _failing_cells())
-    before = notebook.source_view(nb)
+    before = sources.source_view(nb)
     data = json.loads(nb.read_text())
     data["cells"][2]["outputs"] = [{"output_type": "stream", "name": "stdout", "text": "x"}]
     data["cells"][2]["execution_count"] = 7
     data["metadata"]["starry_guide"] = {"refreshed_from": "abc"}
     nb.write_text(json.dumps(data))
-    assert notebook.source_view(nb) == before
+    assert sources.source_view(nb) == before
     data["cells"][3]["source"] = "Edited markdown."
     nb.write_text(json.dumps(data))
-    assert notebook.source_view(nb) != before
+    assert sources.source_view(nb) != before
 
 
 def test_refresh_keys_follow_code_upstream_and_any_edit_of_the_notebook(tmp_path):
     project = tmp_path / "project"
-    notebook.copy_project(ROOT, project, with_code=True)
+    refresh.copy_project(ROOT, project, with_code=True)
     shutil.copyfile(ROOT / "uv.lock", project / "uv.lock")
-    keys = notebook.refresh_keys(project)
+    keys = refresh.refresh_keys(project)
     train = project / "notebooks" / notebook.STAGE_NOTEBOOKS["train"]
     data = json.loads(train.read_text())
     markdown = next(i for i, c in enumerate(data["cells"]) if c["cell_type"] == "markdown")
     data["cells"][markdown]["source"] = ["An analyst's new sentence."]
     train.write_text(json.dumps(data))
-    after_markdown = notebook.refresh_keys(project)
+    after_markdown = refresh.refresh_keys(project)
     # a markdown edit: only this notebook's outputs are out of date
     assert after_markdown["train"][1] != keys["train"][1]
     assert {s: after_markdown[s] for s in keys if s != "train"} == {
@@ -109,7 +110,7 @@ def test_refresh_keys_follow_code_upstream_and_any_edit_of_the_notebook(tmp_path
                 and "parameters" not in c["metadata"].get("tags", []))
     data["cells"][code]["source"] = ["x = 1\n", *data["cells"][code]["source"]]
     train.write_text(json.dumps(data))
-    after_code = notebook.refresh_keys(project)
+    after_code = refresh.refresh_keys(project)
     # a code edit may change what later notebooks read: they are out of date too
     later = list(notebook.STAGE_NOTEBOOKS)[list(notebook.STAGE_NOTEBOOKS).index("train") + 1:]
     assert after_code["prepare"] == keys["prepare"] and later
@@ -147,14 +148,14 @@ def test_stage_commands_say_what_to_do_without_an_environment(tmp_path):
 
 def test_refresh_keys_follow_the_stage_inputs_dvc_declares(tmp_path):
     project = tmp_path / "project"
-    notebook.copy_project(ROOT, project, with_code=True)
-    keys = notebook.refresh_keys(project)
+    refresh.copy_project(ROOT, project, with_code=True)
+    keys = refresh.refresh_keys(project)
     api = project / "src" / "starry_guide" / "serve" / "api.py"
     api.write_text(api.read_text() + "\n# an edit no notebook runs\n")
-    assert notebook.refresh_keys(project) == keys
+    assert refresh.refresh_keys(project) == keys
     evaluate = project / "src" / "starry_guide" / "evaluate.py"
     evaluate.write_text(evaluate.read_text() + "\n# an input of the train stage\n")
-    after = notebook.refresh_keys(project)
+    after = refresh.refresh_keys(project)
     assert after["prepare"] == keys["prepare"]
     assert all(after[s] != keys[s] for s in list(notebook.STAGE_NOTEBOOKS)[1:])
 

@@ -492,12 +492,9 @@ def notebooks(
     They run as nbval runs them (a copy of the project with its own MLflow store), so nbval
     compares against a default run; the notebook-sources views are brought up to date, so
     no pipeline stage becomes stale because outputs were rewritten."""
-    from starry_guide.pipeline.stage import (
-        StageFailed,
-        refresh_committed,
-        stale_notebooks,
-        update_source_views,
-    )
+    from starry_guide.pipeline.refresh import refresh_committed, stale_notebooks
+    from starry_guide.pipeline.sources import update_source_views
+    from starry_guide.pipeline.stage import StageFailed
 
     root = find_project_root()
     try:
@@ -517,7 +514,7 @@ def notebooks(
 def notebook_sources() -> None:
     """Write notebooks/.sources/ — the notebooks' cells without outputs (dvc stage
     notebook_sources; the pipeline stages depend on these views)."""
-    from starry_guide.pipeline.stage import write_source_views
+    from starry_guide.pipeline.sources import write_source_views
 
     for path in write_source_views(find_project_root()):
         typer.echo(f"wrote {path}")

@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from starry_guide.ingest import packaged
-from starry_guide.pipeline.stage import copy_project, declared_outputs
+from starry_guide.pipeline.refresh import copy_project
+from starry_guide.pipeline.stage import declared_outputs
 from tests.support.project import run
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from starry_guide.pipeline.stage import copy_project
+from starry_guide.pipeline.refresh import copy_project
 from tests.support.project import run
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -21,7 +21,7 @@ import pytest
 
 from starry_guide.docs import pages as docs
 from starry_guide.ingest import packaged
-from starry_guide.pipeline.stage import copy_project
+from starry_guide.pipeline.refresh import copy_project
 from tests.support.project import run, set_params
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -32,7 +32,7 @@ import httpx
 import pytest
 
 from starry_guide.ingest import packaged
-from starry_guide.pipeline.stage import copy_project
+from starry_guide.pipeline.refresh import copy_project
 from tests.support import project
 from tests.support.project import set_params
 from tests.support.server import free_port, wait_until_healthy

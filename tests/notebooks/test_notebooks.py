@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from starry_guide.ingest import packaged
-from starry_guide.pipeline.stage import INLINE_BACKEND, STAGE_NOTEBOOKS, copy_project, state_before
+from starry_guide.pipeline.refresh import copy_project, state_before
+from starry_guide.pipeline.stage import INLINE_BACKEND, STAGE_NOTEBOOKS
 
 ROOT = Path(__file__).resolve().parents[2]
 
