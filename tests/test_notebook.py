@@ -150,10 +150,10 @@ def test_refresh_keys_follow_the_stage_inputs_dvc_declares(tmp_path):
     project = tmp_path / "project"
     refresh.copy_project(ROOT, project, with_code=True)
     keys = refresh.refresh_keys(project)
-    api = project / "src" / "starry_guide" / "serve" / "api.py"
+    api = project / "src" / "starry_guide" / "serve" / "app.py"
     api.write_text(api.read_text() + "\n# an edit no notebook runs\n")
     assert refresh.refresh_keys(project) == keys
-    evaluate = project / "src" / "starry_guide" / "evaluate.py"
+    evaluate = project / "src" / "starry_guide" / "core" / "evaluate.py"
     evaluate.write_text(evaluate.read_text() + "\n# an input of the train stage\n")
     after = refresh.refresh_keys(project)
     assert after["prepare"] == keys["prepare"]

@@ -100,7 +100,7 @@ def test_notebook_pages_show_their_figures(browser, site):
 
 def test_vendored_javascript_matches_its_checksums():
     for folder in (ROOT / "docs" / "assets" / "vendor",
-                   ROOT / "src" / "starry_guide" / "serve" / "static" / "swagger-ui"):
+                   ROOT / "src" / "starry_guide" / "serve" / "web" / "static" / "swagger-ui"):
         sums = (folder / "SHA256SUMS").read_text().split("\n")
         for line in filter(None, sums):
             digest, name = line.split()
