@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from starry_guide.core import quality
 from starry_guide.monitor import checks as monitor
 from starry_guide.tools import replay
 from tests.monitor.conftest import simulate_production
@@ -42,7 +43,7 @@ def test_sustained_needs_consecutive_flags():
 
 
 def test_longest_runs_ignore_missing_values():
-    starts, lengths, values = monitor.longest_runs(
+    starts, lengths, values = quality.value_runs(
         np.array([1, 1, 1, np.nan, np.nan, 2, 2, 1]))
     assert starts.tolist() == [0, 5, 7] and lengths.tolist() == [3, 2, 1]
     assert values.tolist() == [1, 2, 1]

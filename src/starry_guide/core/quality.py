@@ -299,18 +299,27 @@ def _repair_values(frame: pd.DataFrame, report: QualityReport) -> None:
         frame["temp_dew_c"] = frame["temp_dew_c"].mask(too_wet)
 
 
+def value_runs(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Runs of one repeated, non-missing value in consecutive positions: each run's start
+    index, length and value (a missing value ends a run and is no run itself). The one
+    run finder: stuck sensors in station files and in the serving store alike."""
+    values = np.asarray(values, dtype=float)
+    if not len(values):
+        return np.array([], int), np.array([], int), np.array([])
+    same = np.r_[False, values[1:] == values[:-1]]  # NaN != NaN: missing breaks a run
+    starts = np.flatnonzero(~same)
+    lengths = np.diff(np.r_[starts, len(values)])
+    keep = ~np.isnan(values[starts])
+    return starts[keep], lengths[keep], values[starts][keep]
+
+
 def stuck_runs(values: np.ndarray, max_hours: int) -> np.ndarray:
     """Mask of the hours inside a run of one repeated (non-missing) value longer than
     ``max_hours``: a frozen sensor, not weather (a missing hour ends a run)."""
-    values = np.asarray(values, dtype=float)
     mask = np.zeros(len(values), dtype=bool)
-    if not len(values):
-        return mask
-    same = np.r_[False, values[1:] == values[:-1]]
-    starts = np.flatnonzero(~same)
-    lengths = np.diff(np.r_[starts, len(values)])
+    starts, lengths, _ = value_runs(values)
     for start, length in zip(starts, lengths, strict=True):
-        if length > max_hours and not np.isnan(values[start]):
+        if length > max_hours:
             mask[start:start + length] = True
     return mask
 

@@ -37,7 +37,6 @@ Everything here is pure computation on data frames; reading files is :func:`load
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,8 +44,9 @@ import numpy as np
 import pandas as pd
 from scipy.spatial.distance import jensenshannon
 
+from starry_guide.artifacts import snapshot
 from starry_guide.config import LabelSettings, MonitorSettings
-from starry_guide.core import astro
+from starry_guide.core import astro, evaluate, quality
 from starry_guide.core.schema import WEATHER_COLUMNS
 
 #: features that are functions of the clock and the place only: their "drift" is the
@@ -140,18 +140,6 @@ def sustained(flags: np.ndarray, n: int) -> np.ndarray:
     return run >= n
 
 
-def longest_runs(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Runs of identical, non-missing consecutive values: (start index, length, value)."""
-    values = np.asarray(values, dtype=float)
-    if not len(values):
-        return np.array([], int), np.array([], int), np.array([])
-    same = np.r_[False, (values[1:] == values[:-1])]  # NaN != NaN: missing breaks a run
-    starts = np.flatnonzero(~same)
-    lengths = np.diff(np.r_[starts, len(values)])
-    keep = ~np.isnan(values[starts])
-    return starts[keep], lengths[keep], values[starts][keep]
-
-
 def cover_category(cover: np.ndarray, clear_max: float) -> np.ndarray:
     """``clear`` (opaque cover <= clear_max), ``cloudy`` (>= 10 - clear_max), else
     ``partly``; None where the cover is missing."""
@@ -187,18 +175,8 @@ class Production:
         return self.observations.empty and self.predictions.empty
 
 
-def _read(folder: Path, name: str) -> pd.DataFrame:
-    path = folder / f"{name}.parquet"
-    return pd.read_parquet(path) if path.is_file() else pd.DataFrame()
-
-
-#: column names of other snapshot writers -> the names used here
-_ALIASES = {
-    "issued_for": "time", "observed_time": "time", "issued_at": "time",
-    "label_opaque_cloud_tenths": "label_opaque_cloud_tenths",
-    "observed_opaque_cloud_tenths": "label_opaque_cloud_tenths",
-    "target_opaque_cloud_tenths": "label_opaque_cloud_tenths",
-}
+#: the snapshot's column names (:mod:`starry_guide.artifacts.snapshot`) -> the monitor's
+_MONITOR_NAMES = {"issued_for": "time", "observed_opaque_cloud_tenths": "label_opaque_cloud_tenths"}
 
 
 def load_production(folder: Path) -> Production:
@@ -207,9 +185,8 @@ def load_production(folder: Path) -> Production:
     and ``manifest.json``); absent files read as empty. Only the nowcasts of feed stations
     are monitored (night plans and ad-hoc nowcasts have no station to label them)."""
     folder = Path(folder)
-    frames = {name: _read(folder, name).rename(columns=_ALIASES)
-              for name in ("stations", "observations", "predictions", "prediction_features",
-                           "feedback")}
+    frames = {name: snapshot.read_table(folder, name).rename(columns=_MONITOR_NAMES)
+              for name in snapshot.FILES}
     for frame in frames.values():
         for column in ("time", "target_time", "observed_at"):
             if column in frame.columns:
@@ -225,8 +202,7 @@ def load_production(folder: Path) -> Production:
             predictions = predictions.merge(frames["prediction_features"], on="prediction_id",
                                             how="left", suffixes=("", "_input"))
         predictions = predictions.reset_index(drop=True)
-    manifest_file = folder / "manifest.json"
-    manifest = json.loads(manifest_file.read_text()) if manifest_file.is_file() else {}
+    manifest = snapshot.read_manifest(folder)
     return Production(frames["stations"], frames["observations"], predictions,
                       frames["feedback"], manifest)
 
@@ -321,7 +297,7 @@ def build_reference(hourly: pd.DataFrame, hourly_p: pd.DataFrame, held_out: pd.D
                                                    settings.missing_min_increase))
         longest = 0
         for _, g in observations.sort_values("time").groupby("station_id"):
-            _, lengths, _ = longest_runs(g[sensor].to_numpy(dtype=float))
+            _, lengths, _ = quality.value_runs(g[sensor].to_numpy(dtype=float))
             longest = max(longest, int(lengths.max()) if len(lengths) else 0)
         stuck[sensor] = max(settings.stuck_min_hours,
                             int(np.ceil(settings.stuck_run_factor * longest)))
@@ -357,15 +333,6 @@ def labelled_predictions(production: Production, label: LabelSettings) -> pd.Dat
                      <= label.clear_max_opaque_tenths).astype("int8")
     return rows.sort_values(["station_id", "time", "horizon_h"], kind="stable").reset_index(
         drop=True)
-
-
-def reliability(y_true: np.ndarray, p_clear: np.ndarray, bins: int = 10) -> pd.DataFrame:
-    """Observed clear rate against mean served P(clear), in equal-width bins."""
-    p = np.clip(np.asarray(p_clear, dtype=float), 0, 1)
-    which = np.clip(np.digitize(p, np.linspace(0, 1, bins + 1)[1:-1]), 0, bins - 1)
-    frame = pd.DataFrame({"bin": which, "p": p, "y": np.asarray(y_true, dtype=float)})
-    return frame.groupby("bin").agg(predicted=("p", "mean"), observed=("y", "mean"),
-                                    rows=("y", "size")).reset_index(drop=True)
 
 
 def _scores(y: np.ndarray, p: np.ndarray, p_base: np.ndarray | None, threshold: float) -> dict:
@@ -532,7 +499,7 @@ def quality_alerts(observations: pd.DataFrame, reference: Reference,
                                     "kind": "missing", "value": float(share),
                                     "threshold": float(limit),
                                     "detail": f"{share:.0%} of hours missing"})
-            starts, lengths, values = longest_runs(g[sensor].to_numpy(dtype=float))
+            starts, lengths, values = quality.value_runs(g[sensor].to_numpy(dtype=float))
             limit_h = reference.stuck_hours.get(sensor)
             for start, length, value in zip(starts, lengths, values, strict=True):
                 if limit_h is None or length <= limit_h:
@@ -824,7 +791,7 @@ def run(production: Production, reference: Reference, label: LabelSettings,
     stations = sorted(set(production.observations.get("station_id", pd.Series(dtype=str)))
                       | set(production.predictions.get("station_id", pd.Series(dtype=str))))
     verdicts = {s: station_verdict(s, perf_alerts, drift, p_drift, quality) for s in stations}
-    reliability_table = (reliability(labelled["clear"], labelled["p_clear"],
+    reliability_table = (evaluate.reliability(labelled["clear"], labelled["p_clear"],
                                      settings.reliability_bins)
                          if len(labelled) else pd.DataFrame())
     return MonitorResult(production, labelled, by_chunk, by_horizon, perf_alerts,

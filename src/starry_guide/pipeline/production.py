@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from starry_guide.artifacts import snapshot
 from starry_guide.config import Settings
 from starry_guide.core.schema import WEATHER_COLUMNS, StationData
 
@@ -47,14 +48,12 @@ def read_snapshot(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     if not paths["observations"].is_file():
         return pd.DataFrame(), pd.DataFrame()
     tables = {}
-    for name, path in paths.items():
+    for name in paths:
         try:
-            tables[name] = pd.read_parquet(path)
-        except Exception as exc:  # noqa: BLE001 - any unreadable file is the same story
-            raise ProductionDataError(
-                f"{path}: cannot be read as Parquet ({type(exc).__name__}: {exc}); take a new "
-                "snapshot with `starry store snapshot --out data/production`, or set "
-                "params.yaml 'production.use: false'") from None
+            tables[name] = snapshot.read_table(folder, name)
+        except snapshot.SnapshotError as exc:
+            raise ProductionDataError(f"{exc}, or set params.yaml 'production.use: false'"
+                                      ) from None
     missing = [c for c in ("station_id", "time", "opaque_cloud_tenths")
                if c not in tables["observations"].columns]
     missing += [f"stations.{c}" for c in ("station_id", "latitude", "longitude", "elevation_m")

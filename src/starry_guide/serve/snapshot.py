@@ -1,37 +1,12 @@
 """A snapshot of the serving store as files — what monitoring (and training on production
-data) reads: ``starry store snapshot [--store URL] [--out data/production]``.
+data) reads: ``starry store snapshot [--store URL] [--out data/production]``. The files'
+schema and their reader are :mod:`starry_guide.artifacts.snapshot`; this module writes them.
 
 Deterministic: rows sorted by their keys, columns in a fixed order with fixed types (also
 when a table is empty), no absolute paths and no time of the snapshot itself, so the same
 store content always gives byte-identical files (and ``dvc repro`` re-runs monitoring
 exactly when production data changed). Written to a temporary folder first, then moved
 into place: a failed snapshot leaves the previous one intact.
-
-Files and columns (stable; times are UTC, ``timestamp[us, tz=UTC]``)
--------------------------------------------------------------------
-``stations.parquet`` (by ``station_id``)
-    ``station_id``, ``latitude``, ``longitude``, ``elevation_m``, ``name``,
-    ``registered_at``, ``updated_at``
-``observations.parquet`` (latest revision; by ``station_id``, ``time``)
-    ``station_id``, ``time``, the weather columns of
-    :data:`starry_guide.core.schema.WEATHER_COLUMNS`, ``received_at``, ``revision``
-``predictions.parquet`` (one row per prediction and horizon; by ``issued_for``,
-``station_id``, ``prediction_id``, ``horizon_h``)
-    ``prediction_id``, ``created_at``, ``model_version``, ``kind``, ``station_id``,
-    ``latitude``, ``longitude``, ``issued_for``, ``horizon_h``, ``target_time``,
-    ``target_sun_elevation_deg``, ``p_clear``, ``observed_opaque_cloud_tenths`` (the truth:
-    the station's opaque cover at ``target_time``, null until observed), ``clear`` (bool,
-    null when unknown: cover <= ``label.clear_max_opaque_tenths``)
-``prediction_features.parquet`` (by ``prediction_id``)
-    ``prediction_id`` and one float64 column per hourly feature at issue time (the model's
-    inputs; columns sorted by name; null = missing)
-``feedback.parquet`` (by ``prediction_id``)
-    ``prediction_id``, ``received_at``, ``observed_at``, ``observed``
-    (``clear``/``partly``/``cloudy``)
-``manifest.json``
-    ``schema_revision``, ``clear_max_opaque_tenths``, per file its ``rows``, and the time
-    ranges (``observations``: first/last ``time``; ``predictions``: first/last
-    ``issued_for``) — ISO 8601 or null.
 """
 
 from __future__ import annotations
@@ -46,32 +21,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
-from starry_guide.core.schema import WEATHER_COLUMNS
+from starry_guide.artifacts.snapshot import FILES, MANIFEST, SCHEMAS
 from starry_guide.serve.store import database as serving
-
-TIME = pa.timestamp("us", tz="UTC")
-
-SCHEMAS: dict[str, pa.Schema] = {
-    "stations": pa.schema([
-        ("station_id", pa.string()), ("latitude", pa.float64()), ("longitude", pa.float64()),
-        ("elevation_m", pa.float64()), ("name", pa.string()), ("registered_at", TIME),
-        ("updated_at", TIME)]),
-    "observations": pa.schema([
-        ("station_id", pa.string()), ("time", TIME),
-        *((name, pa.float64()) for name in WEATHER_COLUMNS),
-        ("received_at", TIME), ("revision", pa.int64())]),
-    "predictions": pa.schema([
-        ("prediction_id", pa.string()), ("created_at", TIME), ("model_version", pa.string()),
-        ("kind", pa.string()), ("station_id", pa.string()), ("latitude", pa.float64()),
-        ("longitude", pa.float64()), ("issued_for", TIME), ("horizon_h", pa.int64()),
-        ("target_time", TIME), ("target_sun_elevation_deg", pa.float64()),
-        ("p_clear", pa.float64()), ("observed_opaque_cloud_tenths", pa.float64()),
-        ("clear", pa.bool_())]),
-    "feedback": pa.schema([
-        ("prediction_id", pa.string()), ("received_at", TIME), ("observed_at", TIME),
-        ("observed", pa.string())]),
-}
-FILES = ("stations", "observations", "predictions", "prediction_features", "feedback")
 
 
 def _rows(db: sa.Connection, query) -> list[dict[str, Any]]:
@@ -143,7 +94,7 @@ def write_snapshot(store: serving.Store, out: Path | str,
         for name in FILES:
             # no pandas metadata, no statistics timestamps: bytes depend on the data only
             pq.write_table(tables[name], Path(tmp) / f"{name}.parquet", compression="zstd")
-        (Path(tmp) / "manifest.json").write_text(json.dumps(manifest, indent=2,
+        (Path(tmp) / MANIFEST).write_text(json.dumps(manifest, indent=2,
                                                             sort_keys=True) + "\n")
         for path in sorted(Path(tmp).iterdir()):
             shutil.move(path, out / path.name)
