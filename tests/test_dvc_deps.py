@@ -179,7 +179,7 @@ NOT_STAGE_INPUTS = {
     ("starry_guide.pipeline.stage", "data/raw"): "copy_project / `starry notebooks`, not a stage",
     ("starry_guide.pipeline.stage", "data/production"): "copy_project, not a stage",
     ("starry_guide.pipeline.stage", "mlflow.db"): "the runner closes a killed stage's MLflow runs",
-    ("starry_guide.pipeline.stage", ".dvc"): "`starry notebooks` asks whether it is a DVC repo",
+    ("starry_guide.pipeline.sources", ".dvc"): "`starry notebooks` asks whether it is a DVC repo",
     ("starry_guide.pipeline.tracking", "dvc.lock"): "lineage tags, written to MLflow only",
     ("starry_guide.pipeline.tracking", "mlflow.db"): "the MLflow store (runs, registry)",
     ("starry_guide.pipeline.tracking", "mlartifacts"): "the MLflow store's artifacts",

@@ -10,7 +10,7 @@ import pytest
 from starry_guide.artifacts.bundle import load_bundle
 from starry_guide.core import astro, features
 from starry_guide.core.schema import WEATHER_COLUMNS
-from starry_guide.monitor import checks as monitor
+from starry_guide.monitor import reference_period, statistics
 from tests.serve.conftest import bundle_dir, rows  # noqa: F401  (session fixtures)
 
 
@@ -21,12 +21,12 @@ def bundle(bundle_dir):  # noqa: F811
 
 @pytest.fixture(scope="session")
 def reference(observations, rows, bundle, settings):  # noqa: F811
-    return monitor.reference_from_processed(observations, rows, bundle, settings)
+    return reference_period.reference_from_processed(observations, rows, bundle, settings)
 
 
 def simulate_production(sent: pd.DataFrame, bundle, world: pd.DataFrame | None = None,
                         feedback_rate: float = 0.0, feedback_error: float = 0.0,
-                        seed: int = 0) -> monitor.Production:
+                        seed: int = 0) -> reference_period.Production:
     """What the serving store would hold after a feeder sent ``sent`` hour by hour: the
     observations, a nowcast per hour from the history so far (the bundle, the shared feature
     core), each labelled by the observed cover at its target hour, and users' feedback on the
@@ -64,14 +64,14 @@ def simulate_production(sent: pd.DataFrame, bundle, world: pd.DataFrame | None =
             if i < 12 or rng.random() >= feedback_rate:
                 continue
             h = int(rng.integers(1, 13))
-            truth = monitor.cover_category(np.array([world["opaque_cloud_tenths"].iloc[i]]),
+            truth = statistics.cover_category(np.array([world["opaque_cloud_tenths"].iloc[i]]),
                                            2.0)[0]
             if truth is None:
                 continue
             if rng.random() < feedback_error:
-                truth = str(rng.choice([c for c in monitor.FEEDBACK_CATEGORIES if c != truth]))
+                truth = str(rng.choice([c for c in statistics.FEEDBACK_CATEGORIES if c != truth]))
             records.append({"prediction_id": f"p{i - h}", "observed": truth,
                             "observed_at": world["time"].iloc[i]})
         feedback = pd.DataFrame.from_records(records)
     observations = sent[["station_id", "time", *WEATHER_COLUMNS]]
-    return monitor.Production(stations, observations, predictions, feedback)
+    return reference_period.Production(stations, observations, predictions, feedback)

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from starry_guide.core import quality
-from starry_guide.monitor import checks as monitor
+from starry_guide.monitor import checks, reference_period, statistics, verdict
 from starry_guide.tools import replay
 from tests.monitor.conftest import simulate_production
 
@@ -21,7 +21,7 @@ def greensboro(observations):
 
 
 def run(production, reference, settings):
-    return monitor.run(production, reference, settings.label, 0.4, settings.monitor)
+    return verdict.run(production, reference, settings.label, 0.4, settings.monitor)
 
 
 # ------------------------------------------------------------------- small pure functions
@@ -29,17 +29,17 @@ def run(production, reference, settings):
 def test_chunks_are_calendar_weeks_from_monday():
     times = pd.Series(pd.to_datetime(["2001-07-01T23:00Z", "2001-07-02T00:00Z",
                                       "2001-07-08T23:59Z", "2001-07-09T00:00Z"]))
-    assert monitor.chunk_start(times).tolist() == ["2001-06-25", "2001-07-02", "2001-07-02",
+    assert statistics.chunk_start(times).tolist() == ["2001-06-25", "2001-07-02", "2001-07-02",
                                                    "2001-07-09"]
-    assert monitor.chunk_start(times, days=1).tolist() == ["2001-07-01", "2001-07-02",
+    assert statistics.chunk_start(times, days=1).tolist() == ["2001-07-01", "2001-07-02",
                                                            "2001-07-08", "2001-07-09"]
 
 
 def test_sustained_needs_consecutive_flags():
     flags = np.array([1, 0, 1, 1, 0, 1, 1, 1], dtype=bool)
-    assert monitor.sustained(flags, 1).tolist() == flags.tolist()
-    assert monitor.sustained(flags, 2).tolist() == [0, 0, 0, 1, 0, 0, 1, 1]
-    assert monitor.sustained(flags, 3).tolist() == [0, 0, 0, 0, 0, 0, 0, 1]
+    assert statistics.sustained(flags, 1).tolist() == flags.tolist()
+    assert statistics.sustained(flags, 2).tolist() == [0, 0, 0, 1, 0, 0, 1, 1]
+    assert statistics.sustained(flags, 3).tolist() == [0, 0, 0, 0, 0, 0, 0, 1]
 
 
 def test_longest_runs_ignore_missing_values():
@@ -50,12 +50,12 @@ def test_longest_runs_ignore_missing_values():
 
 
 def test_histogram_counts_missing_values_in_their_own_bin():
-    edges = monitor.decile_edges(np.arange(100.0))
-    counts = monitor.histogram(np.array([0.0, 50.0, np.nan, 99.0]), edges)
+    edges = statistics.decile_edges(np.arange(100.0))
+    counts = statistics.histogram(np.array([0.0, 50.0, np.nan, 99.0]), edges)
     assert counts.sum() == 4 and counts[-1] == 1
-    assert monitor.js_distance(counts, counts) == 0.0
-    all_missing = monitor.histogram(np.full(4, np.nan), edges)
-    assert monitor.js_distance(all_missing, counts) > 0.5
+    assert statistics.js_distance(counts, counts) == 0.0
+    all_missing = statistics.histogram(np.full(4, np.nan), edges)
+    assert statistics.js_distance(all_missing, counts) > 0.5
 
 
 def test_threshold_comes_from_the_reference_chunks_variation():
@@ -79,11 +79,11 @@ def test_threshold_comes_from_the_reference_chunks_variation():
     for name, ref_frame in (("steady", steady), ("wild", wild)):
         p = ref_frame[["station_id", "time"]].assign(p_clear=0.5)
         held = ref_frame[["station_id", "time"]].assign(clear=0, p_clear=0.1)
-        reference = monitor.build_reference(ref_frame, p, held, ref_frame.assign(
+        reference = reference_period.build_reference(ref_frame, p, held, ref_frame.assign(
             **{"opaque_cloud_tenths": 1.0})[["station_id", "time", "opaque_cloud_tenths"]],
             settings)
         results[name] = reference.drift_thresholds["x"]
-        table = monitor.feature_drift(production, reference, settings)
+        table = checks.feature_drift(production, reference, settings)
         results[name + "_alerts"] = int(table["alert"].sum())
     assert results["wild"] > 2 * results["steady"]
     assert results["steady_alerts"] == 3 and results["wild_alerts"] == 0
@@ -113,16 +113,16 @@ NO_QUALITY = pd.DataFrame(columns=["station_id", "sensor", "chunk", "kind", "val
 
 
 def test_verdict_quiet_when_nothing_is_raised():
-    v = monitor.station_verdict("s", _perf("s", [], CHUNKS), NO_DRIFT, NO_DRIFT, NO_QUALITY)
+    v = verdict.station_verdict("s", _perf("s", [], CHUNKS), NO_DRIFT, NO_DRIFT, NO_QUALITY)
     assert (v.retrain_recommended, v.status, v.reasons) == (False, "ok", [])
 
 
 def test_verdict_retrains_on_sustained_performance_loss():
-    v = monitor.station_verdict("s", _perf("s", CHUNKS[1:], CHUNKS), NO_DRIFT, NO_DRIFT,
+    v = verdict.station_verdict("s", _perf("s", CHUNKS[1:], CHUNKS), NO_DRIFT, NO_DRIFT,
                                 NO_QUALITY)
     assert v.retrain_recommended and v.status == "degraded"
     assert "2001-07-09" in v.reasons[0] and "retrain" in v.reasons[0]
-    other = monitor.station_verdict("t", _perf("s", CHUNKS[1:], CHUNKS), NO_DRIFT, NO_DRIFT,
+    other = verdict.station_verdict("t", _perf("s", CHUNKS[1:], CHUNKS), NO_DRIFT, NO_DRIFT,
                                     NO_QUALITY)
     assert not other.retrain_recommended  # alerts belong to their station
 
@@ -131,13 +131,13 @@ def test_a_broken_cloud_sensor_explains_the_performance_loss():
     quality = pd.DataFrame([{"station_id": "s", "sensor": "opaque_cloud_tenths",
                              "chunk": "2001-07-16", "kind": "stuck", "value": 200.0,
                              "threshold": 120.0, "detail": "stuck at 10 for 200 h"}])
-    v = monitor.station_verdict("s", _perf("s", CHUNKS[1:], CHUNKS), NO_DRIFT, NO_DRIFT,
+    v = verdict.station_verdict("s", _perf("s", CHUNKS[1:], CHUNKS), NO_DRIFT, NO_DRIFT,
                                 quality)
     assert not v.retrain_recommended and v.status == "data_quality"
     assert "opaque_cloud_tenths" in v.reasons[0] and "2001-07-16" in v.reasons[0]
     # a broken pressure sensor does not explain it
     quality["sensor"] = "pressure_hpa"
-    v = monitor.station_verdict("s", _perf("s", CHUNKS[1:], CHUNKS), NO_DRIFT, NO_DRIFT,
+    v = verdict.station_verdict("s", _perf("s", CHUNKS[1:], CHUNKS), NO_DRIFT, NO_DRIFT,
                                 quality)
     assert v.retrain_recommended
 
@@ -146,23 +146,23 @@ def test_drift_alone_is_an_early_warning_and_a_broken_sensor_explains_it():
     drift = pd.DataFrame([{"station_id": "s", "chunk": c, "feature": "temp_change_3h",
                            "distance": 0.5, "threshold": 0.3, "above": True, "alert": True}
                           for c in CHUNKS])
-    v = monitor.station_verdict("s", _perf("s", [], CHUNKS), drift, NO_DRIFT, NO_QUALITY)
+    v = verdict.station_verdict("s", _perf("s", [], CHUNKS), drift, NO_DRIFT, NO_QUALITY)
     assert not v.retrain_recommended and v.status == "drift"
     assert "temp_change_3h" in v.reasons[0]
     quality = pd.DataFrame([{"station_id": "s", "sensor": "temp_air_c", "chunk": CHUNKS[0],
                              "kind": "missing", "value": 0.9, "threshold": 0.2,
                              "detail": "90% of hours missing"}])
-    v = monitor.station_verdict("s", _perf("s", [], CHUNKS), drift, NO_DRIFT, quality)
+    v = verdict.station_verdict("s", _perf("s", [], CHUNKS), drift, NO_DRIFT, quality)
     assert v.status == "data_quality" and len(v.reasons) == 1
 
 
 # ------------------------------------------------------------------- real station traffic
 
 def test_empty_snapshot_says_no_traffic(tmp_path, reference, settings):
-    production = monitor.load_production(tmp_path)
+    production = reference_period.load_production(tmp_path)
     assert production.empty
     summary = run(production, reference, settings).summary()
-    assert summary["status"] == monitor.NO_TRAFFIC and not summary["retrain_recommended"]
+    assert summary["status"] == statistics.NO_TRAFFIC and not summary["retrain_recommended"]
 
 
 def test_a_clean_year_raises_nothing(greensboro, bundle, reference, settings):

@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from starry_guide.monitor import checks as monitor
+from starry_guide.monitor import reference_period, verdict
 from tests.support.server import start_server
 
 STARRY = [sys.executable, "-m", "starry_guide.cli"]
@@ -73,9 +73,9 @@ def snapshot(bundle_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def report(snapshot, reference, settings, bundle):
-    production = monitor.load_production(snapshot)
-    result = monitor.run(production, reference, settings.label,
-                         monitor.served_threshold(bundle.card), settings.monitor)
+    production = reference_period.load_production(snapshot)
+    result = verdict.run(production, reference, settings.label,
+                         reference_period.served_threshold(bundle.card), settings.monitor)
     return result, result.summary()
 
 
