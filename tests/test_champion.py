@@ -23,9 +23,9 @@ def test_rank_respects_metric_direction():
 
 def test_fingerprint_tells_models_apart():
     p = np.linspace(0, 1, 50)
-    assert champion.fingerprint("a", p) == champion.fingerprint("a", p.copy())
-    assert champion.fingerprint("a", p) != champion.fingerprint("a", p + 1e-6)
-    assert champion.fingerprint("a", p) != champion.fingerprint("b", p)
+    assert training.model_id("a", p) == training.model_id("a", p.copy())
+    assert training.model_id("a", p) != training.model_id("a", p + 1e-6)
+    assert training.model_id("a", p) != training.model_id("b", p)
 
 
 @pytest.fixture(scope="module")

@@ -108,7 +108,7 @@ def decide(world, settings, p_val_new, p_recent_new, recent=True):
     incumbent = champion.Incumbent("old", "old-id", "models/champion", lambda X: None)
     window = None
     if recent:
-        window = champion.RecentWindow(night_rows(y, nights, horizons, "r"),
+        window = champion.HeldOutTest(night_rows(y, nights, horizons, "r"),
                                        {"new": p_recent_new}, baseline, N_NIGHTS)
     return champion.decide(
         ["new"], {"new": "new-id"}, {"new": p_val_new}, incumbent, baseline, baseline,

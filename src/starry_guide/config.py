@@ -94,7 +94,6 @@ class TrainSettings:
 @dataclass(frozen=True)
 class SelectSettings:
     metric: str
-    greater_is_better: bool
     model_name: str
     bootstrap_samples: int
     confidence: float
@@ -364,7 +363,6 @@ def load_settings(project_dir: Path | str | None = None) -> Settings:
         ),
         select=SelectSettings(
             metric=_get(se, "metric", str, source, "select"),
-            greater_is_better=_get(se, "greater_is_better", bool, source, "select"),
             model_name=_get(se, "model_name", str, source, "select"),
             bootstrap_samples=_get(se, "bootstrap_samples", int, source, "select"),
             confidence=_get(se, "confidence", float, source, "select"),

@@ -30,15 +30,7 @@ from starry_guide.core import adaptation, evaluate
 from starry_guide.core.evaluate import GREATER_IS_BETTER
 from starry_guide.pipeline.training import BASELINE, model_id, predict_clear, split_xy
 
-CHAMPION = "champion"
-CHALLENGER = "challenger"
 SPLITS = ("validation", "held_out", "unseen")
-
-
-def fingerprint(candidate: str, p_validation: np.ndarray) -> str:
-    """Identity of a fitted model (the registry's ``fingerprint`` tag); see
-    :func:`starry_guide.pipeline.training.model_id`."""
-    return model_id(candidate, p_validation)
 
 
 def rank(scores: dict[str, dict[str, float]], metric: str) -> list[str]:
@@ -139,10 +131,6 @@ class HeldOutTest:
             return pd.factorize(self.rows["station_id"].astype(str) + "/"
                                 + self.rows["night"].astype(str))[0]
         return evaluate.night_ids(self.rows)
-
-
-#: the recent production window (kept under its first name)
-RecentWindow = HeldOutTest
 
 
 def _held_out_test(test: HeldOutTest, name: str, *, n_boot: int, confidence: float,
@@ -497,7 +485,7 @@ def select(rows: pd.DataFrame, model_uris: dict[str, str], settings, incumbent=N
             incumbent.predict(X_recent), recent_rows["station_id"], incumbent.station_maps)
         scores["incumbent"]["recent"] = recent_scores(
             p_recent_incumbent, scores["incumbent"]["validation"]["threshold"])
-        window = RecentWindow(recent_rows, p_recent, p_recent_incumbent,
+        window = HeldOutTest(recent_rows, p_recent, p_recent_incumbent,
                               int(len(np.unique(evaluate.night_ids(recent_rows)))))
         recent_info |= {
             "nights": window.nights,
