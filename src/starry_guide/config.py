@@ -104,7 +104,7 @@ class SelectSettings:
 
 @dataclass(frozen=True)
 class MonitorSettings:
-    """The monitor stage's knobs (see :mod:`starry_guide.monitor.checks`)."""
+    """The monitor stage's knobs (see :mod:`starry_guide.monitor`)."""
 
     chunk_days: int
     min_chunk_hours: int

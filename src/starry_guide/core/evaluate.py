@@ -235,7 +235,7 @@ def unseen_station_shift(reference: pd.DataFrame, unseen: pd.DataFrame,
                          columns: list[str], bins: int = 10) -> pd.DataFrame:
     """How different an unseen station's features are from the training stations' — a
     research comparison for generalisation (not monitoring: production traffic is judged by
-    :mod:`starry_guide.monitor.checks`). Per feature: PSI and the two-sample Kolmogorov-Smirnov
+    :mod:`starry_guide.monitor`). Per feature: PSI and the two-sample Kolmogorov-Smirnov
     statistic on the observed values, largest shift first."""
     from scipy import stats
 

@@ -1,1 +1,1 @@
-
+"""The serving store (SQLite or PostgreSQL, SQLAlchemy) and its Alembic migrations."""
