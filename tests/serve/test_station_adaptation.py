@@ -50,12 +50,12 @@ def client(adapted_bundle, tmp_path, monkeypatch):
     service.store.close()
 
 
-def station_p(client, station_id: str, observations) -> np.ndarray:
+def station_p(client, station_id: str, observations, start: int = 3000) -> np.ndarray:
     body = {"latitude": 36.1, "longitude": -79.95, "elevation_m": 273, "name": station_id}
     assert client.put(f"/v1/stations/{station_id}", headers=AUTH, json=body).status_code in (
         200, 201)
     posted = client.post(f"/v1/stations/{station_id}/observations", headers=AUTH,
-                         json={"observations": hours(observations, start=3000, n=10)})
+                         json={"observations": hours(observations, start=start, n=10)})
     assert posted.status_code == 200, posted.text
     nowcast = client.get(f"/v1/stations/{station_id}/nowcast").json()
     return np.array([f["p_clear"] for f in nowcast["forecasts"]])
@@ -80,3 +80,33 @@ def test_bundle_adapt_leaves_unmapped_rows_alone(adapted_bundle):
     out = loaded.adapt(p, ["kgso", None])
     np.testing.assert_allclose(out[1], p[1])
     np.testing.assert_allclose(out[0], adaptation.apply_recalibration(p[0], -1.5, 0.8))
+
+
+def test_service_batch_and_monitor_serve_the_same_p_clear(client, adapted_bundle,
+                                                          observations):
+    """One inference chain: a mapped station's hours give the same P(clear) through the API's
+    feed (the service), batch scoring and the monitor's reference — the station map
+    included (and the map really changes the numbers)."""
+    from starry_guide.monitor import reference_period
+    from starry_guide.tools import batch
+
+    loaded = load_bundle(adapted_bundle)
+    greensboro = observations[observations["station_id"] == "greensboro_nc"]
+    greensboro = greensboro.sort_values("time").reset_index(drop=True)
+    segment = greensboro[greensboro["segment"] == greensboro["segment"].iloc[3000]]
+    hours_of_station = segment.assign(station_id="kgso").reset_index(drop=True)
+    last = hours_of_station["time"].iloc[-1]
+
+    served = station_p(client, "kgso", hours_of_station.assign(station_id="greensboro_nc"),
+                       start=len(hours_of_station) - 10)
+    scored = batch.score_station(hours_of_station, loaded, loaded.feature_settings,
+                                 loaded.horizons)
+    batch_p = scored.loc[scored["time"] == last, "p_clear"].to_numpy()
+    _, monitored = reference_period.served_p_clear(hours_of_station, loaded)
+    monitor_p = monitored.loc[monitored["time"] == last, "p_clear"].to_numpy()
+
+    np.testing.assert_allclose(batch_p, monitor_p, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(served, batch_p, atol=1e-6)  # the API rounds to 6 digits
+    unmapped = batch.score_station(hours_of_station.assign(station_id="elsewhere"), loaded,
+                                   loaded.feature_settings, loaded.horizons)
+    assert (batch_p < unmapped.loc[unmapped["time"] == last, "p_clear"].to_numpy()).all()

@@ -184,6 +184,33 @@ def build_reference(hourly: pd.DataFrame, hourly_p: pd.DataFrame, held_out: pd.D
                      missing, stuck, len(groups), cp_baseline)
 
 
+def served_p_clear(observations: pd.DataFrame, bundle) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """What the service would have served at every hour of ``observations`` (the canonical
+    frame, sorted by station and time; history never crosses a station or a segment), through
+    the one inference chain (:func:`starry_guide.core.inference.infer`, station maps
+    included): the hourly features at each complete hour, and P(clear) per hour and horizon
+    (``station_id``, ``time``, ``p_clear``; the bundle's horizons in order within each hour).
+    """
+    from starry_guide.core import features as feats
+    from starry_guide.core import inference
+
+    station = observations["station_id"].to_numpy()
+    result = inference.infer(
+        {name: observations[name].to_numpy(dtype=float) for name in feats.INPUT_COLUMNS},
+        astro.epoch_seconds(observations["time"]),
+        feats.segment_starts(station, observations["segment"].to_numpy()),
+        bundle, bundle.feature_settings, bundle.horizons, station_ids=station)
+    at = result.issued
+    hourly = pd.DataFrame({"station_id": station[at],
+                           "time": observations["time"].to_numpy()[at],
+                           "segment": observations["segment"].to_numpy()[at], **result.hourly})
+    hourly_p = pd.DataFrame({
+        "station_id": station[at].repeat(len(bundle.horizons)),
+        "time": pd.DatetimeIndex(hourly["time"]).repeat(len(bundle.horizons)),
+        "p_clear": result.p_clear.reshape(-1)})
+    return hourly, hourly_p
+
+
 def reference_from_processed(observations: pd.DataFrame, rows: pd.DataFrame, bundle,
                              settings) -> Reference:
     """The reference of :func:`build_reference` from the prepare stage's outputs and the
@@ -197,26 +224,12 @@ def reference_from_processed(observations: pd.DataFrame, rows: pd.DataFrame, bun
     bundle : the champion's :class:`starry_guide.artifacts.bundle.Bundle`
     settings : the project's :class:`starry_guide.config.Settings`
     """
-    from starry_guide.core import features as feats
-    from starry_guide.core import inference
     from starry_guide.core.models import CalibratedPersistenceClassifier
 
     known = sorted(set(rows.loc[rows["split"] != "unseen", "station_id"]))
     obs = observations[observations["station_id"].isin(known)]
     obs = obs.sort_values(["station_id", "time"], kind="stable").reset_index(drop=True)
-    station = obs["station_id"].to_numpy()
-    # the one inference chain the service and batch scoring use, on every complete hour
-    result = inference.infer(
-        {name: obs[name].to_numpy(dtype=float) for name in feats.INPUT_COLUMNS},
-        astro.epoch_seconds(obs["time"]), feats.segment_starts(station, obs["segment"].to_numpy()),
-        bundle, bundle.feature_settings, bundle.horizons, station_ids=station)
-    at = result.issued
-    hourly = pd.DataFrame({"station_id": station[at], "time": obs["time"].to_numpy()[at],
-                           "segment": obs["segment"].to_numpy()[at], **result.hourly})
-    hourly_p = pd.DataFrame({
-        "station_id": station[at].repeat(len(bundle.horizons)),
-        "time": pd.DatetimeIndex(hourly["time"]).repeat(len(bundle.horizons)),
-        "p_clear": result.p_clear.reshape(-1)})
+    hourly, hourly_p = served_p_clear(obs, bundle)
     held_out = rows[rows["split"].isin(["validation", "held_out"])]
     held_out = held_out.assign(p_clear=bundle.predict(held_out))[
         ["station_id", "time", "clear", "p_clear"]]
