@@ -183,3 +183,30 @@ def test_the_champions_own_recipe_retrained_is_not_judged_at_new_places(world, d
     assert not d.promote and asked == [] and "transfer" not in d.tried[0]
     assert "new places: the champion's own recipe, nothing to compare" in d.reason
     assert "old (retrained) vs the champion old" in d.reason
+
+
+def test_core_gate_statistics_are_pure_and_decide_as_documented():
+    from starry_guide.core import gate as core_gate
+
+    assert core_gate.bonferroni_level(0.95, 2, 3) == pytest.approx(1 - 0.05 / 6)
+    assert core_gate.bonferroni_level(0.95, 0, 1) == pytest.approx(0.95)
+    rng = np.random.default_rng(3)
+    nights = np.repeat(np.arange(200), 6)
+    y = (rng.random(len(nights)) < 0.4).astype(float)
+    sharp = np.clip(y * 0.8 + 0.1, 0, 1)  # close to the truth
+    vague = np.full(len(y), 0.5)
+    better = core_gate.comparison(y, sharp, vague, nights, n_boot=200, confidence=0.95, seed=1)
+    worse = core_gate.comparison(y, vague, sharp, nights, n_boot=200, confidence=0.95, seed=1)
+    assert better["better"] and not better["worse"]
+    assert worse["worse"] and not worse["better"]
+    horizons = np.tile(np.arange(1, 7), 200)
+    gate_result = core_gate.validation_gate(y, sharp, vague, vague, horizons, nights,
+                                            n_boot=200, confidence=0.95,
+                                            horizon_tolerance=0.0, seed=1)
+    assert gate_result["passed"] and gate_result["losing_horizons"] == []
+    neutral = {**better, "better": False, "worse": False}
+    # better on a further test alone passes; worse on any test refuses
+    assert core_gate.passes({**gate_result, "better": False}, [better])
+    assert not core_gate.passes(gate_result, [worse])
+    assert not core_gate.passes({**gate_result, "better": False}, [neutral])
+    assert not core_gate.passes({**gate_result, "losing_horizons": [3]}, [better])

@@ -27,6 +27,7 @@ from starry_guide.artifacts import champion_card as champion_file
 from starry_guide.artifacts.champion_card import ChampionCard
 from starry_guide.artifacts.reports import read_json
 from starry_guide.core import adaptation, evaluate
+from starry_guide.core import gate as core_gate
 from starry_guide.core.evaluate import GREATER_IS_BETTER
 from starry_guide.pipeline.training import BASELINE, model_id, predict_clear, split_xy
 
@@ -42,39 +43,52 @@ def rank(scores: dict[str, dict[str, float]], metric: str) -> list[str]:
 def gate(y: np.ndarray, p_new: np.ndarray, p_old: np.ndarray, p_baseline: np.ndarray,
          horizons: np.ndarray, nights: np.ndarray, *, n_boot: int, confidence: float,
          horizon_tolerance: float, seed: int) -> tuple[bool, list[str], dict]:
-    """The champion gate: may ``p_new`` replace ``p_old``?
+    """The champion gate on the validation months: may ``p_new`` replace ``p_old``?
 
     Yes only if (1) its pooled Brier improvement is significant — the paired bootstrap over
     whole nights gives a ``confidence`` CI of Brier(new) − Brier(old) entirely below 0 — and
     (2) at no horizon is its Brier skill vs calibrated persistence (``p_baseline``) below
-    ``-horizon_tolerance``. Returns (passed, reasons, details).
+    ``-horizon_tolerance``. The statistics are :func:`starry_guide.core.gate.validation_gate`;
+    this adds the reasons. Returns (passed, reasons, details).
     """
-    y = np.asarray(y, dtype=float)
-    boot = evaluate.paired_bootstrap_brier(y, p_new, p_old, nights, n_boot, seed, confidence)
-    reasons = []
-    significant = boot["ci_high"] < 0
-    level = f"{confidence:.1%}".replace(".0%", "%")
-    if significant:
-        reasons.append(f"Brier improves by {-boot['brier_difference']:.5f} "
-                       f"({level} CI {-boot['ci_high']:.5f}..{-boot['ci_low']:.5f}, "
-                       f"bootstrap over {int(boot['nights'])} nights)")
+    result = core_gate.validation_gate(y, p_new, p_old, p_baseline, horizons, nights,
+                                       n_boot=n_boot, confidence=confidence,
+                                       horizon_tolerance=horizon_tolerance, seed=seed)
+    return result["passed"], validation_reasons(result, horizon_tolerance), {
+        k: v for k, v in result.items() if k not in ("better", "worse", "passed")}
+
+
+def _level_text(confidence: float) -> str:
+    return f"{confidence:.1%}".replace(".0%", "%")
+
+
+def validation_reasons(result: dict, horizon_tolerance: float) -> list[str]:
+    """The validation gate's result (:func:`starry_guide.core.gate.validation_gate`) in
+    words."""
+    level = _level_text(result["confidence"])
+    if result["better"]:
+        reasons = [f"Brier improves by {-result['brier_difference']:.5f} "
+                   f"({level} CI {-result['ci_high']:.5f}..{-result['ci_low']:.5f}, "
+                   f"bootstrap over {int(result['nights'])} nights)"]
     else:
-        reasons.append(f"Brier difference {boot['brier_difference']:+.5f} is not significant "
-                       f"({level} CI {boot['ci_low']:+.5f}..{boot['ci_high']:+.5f} "
-                       "includes or exceeds 0)")
-    bss = {}
-    for h in np.unique(horizons):
-        at = horizons == h
-        ref = np.mean((p_baseline[at] - y[at]) ** 2)
-        bss[int(h)] = float(1 - np.mean((p_new[at] - y[at]) ** 2) / ref) if ref > 0 else 0.0
-    losing = {h: v for h, v in bss.items() if v < -horizon_tolerance}
+        reasons = [f"Brier difference {result['brier_difference']:+.5f} is not significant "
+                   f"({level} CI {result['ci_low']:+.5f}..{result['ci_high']:+.5f} "
+                   "includes or exceeds 0)"]
+    losing = {h: result["bss_by_horizon"][h] for h in result["losing_horizons"]}
     if losing:
         reasons.append("worse than calibrated persistence at horizon(s) "
                        + ", ".join(f"{h} h (BSS {v:+.3f})" for h, v in losing.items())
                        + f", beyond the tolerance {horizon_tolerance}")
-    details = {**boot, "confidence": confidence, "bss_by_horizon": bss,
-               "losing_horizons": sorted(losing)}
-    return significant and not losing, reasons, details
+    return reasons
+
+
+def held_out_reason(label: str, result: dict) -> str:
+    """One further test's comparison (:func:`starry_guide.core.gate.comparison`) in words."""
+    return (f"{label}: Brier difference {result['brier_difference']:+.5f} "
+            f"({_level_text(result['confidence'])} CI {result['ci_low']:+.5f}.."
+            f"{result['ci_high']:+.5f}, bootstrap over {int(result['nights'])} nights): "
+            + ("significantly better" if result["better"] else
+               "significantly worse" if result["worse"] else "not significant"))
 
 
 @dataclass
@@ -133,14 +147,6 @@ class HeldOutTest:
         return evaluate.night_ids(self.rows)
 
 
-def _held_out_test(test: HeldOutTest, name: str, *, n_boot: int, confidence: float,
-                   seed: int) -> dict:
-    y = test.rows["clear"].to_numpy(dtype=float)
-    boot = evaluate.paired_bootstrap_brier(y, test.predict(name), test.p_incumbent,
-                                           test.night_ids(), n_boot, seed, confidence)
-    return {**boot, "confidence": confidence}
-
-
 def decide(ranking: list[str], model_ids: dict[str, str], p_validation: dict[str, np.ndarray],
            incumbent: Incumbent, p_incumbent: np.ndarray, p_baseline: np.ndarray,
            val_rows: pd.DataFrame, settings, validation_scores: dict[str, dict[str, float]],
@@ -187,8 +193,7 @@ def decide(ranking: list[str], model_ids: dict[str, str], p_validation: dict[str
         if (better or name in better_elsewhere) and model_ids[name] not in blocked:
             challengers.append(name)
     m = 1 + len(tests)
-    level = 1 - (1 - settings.select.confidence) / (max(len(challengers), 1) * m)
-    pct = f"{level:.1%}".replace(".0%", "%")
+    level = core_gate.bonferroni_level(settings.select.confidence, len(challengers), m)
     y = val_rows["clear"].to_numpy()
     horizons, nights = val_rows["horizon_h"].to_numpy(), evaluate.night_ids(val_rows)
     tried, texts, winner, best_details = [], [], None, {}
@@ -204,29 +209,26 @@ def decide(ranking: list[str], model_ids: dict[str, str], p_validation: dict[str
                  "confidence": level, "nights": details["nights"],
                  "losing_horizons": details["losing_horizons"]}
         if tests:
-            any_better = details["ci_high"] < 0
-            any_worse = details["ci_low"] > 0
+            validation = {**details, "better": details["ci_high"] < 0,
+                          "worse": details["ci_low"] > 0}
+            held_out = []
             reasons = [f"validation months: {reasons[0]}", *reasons[1:]]
             for t in tests:
                 if t.key == "transfer" and name == incumbent.candidate:
                     # the same recipe at new places: identical refits, a difference of 0
                     reasons.append(f"{t.label}: the champion's own recipe, nothing to compare")
                     continue
-                now = _held_out_test(t, name, n_boot=n_boot, confidence=level, seed=seed)
-                t_better, t_worse = now["ci_high"] < 0, now["ci_low"] > 0
-                any_better, any_worse = any_better or t_better, any_worse or t_worse
-                reasons.append(
-                    f"{t.label}: Brier difference {now['brier_difference']:+.5f} ({pct} CI "
-                    f"{now['ci_low']:+.5f}..{now['ci_high']:+.5f}, bootstrap over "
-                    f"{int(now['nights'])} nights): "
-                    + ("significantly better" if t_better else
-                       "significantly worse" if t_worse else "not significant"))
+                now = core_gate.comparison(t.rows["clear"].to_numpy(dtype=float),
+                                           t.predict(name), t.p_incumbent, t.night_ids(),
+                                           n_boot=n_boot, confidence=level, seed=seed)
+                held_out.append(now)
+                reasons.append(held_out_reason(t.label, now))
                 entry[t.key] = {k: now[k] for k in ("brier_difference", "ci_low", "ci_high",
                                                      "nights")}
                 details = {**details, t.key: entry[t.key]}
-            if details["ci_low"] > 0:
+            if validation["worse"]:
                 reasons.append("significantly worse on the validation months")
-            passed = any_better and not any_worse and not details["losing_horizons"]
+            passed = core_gate.passes(validation, held_out)
             entry.update(passed=passed, reasons=reasons)
         tried.append(entry)
         # the champion's own recipe, retrained on today's data, is a model of its own
