@@ -27,14 +27,14 @@ SELECT = {"champion": "calibrated_persistence"}
 
 
 def test_the_gate_line_says_who_is_champion_and_never_contradicts_itself():
-    kept = docs._decision_line(SELECT, {"promoted": False, "best_candidate": "stack",
+    kept = docs._decision_line(SELECT["champion"], {"promoted": False, "best_candidate": "stack",
                                         "reason": "not significant"})
     assert kept.startswith("**the champion stays: `calibrated_persistence`**")
-    promoted = docs._decision_line({"champion": "stack"}, {
+    promoted = docs._decision_line("stack", {
         "promoted": True, "best_candidate": "stack", "reason": "significant"})
     assert promoted.startswith("**new champion: `stack`**")
     # a fresh clone: no champion yet, the best candidate fails, the baseline is crowned
-    first = docs._decision_line(SELECT, {"promoted": True, "best_candidate": "stack",
+    first = docs._decision_line(SELECT["champion"], {"promoted": True, "best_candidate": "stack",
                                          "reason": "stack not promoted; the incumbent "
                                                    "becomes the champion"})
     assert first.startswith("**first champion: `calibrated_persistence`**")

@@ -25,6 +25,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from starry_guide.artifacts import select_metrics
 from starry_guide.artifacts.reports import read_json, replace_atomically, write_json
 from starry_guide.pipeline.stage import STAGE_NOTEBOOKS, STAGING_DIR
 
@@ -125,9 +126,10 @@ def _figure(fig, destination: Path, name: str) -> str:
     return f"figures/docs/{name}.png"
 
 
-def _decision_line(select: dict, decision: dict) -> str:
-    """One true sentence about the gate: who is champion, and why."""
-    champion = (decision.get("champion") or {}).get("candidate") or select["champion"]
+def _decision_line(selected: str, decision: dict) -> str:
+    """One true sentence about the gate: who is champion (``selected``: the champion
+    select.json names, unless the decision record says), and why."""
+    champion = (decision.get("champion") or {}).get("candidate") or selected
     best = decision.get("best_candidate")
     reason = decision.get("reason", "")
     if not decision.get("promoted"):
@@ -187,11 +189,6 @@ def _by_horizon_frame(data: dict) -> pd.DataFrame:
     return _numeric_index(pd.DataFrame(data)).rename_axis("horizon_h")
 
 
-def _held_out_key(select: dict) -> str:
-    """The held-out months' key in select.json (``held_out``; ``test`` in older outputs)."""
-    return "held_out" if "held_out" in select else "test"
-
-
 def _loso_by_station(per: dict) -> dict:
     """BSS per held-out station, from either layout of ``leave_one_station_out``."""
     if "bss_by_station" in per:
@@ -204,24 +201,24 @@ def metrics_page(root: Path, destination: Path) -> str:
     from starry_guide.core import evaluate
 
     metrics = root / "reports" / "metrics"
-    select = read_json(metrics / "select.json")
+    select = select_metrics.read(metrics / "select.json")
     train = read_json(metrics / "train.json")
     data = read_json(metrics / "data.json")
     decision = read_json(root / "reports" / "select_decision.json")
     gate = decision.get("gate") or {}
-    held = _held_out_key(select)
-    held_out = pd.DataFrame({split: select[split] for split in ("validation", held, "unseen")
-                             if split in select}).T
+    held = "held_out"
+    held_out = pd.DataFrame({split: select.scores[split] for split in ("validation", held, "unseen")
+                             if split in select.scores}).T
     ranking = decision.get("ranking") or []
     candidates = _in_ranking_order(
         pd.DataFrame({n: v["validation"] for n, v in train.items()}).T, ranking)
     candidates_held_out = _in_ranking_order(
-        pd.DataFrame(select.get(f"candidates_{held}", {})).T, ranking)
+        pd.DataFrame(select.candidates_held_out).T, ranking)
     model_ids = decision.get("model_ids") or {}
     champion_id = (decision.get("champion") or {}).get("model_id")
     retrained = [n for n, i in model_ids.items()
-                 if n == select["champion"] and champion_id and i != champion_id]
-    loso_raw = select.get("leave_one_station_out", {})
+                 if n == select.champion and champion_id and i != champion_id]
+    loso_raw = select.leave_one_station_out
     loso = pd.DataFrame({name: {**_loso_by_station(per),
                                 **({"pooled": per["pooled"]["bss"]} if "pooled" in per else {}),
                                 **({"pooled, held-out months only":
@@ -231,9 +228,9 @@ def metrics_page(root: Path, destination: Path) -> str:
     loso_horizon = _by_horizon_frame({name: per["bss_by_horizon"]
                                       for name, per in loso_raw.items()
                                       if "bss_by_horizon" in per})
-    adaptation = _numeric_index(pd.DataFrame(select.get("adaptation", {})).T).rename_axis(
+    adaptation = _numeric_index(pd.DataFrame(select.adaptation).T).rename_axis(
         "labelled nights")
-    gate_lines = [f"- decision: {_decision_line(select, decision)}"]
+    gate_lines = [f"- decision: {_decision_line(select.champion, decision)}"]
     incumbent = decision.get("incumbent_model")
     if incumbent:
         gate_lines.append(f"- judged against: `{incumbent['candidate']}` (model "
@@ -252,9 +249,9 @@ def metrics_page(root: Path, destination: Path) -> str:
         "the baseline). *held-out months* of the training stations were never used for a "
         "choice; *unseen* = a station never used in training.",
         "",
-        f"## Champion: `{select['champion']}`",
+        f"## Champion: `{select.champion}`",
         "",
-        f"Candidates are ranked by pooled validation {select['selection_metric']}; the "
+        f"Candidates are ranked by pooled validation {select.selection_metric}; the "
         "champion is whoever [the gate](../forecast-skill.md#the-gate) says — see below and "
         "the [model card](model-card.md).",
         "",
@@ -315,8 +312,8 @@ def metrics_page(root: Path, destination: Path) -> str:
                   _table(adaptation), ""]
     lines += ["## Candidates on the held-out months", "",
               _table(candidates_held_out) if not candidates_held_out.empty else "", ""]
-    if select.get(f"{held}_bss_by_horizon"):
-        by_horizon = _by_horizon_frame(select[f"{held}_bss_by_horizon"])
+    if select.held_out_bss_by_horizon:
+        by_horizon = _by_horizon_frame(select.held_out_bss_by_horizon)
         fig = evaluate.plot_by_horizon(by_horizon, "BSS vs calibrated persistence",
                                        "Skill by horizon, held-out months", zero_line=True)
         lines += ["### Brier skill by horizon (held-out months)", "",
@@ -427,16 +424,16 @@ def model_card_page(root: Path, destination: Path) -> str:
     """The champion's model card, after Mitchell et al. (2019), "Model Cards for Model
     Reporting": details, intended use, factors, metrics, data, caveats, lineage."""
     settings = _settings(root)
-    select = read_json(root / "reports" / "metrics" / "select.json")
+    select = select_metrics.read(root / "reports" / "metrics" / "select.json")
     decision = read_json(root / "reports" / "select_decision.json")
     card = _bundle_card(root)
     champion_json = root / "models" / "champion" / "champion.json"
     champion = read_json(champion_json) if champion_json.exists() else {}
     lineage = card.get("lineage", {})
-    held = _held_out_key(select)
-    held_out = pd.DataFrame({split: select[split] for split in ("validation", held, "unseen")
-                             if split in select}).T
-    name = select["champion"]
+    held = "held_out"
+    held_out = pd.DataFrame({split: select.scores[split] for split in ("validation", held, "unseen")
+                             if split in select.scores}).T
+    name = select.champion
     lines = [
         f"# Model card: `{name}`",
         "",
@@ -453,9 +450,9 @@ def model_card_page(root: Path, destination: Path) -> str:
         f"| registered model | `{card.get('model_name', settings.select.model_name)}` "
         f"(alias `@champion`) |",
         *([f"| model id | `{champion['model_id']}` |"] if champion.get("model_id") else []),
-        f"| decision | {_decision_line(select, decision)} |",
+        f"| decision | {_decision_line(select.champion, decision)} |",
         f"| served as | ONNX bundle (`models/champion/bundle/`), onnxruntime; parity with "
-        f"scikit-learn max \\|Δ\\| {fmt(select.get('onnx_parity_max_abs'))} |",
+        f"scikit-learn max \\|Δ\\| {fmt(select.onnx_parity_max_abs)} |",
         f"| output | P(clear at t + h), h = {settings.label.horizons[0]} … "
         f"{settings.label.horizons[-1]} h |",
         "",
@@ -483,12 +480,12 @@ def model_card_page(root: Path, destination: Path) -> str:
                                      "accuracy", "f1"] if c in held_out]]),
         "",
     ]
-    by_horizon = select.get(f"{held}_bss_by_horizon", {})
+    by_horizon = select.held_out_bss_by_horizon
     if name in by_horizon:
         frame = _by_horizon_frame({name: by_horizon[name]})
         lines += ["### By horizon (held-out months)", "",
                   _table(frame.T.rename_axis("BSS \\\\ horizon (h)")), ""]
-    loso = select.get("leave_one_station_out", {}).get(name)
+    loso = select.leave_one_station_out.get(name)
     if loso:
         per_station = pd.Series(_loso_by_station(loso)).to_frame("bss").rename_axis(
             "held-out station")
@@ -720,7 +717,7 @@ def accuracy_page(root: Path, destination: Path) -> str:
 
     bundle = load_bundle(root / "models" / "champion" / "bundle")
     rows = pd.read_parquet(root / "data" / "processed" / "rows.parquet")
-    name = read_json(root / "reports" / "metrics" / "select.json")["champion"]
+    name = select_metrics.read(root / "reports" / "metrics" / "select.json").champion
     lines = ["# Accuracy you can check", "",
              f"The champion (`{name}`, from its ONNX bundle — what the service serves) on rows "
              "no choice ever saw, recomputed by the `docs` stage from "
@@ -950,21 +947,21 @@ def summary_metrics(root: Path) -> dict:
     """The few numbers `dvc exp show` and `dvc metrics diff` show by default
     (``reports/metrics/summary.json``): the gate's decision and the champion's key scores.
     The detailed metrics stay in ``reports/metrics/*.json`` (``dvc metrics show FILE``)."""
-    select = read_json(root / "reports" / "metrics" / "select.json")
+    select = select_metrics.read(root / "reports" / "metrics" / "select.json")
     decision = read_json(root / "reports" / "select_decision.json")
     gate = decision.get("gate") or {}
     best = decision.get("best_candidate")
-    held = _held_out_key(select)
+    held = "held_out"
     return {
-        "champion": select["champion"],
-        "decision": ("promoted" if decision.get("promoted") and best == select["champion"]
+        "champion": select.champion,
+        "decision": ("promoted" if decision.get("promoted") and best == select.champion
                      else "first champion" if decision.get("promoted") else "kept"),
         "best_candidate": best,
         "gate_ci_high": gate.get("ci_high"),
-        "held_out_brier": select.get(held, {}).get("brier"),
-        "held_out_bss": select.get(held, {}).get("bss"),
-        "unseen_bss": select.get("unseen", {}).get("bss"),
-        "best_held_out_bss": select.get(f"candidates_{held}", {}).get(best, {}).get("bss"),
+        "held_out_brier": select.scores.get(held, {}).get("brier"),
+        "held_out_bss": select.scores.get(held, {}).get("bss"),
+        "unseen_bss": select.scores.get("unseen", {}).get("bss"),
+        "best_held_out_bss": select.candidates_held_out.get(best, {}).get("bss"),
     }
 
 
@@ -1039,13 +1036,13 @@ def build(root: Path) -> Path:
 
 def summary(root: Path) -> str:
     """A few lines for the end of ``make repro``."""
-    select = read_json(root / "reports" / "metrics" / "select.json")
+    select = select_metrics.read(root / "reports" / "metrics" / "select.json")
     decision = read_json(root / "reports" / "select_decision.json")
     card = read_json(root / "models" / "champion" / "champion.json")
     monitoring = read_json(root / "reports" / "metrics" / "monitor.json")
-    held_out = select.get("held_out", {})
-    unseen = select.get("unseen", {})
-    headline = select.get("leave_one_station_out", {}).get(select.get("loso_headline", ""), {})
+    held_out = select.scores.get("held_out", {})
+    unseen = select.scores.get("unseen", {})
+    headline = select.leave_one_station_out.get(select.loso_headline or "", {})
     return "\n".join([
         "",
         f"Champion: {card['candidate']} (model {card.get('model_id', '?')}) — registered "
