@@ -43,7 +43,7 @@ def blend_bundle(blend, rows, observations, settings, tmp_path_factory):
                                             ("greensboro_nc", 8000)])
 def test_served_blend_equals_the_trained_blend(blend, blend_bundle, rows, observations,
                                                 settings, tmp_path, station, start):
-    service = Service(transfer.load_bundle(blend_bundle), Store(tmp_path / "store.sqlite"))
+    service = Service(bundle.load_bundle(blend_bundle), Store(tmp_path / "store.sqlite"))
     body = request_body(observations, station, start=start, hours=30)
     with TestClient(create_app(service)) as client:
         response = client.post("/v1/nowcast", json=body)

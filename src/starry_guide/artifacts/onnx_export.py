@@ -27,7 +27,7 @@ from starry_guide.core.models import (
     PersistenceStackClassifier,
 )
 from starry_guide.core.models import (
-    logit as probability_logit,
+    to_logit as probability_logit,
 )
 
 OPSET = [helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)]

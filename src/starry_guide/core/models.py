@@ -114,7 +114,7 @@ class CalibratedPersistenceClassifier(ClassifierMixin, BaseEstimator):
         return self.classes_[(self.predict_proba(X)[:, 1] >= 0.5).astype(int)]
 
 
-def logit(p: np.ndarray) -> np.ndarray:
+def to_logit(p: np.ndarray) -> np.ndarray:
     """log(p / (1 - p)), with p clipped to [1e-4, 1 - 1e-4] so it stays finite."""
     p = np.clip(p, 1e-4, 1 - 1e-4)
     return np.log(p / (1 - p))
@@ -160,8 +160,8 @@ class PersistenceStackClassifier(ClassifierMixin, BaseEstimator):
             early_stopping=False, random_state=self.random_state)
 
     def _inputs(self, X: pd.DataFrame, persistence, boosting) -> np.ndarray:
-        return np.column_stack([logit(persistence.predict_proba(X)[:, 1]),
-                                logit(boosting.predict_proba(X)[:, 1])])
+        return np.column_stack([to_logit(persistence.predict_proba(X)[:, 1]),
+                                to_logit(boosting.predict_proba(X)[:, 1])])
 
     def fit(self, X: pd.DataFrame, y: Any, groups: Any = None) -> PersistenceStackClassifier:
         """Fit; ``groups`` (one id per row, e.g. its station and month) make the
@@ -243,7 +243,7 @@ class PersistenceLogisticClassifier(ClassifierMixin, BaseEstimator):
 
     def _design(self, X: pd.DataFrame) -> np.ndarray:
         z = self.imputer_.transform(X)
-        cp = logit(self.persistence_.predict_proba(X)[:, 1])
+        cp = to_logit(self.persistence_.predict_proba(X)[:, 1])
         return self.scaler_.transform(np.column_stack([z, cp]))
 
     def fit(self, X: pd.DataFrame, y: Any) -> PersistenceLogisticClassifier:
@@ -258,7 +258,7 @@ class PersistenceLogisticClassifier(ClassifierMixin, BaseEstimator):
                                       keep_empty_features=True).fit(X)
         z = self.imputer_.transform(X)
         self.scaler_ = StandardScaler().fit(
-            np.column_stack([z, logit(self.persistence_.predict_proba(X)[:, 1])]))
+            np.column_stack([z, to_logit(self.persistence_.predict_proba(X)[:, 1])]))
         design = self._design(X)
         horizons = X[HORIZON].to_numpy(dtype=int)
         self.horizons_ = np.unique(horizons)
@@ -280,7 +280,7 @@ class PersistenceLogisticClassifier(ClassifierMixin, BaseEstimator):
         logit = np.einsum("ij,ij->i", self._design(X), self.coef_[row]) + self.intercept_[row]
         shrinkage = getattr(self, "shrinkage", 1.0)  # models pickled before it existed: 1
         if shrinkage != 1.0:
-            persistence = logit(self.persistence_.predict_proba(X)[:, 1])
+            persistence = to_logit(self.persistence_.predict_proba(X)[:, 1])
             logit = persistence + shrinkage * (logit - persistence)
         p = 1.0 / (1.0 + np.exp(-logit))
         return np.column_stack([1.0 - p, p])
@@ -337,7 +337,7 @@ class PersistenceBlendClassifier(ClassifierMixin, BaseEstimator):
 
     def _boosting_inputs(self, X: pd.DataFrame) -> np.ndarray:
         """The features and the persistence logit, in float32 as ONNX computes them."""
-        persistence = logit(self.logistic_.persistence_.predict_proba(X)[:, 1])
+        persistence = to_logit(self.logistic_.persistence_.predict_proba(X)[:, 1])
         return np.column_stack([X.to_numpy(dtype=np.float32),
                                 persistence.astype(np.float32)])
 
@@ -370,7 +370,7 @@ class PersistenceBlendClassifier(ClassifierMixin, BaseEstimator):
     def logits(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The persistence logit, the logistic's and the boosting's, per row."""
         check_is_fitted(self, "boosting_")
-        persistence = logit(self.logistic_.persistence_.predict_proba(X)[:, 1])
+        persistence = to_logit(self.logistic_.persistence_.predict_proba(X)[:, 1])
         horizons = X[HORIZON].to_numpy(dtype=int)
         model = self.logistic_
         row = np.abs(horizons[:, None] - model.horizons_[None, :]).argmin(axis=1)
