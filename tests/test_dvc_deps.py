@@ -29,7 +29,7 @@ PACKAGE = "starry_guide"
 RUNNER = ("starry_guide", "starry_guide.pipeline.stage")
 #: names bound to the project root in the code, and Paths objects
 ROOT_NAMES = {"root", "ROOT", "project_root"}
-PATHS_NAMES = {"inputs"}
+PATHS_NAMES = {"inputs", "paths"}
 
 
 def stages() -> dict:

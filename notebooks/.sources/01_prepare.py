@@ -69,7 +69,7 @@ pd.DataFrame([{"package": entry["package"], "version": entry["version"], "file":
 # %%
 observations, quality_reports = [], []
 for entry in settings.data.stations:
-    frame, report = quality.check_station(entry, settings)
+    frame, report = stations.check_station(entry, settings)
     observations.append(frame)
     quality_reports.append(report)
 quality.report_table(quality_reports)

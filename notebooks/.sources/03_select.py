@@ -47,9 +47,11 @@ outputs = Paths(settings.project_root / output_dir) if output_dir else inputs
 pd.set_option("display.precision", 4)
 pd.set_option("display.width", 120)
 
-from starry_guide.pipeline import champion, registry, tracking, training
-from starry_guide.core import evaluate
+from starry_guide.artifacts import champion_card as champion_file
 from starry_guide.artifacts import reports
+from starry_guide.artifacts.select_metrics import SelectMetrics
+from starry_guide.core import evaluate
+from starry_guide.pipeline import champion, registry, tracking, training
 
 rows = pd.read_parquet(inputs.processed_dir / "rows.parquet")
 candidates = reports.read_json(inputs.reports_dir / "train_runs.json")  # candidate -> model_id
@@ -198,20 +200,20 @@ print(f"ONNX parity on {card['onnx_parity_rows']} held-out rows: max |p_onnx - p
 # (`model_id`), never by an MLflow run id or registry version, which differ between machines.
 
 # %%
-reports.write_json(outputs.champion_dir / "champion.json", champion.champion_card(selection, settings))
+champion_file.write(outputs.champion_dir, champion.champion_card(selection, settings))
 loso_summaries = {name: r.summary() for name, r in loso_results.items()}
-reports.write_json(outputs.metrics_dir / "select.json", {
-    "champion": selection.champion_candidate,
-    "selection_metric": metric,
-    **selection.scores["champion"],
-    "candidates_held_out": {name: {k: selection.scores[name]["held_out"][k] for k in ("brier", "bss", "roc_auc")}
-                        for name in selection.ranking},
-    "held_out_bss_by_horizon": by_horizon.to_dict(),
-    "onnx_parity_max_abs": card["onnx_parity_max_abs"],
-    "leave_one_station_out": loso_summaries,
-    "loso_headline": None if headline is None else headline.candidate,
-    "adaptation": {str(n): row for n, row in adaptation.to_dict(orient="index").items()},
-})
+SelectMetrics(
+    champion=selection.champion_candidate,
+    selection_metric=metric,
+    scores=selection.scores["champion"],
+    candidates_held_out={name: {k: selection.scores[name]["held_out"][k] for k in ("brier", "bss", "roc_auc")}
+                         for name in selection.ranking},
+    held_out_bss_by_horizon=by_horizon.to_dict(),
+    onnx_parity_max_abs=card["onnx_parity_max_abs"],
+    leave_one_station_out=loso_summaries,
+    loso_headline=None if headline is None else headline.candidate,
+    adaptation={str(n): row for n, row in adaptation.to_dict(orient="index").items()},
+).write(outputs.metrics_dir / "select.json")
 decision_record = champion.decision_record(selection)
 reports.write_json(outputs.reports_dir / "select_decision.json", decision_record)
 print("champion written to models/champion/")

@@ -14,7 +14,7 @@
 # Everything is judged per station and per **chunk** (a week), against a **reference**: the
 # stations the champion was trained on. Every threshold comes from the reference's own
 # chunk-to-chunk variation (NannyML's rule: mean + 3 std of the statistic over reference
-# chunks), never from fixed bands. The logic lives in `starry_guide.monitor.checks`.
+# chunks), never from fixed bands. The logic lives in `starry_guide.monitor`: its reference period, checks, verdict and figures.
 
 # %% tags=['parameters']
 # Parameters. Every knob lives in params.yaml and is read by load_settings() below, whether
@@ -35,11 +35,11 @@ outputs = Paths(settings.project_root / output_dir) if output_dir else inputs
 pd.set_option("display.precision", 4)
 pd.set_option("display.width", 120)
 
-from starry_guide.monitor import checks as monitor
+from starry_guide.monitor import reference_period, report, verdict
 from starry_guide.artifacts import reports
 from starry_guide.artifacts.bundle import load_bundle
 
-production = monitor.load_production(inputs.production_dir)
+production = reference_period.load_production(inputs.production_dir)
 print(f"snapshot: {len(production.observations)} observations, "
       f"{production.predictions['prediction_id'].nunique() if len(production.predictions) else 0} nowcasts, "
       f"{len(production.feedback)} feedback reports")
@@ -54,8 +54,8 @@ production.manifest
 
 # %%
 bundle = load_bundle(inputs.champion_dir / "bundle")
-threshold = monitor.served_threshold(bundle.card)
-reference = monitor.reference_from_processed(
+threshold = reference_period.served_threshold(bundle.card)
+reference = reference_period.reference_from_processed(
     pd.read_parquet(inputs.processed_dir / "observations.parquet"),
     pd.read_parquet(inputs.processed_dir / "rows.parquet"), bundle, settings)
 print(f"champion: {bundle.card.get('candidate')} version {bundle.version}; served threshold {threshold}")
@@ -73,7 +73,7 @@ pd.DataFrame({"drift threshold (JS distance)": reference.drift_thresholds})
 # needs fixing, not the model. Drift alone is an early warning.
 
 # %%
-result = monitor.run(production, reference, settings.label, threshold, settings.monitor)
+result = verdict.run(production, reference, settings.label, threshold, settings.monitor)
 summary = result.summary()
 print("status:", summary["status"])
 print("retrain recommended:", summary["retrain_recommended"])
@@ -92,7 +92,7 @@ pd.DataFrame({s: {k: v for k, v in d.items() if k != "alerts"}
 # chunks give.
 
 # %%
-fig = monitor.plot_performance(result)  # shown inline (a bare `;` line shows it twice under nbval)
+fig = report.plot_performance(result)  # shown inline (a bare `;` line shows it twice under nbval)
 
 # %%
 result.performance.set_index(["station_id", "chunk"]).tail(12)
@@ -101,7 +101,7 @@ result.performance.set_index(["station_id", "chunk"]).tail(12)
 result.performance_by_horizon.set_index("horizon_h")
 
 # %%
-fig = monitor.plot_reliability(result)
+fig = report.plot_reliability(result)
 
 # %% [markdown]
 # ## Data quality and users' feedback
@@ -112,7 +112,7 @@ fig = monitor.plot_reliability(result)
 # disagreement.
 
 # %%
-fig = monitor.plot_quality(result)
+fig = report.plot_quality(result)
 
 # %%
 result.quality
@@ -129,7 +129,7 @@ result.feedback.set_index(["station_id", "chunk"]).tail(12)
 
 # %%
 for station in sorted(result.drift["station_id"].unique()) if len(result.drift) else [None]:
-    monitor.plot_drift(result, station)
+    report.plot_drift(result, station)
 
 # %%
 alerts = result.alerts()
@@ -154,10 +154,10 @@ reports.write_csv(outputs.plots_dir / "monitor_drift.csv",
                                "above", "alert"]))
 figures = outputs.figures_dir / "monitor"
 figures.mkdir(parents=True, exist_ok=True)
-for name, fig in [("performance", monitor.plot_performance(result)),
-                  ("quality", monitor.plot_quality(result)),
-                  ("drift", monitor.plot_drift(result)),
-                  ("reliability", monitor.plot_reliability(result))]:
+for name, fig in [("performance", report.plot_performance(result)),
+                  ("quality", report.plot_quality(result)),
+                  ("drift", report.plot_drift(result)),
+                  ("reliability", report.plot_reliability(result))]:
     fig.savefig(figures / f"{name}.png", dpi=80, bbox_inches="tight", metadata={"Software": None})
     plt.close(fig)
-print("written:", outputs.metrics_dir / "monitor.json")
+print("written:", (outputs.metrics_dir / "monitor.json").relative_to(outputs.root))

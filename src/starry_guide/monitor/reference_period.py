@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from starry_guide.artifacts import snapshot
-from starry_guide.config import MonitorSettings
+from starry_guide.config import MonitorSettings, Settings
 from starry_guide.core import astro, quality
 from starry_guide.core.schema import WEATHER_COLUMNS
 from starry_guide.monitor.statistics import (
@@ -212,7 +212,7 @@ def served_p_clear(observations: pd.DataFrame, bundle) -> tuple[pd.DataFrame, pd
 
 
 def reference_from_processed(observations: pd.DataFrame, rows: pd.DataFrame, bundle,
-                             settings) -> Reference:
+                             settings: Settings) -> Reference:
     """The reference of :func:`build_reference` from the prepare stage's outputs and the
     champion bundle: the stations the champion was trained on (every split but ``unseen``),
     all their hours for drift, their validation and test months for performance, and

@@ -26,6 +26,7 @@ import pandas as pd
 from starry_guide.artifacts import champion_card as champion_file
 from starry_guide.artifacts.champion_card import ChampionCard
 from starry_guide.artifacts.reports import read_json
+from starry_guide.config import Settings
 from starry_guide.core import adaptation, evaluate
 from starry_guide.core import gate as core_gate
 from starry_guide.core.evaluate import GREATER_IS_BETTER
@@ -149,7 +150,8 @@ class HeldOutTest:
 
 def decide(ranking: list[str], model_ids: dict[str, str], p_validation: dict[str, np.ndarray],
            incumbent: Incumbent, p_incumbent: np.ndarray, p_baseline: np.ndarray,
-           val_rows: pd.DataFrame, settings, validation_scores: dict[str, dict[str, float]],
+           val_rows: pd.DataFrame, settings: Settings,
+           validation_scores: dict[str, dict[str, float]],
            incumbent_validation: dict[str, float],
            recent: HeldOutTest | None = None, transfer: HeldOutTest | None = None) -> Decision:
     """Challengers in ranking order against the incumbent; the first to pass is promoted.
@@ -373,7 +375,7 @@ def incumbent_from(tracked: dict | None, champion_dir: Path, registry_champion,
 
 
 def _transfer_test(rows: pd.DataFrame, estimators: dict[str, object], incumbent_recipe: str,
-                   settings) -> tuple[HeldOutTest, dict]:
+                   settings: Settings) -> tuple[HeldOutTest, dict]:
     """The gate's "new places" test: each recipe refit leaving one station out (research
     stations, training months) and scored on that station's validation months
     (:func:`starry_guide.pipeline.loso.leave_one_station_out` with ``design=True``), against the
@@ -399,7 +401,7 @@ def _transfer_test(rows: pd.DataFrame, estimators: dict[str, object], incumbent_
                   "incumbent_recipe": incumbent_recipe}
 
 
-def select(rows: pd.DataFrame, model_uris: dict[str, str], settings, incumbent=None,
+def select(rows: pd.DataFrame, model_uris: dict[str, str], settings: Settings, incumbent=None,
            registry_champion=None) -> Selection:
     """Score the trained candidates on every split, rank them on validation and pass the
     challengers through the :func:`gate` against the incumbent. Writes nothing.
@@ -543,7 +545,7 @@ def decision_record(selection: Selection) -> dict:
     }
 
 
-def champion_card(selection: Selection, settings) -> ChampionCard:
+def champion_card(selection: Selection, settings: Settings) -> ChampionCard:
     """``models/champion/champion.json``: what the champion is, by content id, and its
     ``history`` — the tracked champion's chain plus this decision
     (:mod:`starry_guide.artifacts.lineage`)."""
@@ -561,7 +563,7 @@ def champion_card(selection: Selection, settings) -> ChampionCard:
     )
 
 
-def export_bundle(selection: Selection, settings, rows: pd.DataFrame,
+def export_bundle(selection: Selection, settings: Settings, rows: pd.DataFrame,
                   observations: pd.DataFrame, destination: Path) -> dict:
     """Write the champion's ONNX bundle into ``destination`` and check parity with
     scikit-learn on every held-out row (:class:`starry_guide.artifacts.onnx_export.ExportError`

@@ -34,6 +34,7 @@ from mlflow.tracking import MlflowClient
 
 from starry_guide.artifacts import lineage
 from starry_guide.artifacts.reports import write_json
+from starry_guide.config import Settings
 from starry_guide.pipeline import tracking
 
 CHAMPION = "champion"
@@ -65,7 +66,7 @@ def version_model_id(version) -> str:
     return version.tags.get("model_id") or version.tags.get("fingerprint", "")
 
 
-def current_champion(settings, alias: str = CHAMPION):
+def current_champion(settings: Settings, alias: str = CHAMPION):
     """The version behind ``@alias``, or None when the registry has no such model or alias.
 
     Raises
@@ -93,7 +94,7 @@ def current_champion(settings, alias: str = CHAMPION):
         raise _failed(f"read {name} version {aliases[alias]} (@{alias})", exc) from None
 
 
-def find_version(settings, model_id: str):
+def find_version(settings: Settings, model_id: str):
     """The earliest registered version with this content id, or None."""
     name = settings.select.model_name
     try:
@@ -197,7 +198,7 @@ def description(selection, registered_version) -> str:
     return "\n".join(lines)
 
 
-def record_selection(selection, settings, bundle_dir: Path, decision: dict,
+def record_selection(selection, settings: Settings, bundle_dir: Path, decision: dict,
                      loso: dict[str, dict] | None = None) -> dict:
     """Write the select stage's decision into the registry — after its outputs were written.
 
@@ -315,7 +316,7 @@ def record_selection(selection, settings, bundle_dir: Path, decision: dict,
             "decision_run": run.info.run_id}
 
 
-def history(settings) -> list[dict]:
+def history(settings: Settings) -> list[dict]:
     """Every decision and rollback, oldest first: date, event, candidate, model id, registry
     version, incumbent, gate CI, reasons and lineage (from the select experiment's runs)."""
     client = MlflowClient()
@@ -356,7 +357,7 @@ def history(settings) -> list[dict]:
     return out
 
 
-def rollback(settings, version: str, reason: str, by: str | None = None) -> dict:
+def rollback(settings: Settings, version: str, reason: str, by: str | None = None) -> dict:
     """Make registered ``version`` the champion again.
 
     Downloads and verifies its bundle, writes ``models/champion/`` anew in a staging folder

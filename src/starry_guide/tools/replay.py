@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from starry_guide.config import Settings
 from starry_guide.core.schema import WEATHER_COLUMNS
 
 
@@ -325,7 +326,7 @@ def _send_feedback(client, rng, issued, now, world_cover, clear_max, error) -> i
 # --------------------------------------------------------------------------- the file
 
 
-def load_station_frame(entry: str, settings, start: str | None, hours: int | None
+def load_station_frame(entry: str, settings: Settings, start: str | None, hours: int | None
                        ) -> tuple[pd.DataFrame, dict]:
     """The station's checked hourly frame (the one validation policy), cut to ``start`` and
     ``hours``, and its registration (id, place, name).
