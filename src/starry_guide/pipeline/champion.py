@@ -1,7 +1,9 @@
-"""Champion selection: rank the candidates, decide against the incumbent, export the
-champion — pure computation over predictions. Every change to the model registry (versions,
-aliases, tags, history, rollback) is :mod:`starry_guide.pipeline.registry`'s, and happens only after
-the stage's outputs are written.
+"""Champion selection, the select stage's wiring: load the candidates (MLflow) and the
+incumbent (``models/champion/``), score them, rank them, decide — the decision's statistics
+are :mod:`starry_guide.core.gate`, the words explaining it are rendered here — and export
+the champion's bundle. Every change to the model registry (versions, aliases, tags, history,
+rollback) is :mod:`starry_guide.pipeline.registry`'s, and happens only after the stage's
+outputs are written.
 
 **The incumbent is a tracked input.** ``models/champion/`` (committed with the pipeline's
 outputs) holds the champion in production: ``champion.json`` (candidate, content id
