@@ -130,3 +130,17 @@ def test_the_night_definition_names_the_right_twilight():
     assert docs._twilight(-12).startswith("nautical twilight is over")
     assert docs._twilight(-18).startswith("astronomical twilight is over")
     assert docs._twilight(-6).startswith("civil twilight is over")
+
+
+def test_select_metrics_round_trip_keeps_every_split(tmp_path):
+    from starry_guide.artifacts import select_metrics
+
+    record = select_metrics.SelectMetrics(
+        champion="a", selection_metric="brier",
+        scores={"validation": {"brier": 0.1}, "held_out": {"brier": 0.2},
+                "unseen": {"brier": 0.3}, "recent": {"brier": 0.4}},
+        candidates_held_out={"a": {"brier": 0.2}}, loso_headline="a")
+    path = record.write(tmp_path / "select.json")
+    assert select_metrics.read(path) == record
+    assert set(__import__("json").loads(path.read_text())) >= {"recent", "validation",
+                                                               "champion"}

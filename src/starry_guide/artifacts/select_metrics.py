@@ -9,8 +9,9 @@ from pathlib import Path
 
 from starry_guide.artifacts.reports import read_json, write_json
 
-#: the splits the champion is scored on, in the file's order
-SPLITS = ("validation", "held_out", "unseen")
+#: the file's fields besides the champion's scores by split
+FIELDS = ("champion", "selection_metric", "candidates_held_out", "held_out_bss_by_horizon",
+          "onnx_parity_max_abs", "leave_one_station_out", "loso_headline", "adaptation")
 
 
 @dataclass(frozen=True)
@@ -19,7 +20,8 @@ class SelectMetrics:
 
     champion: str
     selection_metric: str
-    #: the champion's scores by split (``validation``, ``held_out``, ``unseen``)
+    #: the champion's scores by split (``validation``, ``held_out``, ``unseen``, and
+    #: ``recent`` once production data exist)
     scores: dict[str, dict[str, float]]
     #: every candidate's held-out Brier, BSS and ROC AUC, by candidate
     candidates_held_out: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -35,7 +37,7 @@ class SelectMetrics:
     def as_json(self) -> dict:
         """The file's layout: the champion's splits at the top level."""
         return {"champion": self.champion, "selection_metric": self.selection_metric,
-                **{split: self.scores[split] for split in SPLITS if split in self.scores},
+                **self.scores,
                 "candidates_held_out": self.candidates_held_out,
                 "held_out_bss_by_horizon": self.held_out_bss_by_horizon,
                 "onnx_parity_max_abs": self.onnx_parity_max_abs,
@@ -52,7 +54,7 @@ def read(path: Path) -> SelectMetrics:
     data = read_json(path)
     return SelectMetrics(
         champion=data["champion"], selection_metric=data["selection_metric"],
-        scores={split: data[split] for split in SPLITS if split in data},
+        scores={split: scores for split, scores in data.items() if split not in FIELDS},
         candidates_held_out=data.get("candidates_held_out", {}),
         held_out_bss_by_horizon=data.get("held_out_bss_by_horizon", {}),
         onnx_parity_max_abs=data.get("onnx_parity_max_abs"),
