@@ -30,7 +30,7 @@ repro: install ## run the whole pipeline (dvc repro), register the champion in t
 system-deps: ## Debian packages the tests need (Chromium, PostgreSQL 15), installed when missing
 	bash scripts/system-deps.sh
 
-test: install system-deps lint ## everything CI runs: ruff, unit + e2e tests, nbval over notebooks/, mkdocs build --strict
+test: install system-deps lint ## everything CI runs: ruff, import-linter contracts, unit + e2e tests, nbval over notebooks/, mkdocs build --strict
 	$(RUN) pytest tests
 	$(MAKE) --no-print-directory docs-check
 
