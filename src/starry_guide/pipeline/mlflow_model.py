@@ -36,8 +36,11 @@ def pip_requirements() -> list[str]:
 
 
 def package_dir() -> Path:
-    """The ``starry_guide`` package folder (copied into every logged model)."""
-    return Path(__file__).resolve().parent
+    """The ``starry_guide`` package folder (copied into every logged model: the loader
+    module below and the estimators' classes in ``core.models`` live in it)."""
+    import starry_guide
+
+    return Path(starry_guide.__file__).resolve().parent
 
 
 class ClearSkyModel:
