@@ -78,8 +78,8 @@ def validate(
     all_usable = True
     for entry in files:
         path = Path(entry)
-        _, report = station_files.check_station(str(path.resolve()) if path.exists() else entry,
-                                          settings)
+        _, report = station_files.check_station(
+            str(path.resolve()) if path.exists() else entry, settings)
         all_usable &= report.usable
         typer.echo(format_report(report))
     raise typer.Exit(code=0 if all_usable else 1)

@@ -83,8 +83,9 @@ def performance(labelled: pd.DataFrame, threshold: float, settings: MonitorSetti
         key = key if isinstance(key, tuple) else (key,)
         part = rows.iloc[index]
         records.append({**dict(zip(by, key, strict=True)),
-                        **realised_scores(part["clear"].to_numpy(), part["p_clear"].to_numpy(),
-                                  None if base is None else base[index], threshold)})
+                        **realised_scores(part["clear"].to_numpy(),
+                                          part["p_clear"].to_numpy(),
+                                          None if base is None else base[index], threshold)})
     return pd.DataFrame.from_records(records)
 
 

@@ -170,7 +170,7 @@ class MonitorResult:
         p = self.production
         times = p.observations["time"] if len(p.observations) else p.predictions["time"]
         overall = (realised_scores(self.labelled["clear"], self.labelled["p_clear"], None,
-                           self.threshold) if len(self.labelled) else {})
+                                   self.threshold) if len(self.labelled) else {})
         if len(self.performance) and "bss" in self.performance:
             base_brier = (self.performance["brier"] / (1 - self.performance["bss"]))
             overall["bss"] = 1 - overall["brier"] / float(

@@ -46,24 +46,24 @@ def recent_hours(station: Station, observations: list[Observation],
     for i, t in enumerate(times):
         if not MIN_DATE <= t.date() <= MAX_DATE:
             raise unprocessable(["body", "observations", i, "time"],
-                                 f"{t.isoformat()} is outside {MIN_DATE}..{MAX_DATE}, the "
-                                 "range of the bundled ephemeris")
+                                f"{t.isoformat()} is outside {MIN_DATE}..{MAX_DATE}, the "
+                                "range of the bundled ephemeris")
     off_the_hour = np.flatnonzero(seconds % 3600 != 0)
     if len(off_the_hour):
         i = int(off_the_hour[0])
         raise unprocessable(["body", "observations", i, "time"],
-                             f"{times[i].isoformat()} is not on the hour")
+                            f"{times[i].isoformat()} is not on the hour")
     not_consecutive = np.flatnonzero(np.diff(seconds) != 3600)
     if len(not_consecutive):
         i = int(not_consecutive[0]) + 1
         raise unprocessable(["body", "observations", i, "time"],
-                             f"{times[i].isoformat()} does not follow "
-                             f"{times[i - 1].isoformat()} by one hour; send consecutive "
-                             "hours, oldest first")
+                            f"{times[i].isoformat()} does not follow "
+                            f"{times[i - 1].isoformat()} by one hour; send consecutive "
+                            "hours, oldest first")
     if len(observations) < history_h + 1:
         raise unprocessable(["body", "observations"],
-                             f"{len(observations)} hour(s) sent; the model needs the latest "
-                             f"{history_h + 1} consecutive hours")
+                            f"{len(observations)} hour(s) sent; the model needs the latest "
+                            f"{history_h + 1} consecutive hours")
     # the latest hour's features need only its history window
     recent = observations[-(history_h + 1):]
     seconds = seconds[-(history_h + 1):]
@@ -282,7 +282,7 @@ class Service:
                 if request.date == "tonight" else request.date)
         if not MIN_DATE <= date <= MAX_DATE:
             raise unprocessable(["date"], f"{date} is outside {MIN_DATE}..{MAX_DATE}, "
-                                 "the range of the bundled ephemeris")
+                                "the range of the bundled ephemeris")
         times = planner.night_steps(s.latitude, s.longitude, date)
         climate = place.choose_climatology(self.bundle.climatology, s.latitude, s.longitude,
                                            self.max_station_km)

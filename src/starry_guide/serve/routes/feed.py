@@ -86,12 +86,12 @@ async def post_observations(station_id: StationId, body: ObservationBatch,
         where = ["body", "observations", i, "time"]
         if not MIN_DATE <= t.date() <= MAX_DATE:
             raise unprocessable(where, f"{t.isoformat()} is outside {MIN_DATE}..{MAX_DATE}, "
-                                 "the range of the bundled ephemeris")
+                                "the range of the bundled ephemeris")
         if t.minute or t.second or t.microsecond:
             raise unprocessable(where, f"{t.isoformat()} is not on the hour")
         if t in seen:
             raise unprocessable(where, f"{t.isoformat()} repeats observation {seen[t]}; send "
-                                 "each hour once")
+                                "each hour once")
         seen[t] = i
     rows = [{"time": o.time, **{c: getattr(o, c) for c in WEATHER_COLUMNS}}
             for o in body.observations]
