@@ -12,7 +12,8 @@ def test_each_builtin_station_is_one_hourly_utc_year(station_data):
         assert len(frame) == 8760
         assert str(frame["time"].dt.tz) == "UTC"
         assert (frame["time"].diff().dropna() == pd.Timedelta(hours=1)).all()
-        assert list(frame.columns) == [*schema.ID_COLUMNS, *schema.WEATHER_COLUMNS]
+        assert list(frame.columns) == [*schema.ID_COLUMNS, *schema.WEATHER_COLUMNS,
+                                       schema.LABEL_ORIGIN]
         assert sorted(frame["segment"].unique()) == list(range(1, 13))
 
 

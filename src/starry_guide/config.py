@@ -76,6 +76,8 @@ class SplitSettings:
     validation_months: tuple[int, ...]
     held_out_months: tuple[int, ...]
     unseen_stations: tuple[str, ...]
+    #: train on rows whose label hour the file's producer filled (TMY source flag not "A")
+    train_on_filled_labels: bool = True
 
 
 @dataclass(frozen=True)
@@ -352,6 +354,7 @@ def load_settings(project_dir: Path | str | None = None) -> Settings:
             unseen_stations=tuple(
                 str(s) for s in _get(sp, "unseen_stations", tuple, source, "split")
             ),
+            train_on_filled_labels=_get(sp, "train_on_filled_labels", bool, source, "split"),
         ),
         train=TrainSettings(
             candidates=tuple(str(c) for c in candidates),

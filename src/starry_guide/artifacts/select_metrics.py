@@ -11,7 +11,8 @@ from starry_guide.artifacts.reports import read_json, write_json
 
 #: the file's fields besides the champion's scores by split
 FIELDS = ("champion", "selection_metric", "candidates_held_out", "held_out_bss_by_horizon",
-          "onnx_parity_max_abs", "leave_one_station_out", "loso_headline", "adaptation")
+          "onnx_parity_max_abs", "leave_one_station_out", "loso_headline", "adaptation",
+          "by_label_origin")
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,9 @@ class SelectMetrics:
     loso_headline: str | None = None
     #: the adaptation simulation by labelled nights
     adaptation: dict[str, dict] = field(default_factory=dict)
+    #: the champion vs calibrated persistence by split (``held_out``, ``unseen``) and label
+    #: origin (``observed``, ``filled``, ``unknown``): brier, brier_reference, bss, rows
+    by_label_origin: dict[str, dict] = field(default_factory=dict)
 
     def as_json(self) -> dict:
         """The file's layout: the champion's splits at the top level."""
@@ -43,7 +47,8 @@ class SelectMetrics:
                 "onnx_parity_max_abs": self.onnx_parity_max_abs,
                 "leave_one_station_out": self.leave_one_station_out,
                 "loso_headline": self.loso_headline,
-                "adaptation": self.adaptation}
+                "adaptation": self.adaptation,
+                "by_label_origin": self.by_label_origin}
 
     def write(self, path: Path) -> Path:
         return write_json(Path(path), self.as_json())
@@ -60,4 +65,5 @@ def read(path: Path) -> SelectMetrics:
         onnx_parity_max_abs=data.get("onnx_parity_max_abs"),
         leave_one_station_out=data.get("leave_one_station_out", {}),
         loso_headline=data.get("loso_headline"),
-        adaptation=data.get("adaptation", {}))
+        adaptation=data.get("adaptation", {}),
+        by_label_origin=data.get("by_label_origin", {}))

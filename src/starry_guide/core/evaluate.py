@@ -120,6 +120,22 @@ def paired_bootstrap_brier(y_true: np.ndarray, p_new: np.ndarray, p_old: np.ndar
             "nights": float(len(sums)), "n_boot": float(n_boot)}
 
 
+def skill_by_group(y_true: np.ndarray, p_clear: np.ndarray, p_reference: np.ndarray,
+                   groups: np.ndarray | pd.Series) -> pd.DataFrame:
+    """Brier of a forecast and of a reference, the skill score between them and the rows,
+    per group (e.g. the label's origin: observed vs filled hours)."""
+    y = np.asarray(y_true, dtype=float)
+    frame = pd.DataFrame({"group": np.asarray(groups),
+                          "brier": (np.asarray(p_clear, dtype=float) - y) ** 2,
+                          "brier_reference": (np.asarray(p_reference, dtype=float) - y) ** 2})
+    table = frame.groupby("group").agg(brier=("brier", "mean"),
+                                       brier_reference=("brier_reference", "mean"),
+                                       rows=("brier", "size"))
+    table.insert(2, "bss", 1 - table["brier"] / table["brier_reference"])
+    table.index.name = None
+    return table
+
+
 def scores_by_horizon(rows: pd.DataFrame, p_clear: np.ndarray, threshold: float,
                       p_reference: np.ndarray | None = None) -> pd.DataFrame:
     """:func:`scores` for each ``horizon_h`` (one row per horizon)."""

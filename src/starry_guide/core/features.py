@@ -24,6 +24,7 @@ import pandas as pd
 
 from starry_guide.config import FeatureSettings, LabelSettings
 from starry_guide.core import astro
+from starry_guide.core.schema import LABEL_ORIGIN
 
 #: observation columns used as they are, at time t
 CURRENT_COLUMNS = [
@@ -271,13 +272,19 @@ def supervised_rows(
     Kept only where the history is complete, ``t + h`` lies in the same segment as ``t``,
     the target hour is night (sun below ``label.night_max_sun_elevation_deg``) and its
     opaque cloud cover was observed. ``clear`` is 1 when that cover is at most
-    ``label.clear_max_opaque_tenths``.
+    ``label.clear_max_opaque_tenths``. When ``observations`` carry
+    :data:`~starry_guide.core.schema.LABEL_ORIGIN`, each row keeps its target hour's as
+    ``target_label_origin``.
     """
     hourly = hourly_features(observations, settings)
     rows = model_rows(hourly, label.horizons, settings)
-    targets = observations[["station_id", "time", "segment", "opaque_cloud_tenths"]].rename(
+    target_columns = ["station_id", "time", "segment", "opaque_cloud_tenths"]
+    if LABEL_ORIGIN in observations.columns:  # kept for evaluation on observed labels only
+        target_columns.append(LABEL_ORIGIN)
+    targets = observations[target_columns].rename(
         columns={"time": "target_time", "segment": "target_segment",
-                 "opaque_cloud_tenths": "target_opaque_cloud_tenths"}
+                 "opaque_cloud_tenths": "target_opaque_cloud_tenths",
+                 LABEL_ORIGIN: "target_label_origin"}
     )
     rows = rows.merge(targets, on=["station_id", "target_time"], how="inner", validate="m:1")
     keep = (

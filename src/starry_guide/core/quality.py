@@ -26,7 +26,13 @@ import pandera.pandas as pa
 
 from starry_guide.config import LabelSettings
 from starry_guide.core import astro
-from starry_guide.core.schema import ID_COLUMNS, WEATHER_COLUMNS, StationData
+from starry_guide.core.schema import (
+    ID_COLUMNS,
+    LABEL_ORIGIN,
+    LABEL_ORIGINS,
+    WEATHER_COLUMNS,
+    StationData,
+)
 
 #: physical range per canonical column; values outside are repaired to missing
 PHYSICAL_RANGES: dict[str, tuple[float, float]] = {
@@ -96,6 +102,7 @@ def canonical_schema() -> pa.DataFrameSchema:
     columns["sun_elevation_deg"] = pa.Column(float, pa.Check.in_range(-90, 90))
     columns["moon_elevation_deg"] = pa.Column(float, pa.Check.in_range(-90, 90))
     columns["moon_illumination"] = pa.Column(float, pa.Check.in_range(0, 1))
+    columns[LABEL_ORIGIN] = pa.Column(str, pa.Check.isin(LABEL_ORIGINS))
     return pa.DataFrameSchema(
         columns,
         checks=[pa.Check(lambda df: df["time"].is_monotonic_increasing,
@@ -116,6 +123,10 @@ class QualityReport:
     missing_share: dict[str, float] = field(default_factory=dict)
     usable_night_hours: int = 0
     clear_sky_rate: float | None = None
+    #: usable night label hours by origin (``observed`` / ``filled`` / ``unknown``)
+    label_origin_hours: dict[str, int] = field(default_factory=dict)
+    #: calendar month -> the year a typical-year file took it from (empty for real records)
+    source_years: dict[str, int] = field(default_factory=dict)
     verdict: str = "usable"
     reasons: list[str] = field(default_factory=list)
 
@@ -138,6 +149,8 @@ class QualityReport:
             "missing_share": self.missing_share,
             "usable_night_hours": self.usable_night_hours,
             "clear_sky_rate": self.clear_sky_rate,
+            "label_origin_hours": self.label_origin_hours,
+            "source_years": self.source_years,
             "verdict": self.verdict,
             "reasons": self.reasons,
         }
@@ -178,6 +191,7 @@ def _check_structure(frame: pd.DataFrame, station: StationData,
             filled = filled.reset_index()
             for column in ("station_id", "latitude", "longitude", "elevation_m"):
                 filled[column] = frame[column].iloc[0]
+            filled[LABEL_ORIGIN] = filled[LABEL_ORIGIN].fillna("unknown")
             local = filled["time"] + pd.Timedelta(hours=station.meta["tz_offset_h"])
             filled["segment"] = (local.dt.year * 100 + local.dt.month).astype("int64")
             report.repairs.append({"rule": "hours absent from the file inserted as missing",
@@ -412,6 +426,8 @@ def _check_label(frame: pd.DataFrame, station: StationData, report: QualityRepor
     night = frame["sun_elevation_deg"] < label.night_max_sun_elevation_deg
     usable = night & cover.notna()
     report.usable_night_hours = int(usable.sum())
+    origin = frame[LABEL_ORIGIN][usable]
+    report.label_origin_hours = {name: int((origin == name).sum()) for name in LABEL_ORIGINS}
     if usable.any():
         report.clear_sky_rate = round(
             float((cover[usable] <= label.clear_max_opaque_tenths).mean()), 4)
@@ -432,9 +448,13 @@ def assess(station: StationData, label: LabelSettings, min_usable_night_hours: i
     Use :func:`require_usable` to turn rejections into an error.
     """
     report = QualityReport(station.station_id, station.label, station.kind,
-                           len(station.frame), repairs=list(station.repairs))
+                           len(station.frame), repairs=list(station.repairs),
+                           source_years=dict(station.meta.get("source_years", {})))
     _check_metadata(station, report)
-    frame = _check_structure(station.frame.copy(), station, report)
+    frame = station.frame.copy()
+    if LABEL_ORIGIN not in frame.columns:  # a source without per-hour flags (the feed)
+        frame[LABEL_ORIGIN] = "unknown"
+    frame = _check_structure(frame, station, report)
     if not report.usable:
         return frame, report
     _repair_units(frame, report)
@@ -453,7 +473,8 @@ def assess(station: StationData, label: LabelSettings, min_usable_night_hours: i
     _check_label(frame, station, report, label, min_usable_night_hours)
     if report.usable:
         frame = canonical_schema().validate(frame[[*ID_COLUMNS, *WEATHER_COLUMNS,
-                                                   *GEOMETRY_COLUMNS]], lazy=True)
+                                                   *GEOMETRY_COLUMNS, LABEL_ORIGIN]],
+                                            lazy=True)
     return frame, report
 
 
@@ -465,6 +486,14 @@ def require_usable(reports: list[QualityReport]) -> None:
             "station(s) rejected — nothing was written:\n"
             + "\n".join(f"  - {reason}" for r in rejected for reason in r.reasons)
         )
+
+
+def observed_label_share(report: QualityReport) -> float | None:
+    """The share of usable night label hours flagged as observed; ``None`` when the source
+    carries no per-hour flags (every hour ``unknown``)."""
+    counts = report.label_origin_hours
+    flagged = counts.get("observed", 0) + counts.get("filled", 0)
+    return round(counts.get("observed", 0) / flagged, 4) if flagged else None
 
 
 def report_table(reports: list[QualityReport]) -> pd.DataFrame:
@@ -481,6 +510,7 @@ def report_table(reports: list[QualityReport]) -> pd.DataFrame:
             "dropped features": ", ".join(f"{d['column']} ({d['reason']})"
                                           for d in r.dropped_features) or "-",
             "usable night hours": r.usable_night_hours,
+            "observed label share": observed_label_share(r),
             "clear-sky rate": r.clear_sky_rate,
             "verdict": r.verdict,
         })

@@ -27,6 +27,14 @@ WEATHER_COLUMNS: dict[str, str] = {
 }
 ID_COLUMNS = ["station_id", "time", "segment", "latitude", "longitude", "elevation_m"]
 
+#: where each hour's opaque sky cover (the label) comes from: ``observed`` as reported,
+#: ``filled`` by the file's producer (interpolated or estimated: TMY2/TMY3 source flags other
+#: than ``A``), ``unknown`` when the source carries no per-hour flag (EPW, CSV, the feed)
+LABEL_ORIGIN = "label_origin"
+LABEL_ORIGINS = ("observed", "filled", "unknown")
+#: TMY2/TMY3 meteorological source flag of an observed value ("data as observed")
+TMY_OBSERVED_FLAG = "A"
+
 #: a sky with no ceiling ("unlimited") is recorded as this height, so the feature stays ordered
 UNLIMITED_CEILING_M = 20000.0
 #: TMY2's "cirroform" ceiling code: only thin high cloud, placed just below unlimited

@@ -16,15 +16,21 @@ SPLITS = ("train", "validation", "held_out", "unseen", "recent", "excluded")
 
 
 def assign_splits(rows: pd.DataFrame, settings: SplitSettings) -> pd.Series:
-    """The split of each row: ``unseen`` for held-out stations, else by the row's month."""
+    """The split of each row: ``unseen`` for held-out stations, else by the row's month.
+
+    With ``settings.train_on_filled_labels`` false, a training-month row whose label hour was
+    filled by the file's producer (``target_label_origin == "filled"``) is ``excluded``."""
     month = rows["segment"] % 100  # segment: month (typical years) or yyyymm (real records)
+    filled = (rows["target_label_origin"].eq("filled") if "target_label_origin" in rows
+              else pd.Series(False, index=rows.index))
     split = np.select(
         [
             rows["station_id"].isin(settings.unseen_stations),
             month.isin(settings.held_out_months),
             month.isin(settings.validation_months),
+            filled & (not settings.train_on_filled_labels),
         ],
-        ["unseen", "held_out", "validation"],
+        ["unseen", "held_out", "validation", "excluded"],
         default="train",
     )
     return pd.Series(pd.Categorical(split, categories=SPLITS), index=rows.index, name="split")

@@ -322,6 +322,23 @@ def metrics_page(root: Path, destination: Path) -> str:
                   f"![BSS by horizon on the held-out months]"
                   f"({_figure(fig, destination, 'held_out_bss_by_horizon')})",
                   "", _table(by_horizon.T.rename_axis("BSS \\ horizon (h)")), ""]
+    if select.by_label_origin:
+        origin = pd.concat({split: pd.DataFrame(table).T
+                            for split, table in select.by_label_origin.items()},
+                           names=["split", "label origin"])
+        lines += ["## Observed and filled labels", "",
+                  "The champion against calibrated persistence on label hours the files report "
+                  "as *observed* (TMY source flag `A`), hours their producers *filled* "
+                  "(interpolated or estimated, flags `B`/`E`) and hours of files without "
+                  "per-hour flags (*unknown*: the EPW files). Counts per station are on the "
+                  "[data-quality page](data-quality.md); why filled hours are still trained "
+                  "on: [forecast skill](../forecast-skill.md#observed-and-filled-labels).", "",
+                  _table(origin.rename_axis(["split", "label origin"])), ""]
+        loso_origin = {name: per["bss_by_label_origin"] for name, per in loso_raw.items()
+                       if "bss_by_label_origin" in per}
+        if loso_origin:
+            lines += ["Leave one station out (BSS vs calibrated persistence) by label origin:",
+                      "", _table(pd.DataFrame(loso_origin).T.rename_axis("recipe")), ""]
     lines += [
         "## Data",
         "",
@@ -851,17 +868,43 @@ def api_page(schema: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _label_origin_cell(counts: dict) -> str:
+    if not counts:
+        return "-"
+    flagged = counts.get("observed", 0) + counts.get("filled", 0)
+    share = f" ({counts.get('observed', 0) / flagged:.0%} observed)" if flagged else ""
+    return (f"{counts.get('observed', 0)} / {counts.get('filled', 0)} / "
+            f"{counts.get('unknown', 0)}{share}")
+
+
+def _source_years_cell(years: dict) -> str:
+    if not years:
+        return "-"
+    values = sorted(years.values())
+    recent = sum(y >= 1996 for y in values)
+    return f"{values[0]}–{values[-1]} ({recent} of {len(values)} months from 1996 on)"
+
+
 def quality_page(root: Path) -> str:
     """Per-station data-quality summary from ``reports/data_quality.json``."""
     paths = Paths(root)
     stations = read_json(paths.reports_dir / "data_quality.json")
     lines = ["# Data quality", "",
              "Generated from `reports/data_quality.json` by the `docs` stage.", ""]
-    lines += ["| station | format | rows | usable night hours | clear-sky rate | verdict |",
-              "|---|---|---|---|---|---|"]
+    lines += ["| station | format | rows | usable night hours | observed / filled / unknown "
+              "label hours | source years | clear-sky rate | verdict |",
+              "|---|---|---|---|---|---|---|---|"]
     lines += [f"| `{sid}` | {r['kind'].upper()} | {r['rows']} | {r['usable_night_hours']} | "
+              + _label_origin_cell(r.get("label_origin_hours") or {}) + " | "
+              + _source_years_cell(r.get("source_years") or {}) + " | "
               + ("-" if r["clear_sky_rate"] is None else f"{r['clear_sky_rate']:.1%}")
               + f" | {r['verdict']} |" for sid, r in stations.items()]
+    lines += ["", "*Label hours* are the usable night hours by where their opaque sky cover "
+              "comes from: *observed* (TMY2/TMY3 source flag `A`, data as observed), *filled* "
+              "by the file's producer (flags `B`, `E`: interpolated or estimated), *unknown* "
+              "where the file has no per-hour flag (the TMY3-derived EPW files mark sky cover "
+              "`?`; CSV files and the feed carry none). *Source years*: a typical year splices "
+              "each calendar month from one real year; the range shows how far apart they are."]
     lines += ["", "`production/…` rows are the serving store's snapshot (`data/production/`), "
               "checked by the same policy; a production station with too few usable night "
               "hours is skipped, not fatal ([Retraining on production data]"

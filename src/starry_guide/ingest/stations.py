@@ -22,6 +22,8 @@ from starry_guide.core.quality import QualityReport, assess
 from starry_guide.core.schema import (
     BUILTIN_STATIONS,
     CIRROFORM_CEILING_M,
+    LABEL_ORIGIN,
+    TMY_OBSERVED_FLAG,
     UNLIMITED_CEILING_M,
     WEATHER_COLUMNS,
     BuiltinStation,
@@ -179,8 +181,23 @@ def _meta(name: str, lat: float, lon: float, elev: float, tz: float, **extra) ->
     }
 
 
+def _label_origin(source_flags: pd.Series) -> pd.Series:
+    """TMY2/TMY3 source flags of the opaque sky cover -> ``observed`` / ``filled``."""
+    flags = source_flags.astype(str).str.strip().str.upper()
+    return pd.Series(["observed" if f == TMY_OBSERVED_FLAG else "filled" for f in flags],
+                     index=source_flags.index)
+
+
+def _source_years(month: pd.Series, year: pd.Series) -> dict[str, int]:
+    """The year each calendar month of a typical year was taken from (``{"1": 1988, ...}``)."""
+    first = pd.DataFrame({"month": month.astype(int).to_numpy(),
+                          "year": year.astype(int).to_numpy()}).groupby("month")["year"].first()
+    return {str(m): int(y) for m, y in first.items()}
+
+
 def _assemble(
-    times: pd.Series, segment: pd.Series, meta: dict, columns: dict[str, pd.Series]
+    times: pd.Series, segment: pd.Series, meta: dict, columns: dict[str, pd.Series],
+    label_origin: pd.Series | None = None,
 ) -> pd.DataFrame:
     frame = pd.DataFrame(
         {
@@ -193,6 +210,7 @@ def _assemble(
     )
     for name in WEATHER_COLUMNS:
         frame[name] = pd.to_numeric(columns[name], errors="coerce").astype("float64").to_numpy()
+    frame[LABEL_ORIGIN] = "unknown" if label_origin is None else label_origin.to_numpy()
     return frame
 
 
@@ -228,7 +246,9 @@ def _read_tmy3(path: Path, reference_year: int) -> tuple[pd.DataFrame, dict, lis
         "ceiling_m": ceiling,
         "precipitable_water_cm": col("Pwat (cm)", "precipitable_water_cm"),
     }
-    return _assemble(times, date.dt.month, meta, columns), meta, repairs
+    meta["source_years"] = _source_years(date.dt.month, date.dt.year)
+    return (_assemble(times, date.dt.month, meta, columns, _label_origin(raw["OpqCld source"])),
+            meta, repairs)
 
 
 def _read_tmy2(path: Path, reference_year: int) -> tuple[pd.DataFrame, dict, list[dict]]:
@@ -268,7 +288,10 @@ def _read_tmy2(path: Path, reference_year: int) -> tuple[pd.DataFrame, dict, lis
         "ceiling_m": ceiling,
         "precipitable_water_cm": col("Pwat", "precipitable_water_cm", [999.0]) / 10.0,
     }
-    return _assemble(times, raw["month"], meta, columns), meta, repairs
+    # TMY2 stores the two-digit year (1961-1990 for the NSRDB the files come from)
+    meta["source_years"] = _source_years(raw["month"], 1900 + raw["year"].astype(int) % 100)
+    return (_assemble(times, raw["month"], meta, columns, _label_origin(raw["OpqCldSource"])),
+            meta, repairs)
 
 
 def _read_epw(path: Path, reference_year: int) -> tuple[pd.DataFrame, dict, list[dict]]:
@@ -303,6 +326,9 @@ def _read_epw(path: Path, reference_year: int) -> tuple[pd.DataFrame, dict, list
         "precipitable_water_cm": col("precipitable_water", "precipitable_water_cm", [999.0])
         / 10.0,
     }
+    # EPW keeps each month's source year; its per-field flags for sky cover are "?" (no
+    # source recorded) in the TMY3-derived files, so the label's origin stays unknown
+    meta["source_years"] = _source_years(raw["month"], raw["year"])
     return _assemble(times, raw["month"], meta, columns), meta, repairs
 
 

@@ -29,7 +29,7 @@ class LosoResult:
     """Per-row out-of-station predictions of one candidate and of the baseline."""
 
     candidate: str
-    rows: pd.DataFrame  # station_id, horizon_h, split, night, clear, p, p_baseline
+    rows: pd.DataFrame  # station_id, horizon_h, split, night, clear, label_origin, p, p_baseline
 
     def bss_table(self, by: list[str], held_out_only: bool = False) -> pd.DataFrame:
         """BSS vs calibrated persistence, Brier of both, and rows, grouped by ``by``."""
@@ -59,6 +59,9 @@ class LosoResult:
                                        if (self.rows["split"] == "held_out").any() else None),
             "bss_by_station": rounded(self.bss_table(["station_id"])),
             "bss_by_horizon": rounded(self.bss_table(["horizon_h"])),
+            # the files' producers filled some label hours (TMY source flags): the same
+            # comparison on the hours reported as observed, and on the filled ones
+            "bss_by_label_origin": rounded(self.bss_table(["label_origin"])),
             "bss_by_station_and_horizon": {
                 station: {str(h): _r(v) for h, v in per.items()}
                 for station, per in grid.iterrows()},
@@ -106,6 +109,8 @@ def leave_one_station_out(rows: pd.DataFrame, model: BaseEstimator, settings: Se
             "night": evaluate.night_ids(held),
             "target_time": held["target_time"].to_numpy(),
             "clear": held["clear"].to_numpy().astype(int),
+            "label_origin": (held["target_label_origin"].astype(str).to_numpy()
+                             if "target_label_origin" in held else "unknown"),
             "p": predict_clear(fitted, held[columns]),
             "p_baseline": predict_clear(baseline, held[columns]),
         }))
