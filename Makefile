@@ -27,7 +27,7 @@ repro: install ## run the whole pipeline (dvc repro), register the champion in t
 	elif [ $$status -ne 0 ]; then $(RUN) starry champion show; fi
 	$(RUN) starry summary
 
-system-deps: ## Debian packages the tests need (Chromium, PostgreSQL 15), installed when missing
+system-deps: ## Debian packages the tests need (Chromium, PostgreSQL 15, nginx, iproute2), installed when missing
 	bash scripts/system-deps.sh
 
 test: install system-deps lint ## everything CI runs: ruff, import-linter contracts, unit + e2e tests, nbval over notebooks/, mkdocs build --strict

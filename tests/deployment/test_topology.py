@@ -75,6 +75,18 @@ def finish_feed(deployment: Topology, feed, station_id: str, hours: int) -> str:
     return output.strip().splitlines()[-1]
 
 
+def wait_until_feeding(deployment: Topology, station_id: str, seconds: float = 60) -> None:
+    """Return once the feeder's first hours are in the store (it takes a few seconds to
+    start), so that the fault meets a feed in progress."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if int(deployment.sql("SELECT count(*) FROM observations WHERE station_id = "
+                              f"'{station_id}'")[0]) >= 4:
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"the feeder sent nothing for {station_id} in {seconds} s")
+
+
 def ensure_running(deployment: Topology) -> None:
     """Every API host up and the database cable in (an earlier scenario may have failed)."""
     for host in ("api1", "api2"):
@@ -86,14 +98,15 @@ def ensure_running(deployment: Topology) -> None:
 
 def test_a_killed_api_host_is_routed_around(deployment, body):
     ensure_running(deployment)
+    feed = deployment.start_feed("feed_kill", "2001-06-01", 80, 4)
+    wait_until_feeding(deployment, "feed_kill")
     load, out = deployment.start_load(body, 20, "kill")
-    feed = deployment.start_feed("feed_kill", "2001-06-01", 60, 4)
-    time.sleep(7)
+    time.sleep(6)
     killed_at = time.time()
     pids = deployment.kill_host("api1")
     killed_by = time.time()
     assert load.wait(timeout=60) == 0, deployment.output("kill-load")
-    feed_line = finish_feed(deployment, feed, "feed_kill", 60)
+    feed_line = finish_feed(deployment, feed, "feed_kill", 80)
     records = deployment.read_requests(out)
     after = [r for r in records if r["sent"] > killed_by]
     failed = [r for r in records if r["status"] != 200]
@@ -119,16 +132,17 @@ def test_a_killed_api_host_is_routed_around(deployment, body):
 
 def test_a_database_restart_is_answered_503_and_recovered(deployment, body):
     ensure_running(deployment)
-    load, out = deployment.start_load(body, 22, "restart")
-    feed = deployment.start_feed("feed_restart", "2001-07-01", 60, 4)
-    time.sleep(6)
+    feed = deployment.start_feed("feed_restart", "2001-07-01", 80, 4)
+    wait_until_feeding(deployment, "feed_restart")
+    load, out = deployment.start_load(body, 20, "restart")
+    time.sleep(5)
     down_at = time.time()
     deployment.db.stop("fast")
     time.sleep(3)
     deployment.db.start()
     up_at = time.time()
     assert load.wait(timeout=60) == 0, deployment.output("restart-load")
-    feed_line = finish_feed(deployment, feed, "feed_restart", 60)
+    feed_line = finish_feed(deployment, feed, "feed_restart", 80)
     records = deployment.read_requests(out)
     refused = [r for r in records if r["status"] != 200]
     last_refused = max((r["sent"] for r in refused), default=down_at)
