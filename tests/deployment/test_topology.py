@@ -22,8 +22,9 @@ pytestmark = [pytest.mark.deployment,
               pytest.mark.skipif(REASON is not None,
                                  reason=f"multi-host deployment tests skipped: {REASON}")]
 
-#: no answer may take longer: the store's deadline, and slack for a loaded 2-core machine
-HANG_S = Store.DEADLINE_S + 10
+#: no answer may take longer: a nowcast may wait out a stuck group commit and then its own
+#: store call (2 deadlines), plus slack for a loaded 2-core machine
+HANG_S = 2 * Store.DEADLINE_S + 3
 API1 = f"{HOSTS['api1']['f']}:"
 
 
