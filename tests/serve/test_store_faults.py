@@ -132,3 +132,50 @@ def test_an_unreachable_database_fails_fast_with_store_unavailable(tmp_path):
         finally:
             store.close()
     assert Path(database.root).exists() is False
+
+
+def test_an_event_stream_outlives_a_database_restart(database, tmp_path, observations):
+    """An open ``/events`` stream is not dropped while the database restarts: it keeps
+    polling, and sends the nowcast of an hour fed after the database returned."""
+    import json
+
+    body = request_body(observations, hours=11)
+    first, last = body["observations"][:-1], body["observations"][-1:]
+    server = start_server(ROOT / "models" / "champion" / "bundle", tmp_path,
+                          "--rate-per-s", "0", store=database.url, workers=1,
+                          env={"STARRY_FEED_TOKEN": TOKEN, "STARRY_EVENTS_POLL_S": "0.2",
+                               "STARRY_EVENTS_HEARTBEAT_S": "1"})
+    feeder = {"Authorization": f"Bearer {TOKEN}"}
+    try:
+        httpx.put(f"{server.url}/v1/stations/live", headers=feeder, json=body["station"])
+        assert httpx.post(f"{server.url}/v1/stations/live/observations", headers=feeder,
+                          json={"observations": first}).status_code == 200
+        seen = []
+        with httpx.stream("GET", f"{server.url}/v1/stations/live/events",
+                          timeout=HANG) as stream:
+            lines = stream.iter_lines()
+            for line in lines:
+                if line.startswith("data:"):
+                    seen.append(json.loads(line[len("data:"):]))
+                    break
+            database.stop("fast")
+            time.sleep(2)  # several polls fail meanwhile
+            database.start()
+            deadline = time.monotonic() + 10
+            while True:
+                fed = httpx.post(f"{server.url}/v1/stations/live/observations",
+                                 headers=feeder, json={"observations": last}, timeout=HANG)
+                if fed.status_code == 200 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            assert fed.status_code == 200, fed.text
+            for line in lines:
+                if line.startswith("data:"):
+                    event = json.loads(line[len("data:"):])
+                    if event.get("issued_for") != seen[0]["issued_for"]:
+                        seen.append(event)
+                        break
+    finally:
+        server.stop()
+    assert seen[0]["issued_for"] == first[-1]["time"].replace("+00:00", "Z")
+    assert seen[-1]["issued_for"] == last[0]["time"].replace("+00:00", "Z"), seen
