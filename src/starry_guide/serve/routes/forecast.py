@@ -115,13 +115,12 @@ def build_router(max_body_bytes: int) -> APIRouter:
         failing."""
         maintenance = service.store.maintenance.status()
         store = {"backend": service.store.dialect, "maintenance": maintenance}
+        status = "degraded" if maintenance["state"] == "failing" else "ok"
         try:
             service.store.ping()
         except StoreUnavailable as exc:
-            status = "unavailable"
+            status = "degraded" if status == "degraded" else "unavailable"
             store["error"] = str(exc)
-        else:
-            status = "degraded" if maintenance["state"] == "failing" else "ok"
         return JSONResponse({"status": status, "model_version": service.bundle.version,
                              "candidate": service.bundle.card.get("candidate"),
                              "store": store},

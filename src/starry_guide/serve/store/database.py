@@ -432,6 +432,9 @@ class Store:
                 db.execute(sa.text("SELECT 1"))
         except sa.exc.TimeoutError as exc:  # no free connection in the pool
             raise StoreUnavailable(f"the store {self.display_url} is busy: {exc}") from None
+        except sa.exc.OperationalError as exc:  # SQLite: the file cannot be opened
+            raise StoreUnavailable(f"the store {self.display_url} is unavailable: "
+                                   f"{exc.orig}") from None
 
     def has_prediction(self, prediction_id: str) -> bool:
         with self.engine.connect() as db:
