@@ -7,7 +7,7 @@ export NO_MKDOCS_2_WARNING := 1
 UV ?= $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 RUN := $(UV) run --frozen
 
-.PHONY: help uv-bootstrap system-deps install repro test unit nbval docs-check lint notebooks lab mlflow-ui docs-serve plots vendor bench bench-serving bench-app bench-feed serve production-snapshot clean
+.PHONY: help uv-bootstrap system-deps install repro test unit nbval docs-check lint notebooks lab mlflow-ui docs-serve plots vendor bench bench-serving bench-app bench-feed bench-store serve production-snapshot clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -27,7 +27,7 @@ repro: install ## run the whole pipeline (dvc repro), register the champion in t
 	elif [ $$status -ne 0 ]; then $(RUN) starry champion show; fi
 	$(RUN) starry summary
 
-system-deps: ## Debian packages the tests need (Chromium, PostgreSQL 15), installed when missing
+system-deps: ## Debian packages the tests need (Chromium, PostgreSQL 15, nginx, iproute2), installed when missing
 	bash scripts/system-deps.sh
 
 test: install system-deps lint ## everything CI runs: ruff, import-linter contracts, unit + e2e tests, nbval over notebooks/, mkdocs build --strict
@@ -73,6 +73,9 @@ bench-serving: install ## API, batch, night-planner and Dask benchmarks (needs m
 
 bench-app: install ## first load of the web app in Chromium: bytes and time (needs make repro)
 	$(RUN) python benchmarks/app_load.py
+
+bench-store: install system-deps ## store capacity: prediction rows/s one PostgreSQL sustains through the store's own writes, against a bare commit
+	$(RUN) python benchmarks/store_capacity.py
 
 bench-feed: install ## observation feed: ingestion rate and its cost to nowcast latency (needs make repro)
 	$(RUN) python benchmarks/feed.py

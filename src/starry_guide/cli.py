@@ -417,6 +417,9 @@ def replay(
                                                   "the sky (0-1)"),
     feedback_error: float = typer.Option(0.0, help="chance that a report is wrong (0-1)"),
     seed: int = typer.Option(0, help="seeds faults and feedback"),
+    retry_for: float = typer.Option(0.0, help="seconds to keep resending an hour answered "
+                                              "502/503/504 or whose connection failed (the "
+                                              "feed is idempotent per hour); 0 = no retries"),
 ) -> None:
     """Play a station file into a running server hour by hour, as a feeder would."""
     from starry_guide.config import load_settings
@@ -449,11 +452,13 @@ def replay(
         stats = player.replay(
             sent, world, station, url, token, speed=speed, feedback_rate=feedback_rate,
             feedback_error=feedback_error, clear_max=settings.label.clear_max_opaque_tenths,
-            seed=seed, progress=lambda s: typer.echo(f"  {s.hours_sent} hours sent", err=True))
+            seed=seed, retry_for=retry_for,
+            progress=lambda s: typer.echo(f"  {s.hours_sent} hours sent", err=True))
     except (player.ReplayError, ConfigError) as exc:
         _fail(str(exc))
     typer.echo(f"sent {stats.hours_sent} hours ({stats.rate:.0f} hours/s), "
-               f"{stats.hours_rejected} rejected, {stats.feedback_sent} feedback reports")
+               f"{stats.hours_rejected} rejected, {stats.feedback_sent} feedback reports, "
+               f"{stats.retries} retries")
     for line in stats.rejected:
         typer.echo(f"  rejected {line}", err=True)
 

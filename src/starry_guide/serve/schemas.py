@@ -183,10 +183,11 @@ class FeedbackRequest(Strict):
 class Health(BaseModel):
     """``/healthz``: liveness, the model served and the store's upkeep."""
 
-    status: Literal["ok", "degraded"]
+    status: Literal["ok", "degraded", "unavailable"]
     model_version: str
     candidate: str | None = None
-    store: dict = Field(description="`backend` and the state of its `maintenance`")
+    store: dict = Field(description="`backend`, the state of its `maintenance` and, while "
+                                    "it cannot be reached, the `error`")
 
 
 class FeedbackResponse(BaseModel):

@@ -203,6 +203,8 @@ class ReplayStats:
     feedback_sent: int = 0
     seconds: float = 0.0
     rejected: list[str] = field(default_factory=list)
+    #: requests sent again after a 502/503/504 or a lost connection (idempotent per hour)
+    retries: int = 0
 
     @property
     def rate(self) -> float:
@@ -224,15 +226,54 @@ def _check_response(response, what: str, url: str) -> None:
                           f"{response.text[:300]}")
 
 
+#: statuses that say "not now" (a balancer without a healthy host, a store that is away, a
+#: timeout): the same request is sent again
+RETRY_STATUSES = frozenset({502, 503, 504})
+#: seconds between retries when the answer names none (``Retry-After``), and at most
+RETRY_DEFAULT_S = 1.0
+RETRY_MAX_WAIT_S = 10.0
+
+
+def send_idempotent(client, method: str, path: str, json: dict, stats: ReplayStats,
+                    retry_for: float):
+    """Send a request that may be repeated safely (registering the station, posting an hour:
+    the store keeps each hour once), again and again while the answer is 502/503/504 or the
+    connection fails, waiting ``Retry-After`` seconds (else :data:`RETRY_DEFAULT_S`), for at
+    most ``retry_for`` seconds; then the last answer (or the connection error) stands."""
+    import httpx
+
+    give_up = time.monotonic() + retry_for
+    while True:
+        try:
+            response = client.request(method, path, json=json)
+        except httpx.TransportError:
+            if time.monotonic() >= give_up:
+                raise
+            wait = RETRY_DEFAULT_S
+        else:
+            if response.status_code not in RETRY_STATUSES or time.monotonic() >= give_up:
+                return response
+            try:
+                wait = float(response.headers.get("retry-after", RETRY_DEFAULT_S))
+            except ValueError:  # an HTTP date: not sent by this service
+                wait = RETRY_DEFAULT_S
+        stats.retries += 1
+        time.sleep(min(max(wait, 0.05), RETRY_MAX_WAIT_S, max(give_up - time.monotonic(), 0)))
+
+
 def replay(frame: pd.DataFrame, world: pd.DataFrame, station: dict, url: str, token: str, *,
            speed: float = 0.0, feedback_rate: float = 0.0, feedback_error: float = 0.0,
            clear_max: float = 2.0, seed: int = 0, timeout: float = 30.0,
+           retry_for: float = 0.0,
            progress: Callable[[ReplayStats], None] | None = None) -> ReplayStats:
     """Play ``frame`` into the server at ``url``, one hour per request.
 
     ``station``: station_id, latitude, longitude, elevation_m, name. ``world``: the sky users
     see (for feedback). A user reports with probability ``feedback_rate`` per night hour on
     the nowcast they saw 1-12 hours before, wrongly with probability ``feedback_error``.
+    ``retry_for`` > 0: an hour (or the registration) answered 502/503/504, or whose
+    connection failed, is sent again for up to that many seconds (:func:`send_idempotent`);
+    the feed is idempotent per hour, so a retry never stores an hour twice.
     """
     import httpx
 
@@ -248,8 +289,9 @@ def replay(frame: pd.DataFrame, world: pd.DataFrame, station: dict, url: str, to
     started = time.perf_counter()
     try:
         with httpx.Client(base_url=base, timeout=timeout, headers=headers) as client:
-            response = client.put(f"/v1/stations/{station_id}", json={
-                k: station[k] for k in ("latitude", "longitude", "elevation_m", "name")})
+            response = send_idempotent(client, "PUT", f"/v1/stations/{station_id}", {
+                k: station[k] for k in ("latitude", "longitude", "elevation_m", "name")},
+                stats, retry_for)
             _check_response(response, f"registering station {station_id}", base)
             if response.status_code >= 400:
                 raise ReplayError(f"registering station {station_id}: the server answered "
@@ -262,8 +304,9 @@ def replay(frame: pd.DataFrame, world: pd.DataFrame, station: dict, url: str, to
                     wait = started + i / speed - time.perf_counter()
                     if wait > 0:
                         time.sleep(wait)
-                response = client.post(f"/v1/stations/{station_id}/observations",
-                                       json={"observations": [observation_body(row)]})
+                response = send_idempotent(
+                    client, "POST", f"/v1/stations/{station_id}/observations",
+                    {"observations": [observation_body(row)]}, stats, retry_for)
                 _check_response(response, f"posting {row['time'].isoformat()}", base)
                 if response.status_code >= 400:
                     stats.hours_rejected += 1

@@ -19,11 +19,14 @@ import math
 import re
 from collections.abc import Sequence
 
+import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from starry_guide.serve.store.database import StoreUnavailable
 
 #: an input is echoed back only when it is a scalar at most this long once written out
 MAX_ECHO_CHARS = 64
@@ -165,7 +168,7 @@ def json_error_location(body: bytes, line: int, column: int) -> list:
 
 def problem(status: int, loc: Sequence, msg: str, kind: str,
             headers: dict[str, str] | None = None) -> JSONResponse:
-    """A 4xx reply in the shape of FastAPI's validation errors."""
+    """A 4xx (or 503) reply in the shape of FastAPI's validation errors."""
     return JSONResponse({"detail": [{"loc": safe_location(loc),
                                      "msg": _cut(msg, MAX_MESSAGE_CHARS), "type": kind}]},
                         status_code=status, headers=headers)
@@ -194,6 +197,15 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
     return JSONResponse({"detail": detail if isinstance(detail, list)
                          else _cut(detail, MAX_MESSAGE_CHARS)},
                         status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+
+async def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """503 with ``Retry-After`` while the database is out of reach (or the pool has no free
+    connection in time): the operation wrote nothing, and retrying it is safe."""
+    log.warning("%s %s: %s", request.method, request.url.path, exc)
+    retry = StoreUnavailable.retry_after_s
+    return problem(503, [], f"the store is unavailable right now; nothing was written. Retry "
+                   f"after {retry} s", "store_unavailable", headers={"Retry-After": str(retry)})
 
 
 async def _server_error(request: Request, exc: Exception) -> JSONResponse:
@@ -248,8 +260,10 @@ GUARD_RESPONSES = {
                    "`Retry-After` seconds", ("json",)),
     431: ("*", "the request line and headers are too large (plain text); the connection is "
                "closed", ("text",)),
-    503: ("*", "the server is at its limit of requests in progress (`serve.max_in_flight`); "
-               "retry after `Retry-After` seconds", ("json",)),
+    503: ("*", "the server is at its limit of requests in progress (`serve.max_in_flight`), "
+               "or its store (the database) is unreachable, restarting or too slow (`type` "
+               "`store_unavailable`: nothing was written); retry after `Retry-After` seconds",
+          ("json",)),
 }
 WRITE_METHODS = ("post", "put", "patch", "delete")
 _RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying",
@@ -320,4 +334,6 @@ def install(app: FastAPI) -> None:
     """Register the safe handlers for validation errors, HTTP errors and server errors."""
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(StoreUnavailable, _store_unavailable)
+    app.add_exception_handler(sa.exc.TimeoutError, _store_unavailable)  # the pool's wait
     app.add_exception_handler(Exception, _server_error)

@@ -42,6 +42,7 @@ from starlette.concurrency import run_in_threadpool
 from starry_guide.serve.deps import get_service
 from starry_guide.serve.planning import place, planner
 from starry_guide.serve.service import Service, station_plan
+from starry_guide.serve.store.database import StoreUnavailable
 
 POLL_ENV = "STARRY_EVENTS_POLL_S"
 HEARTBEAT_ENV = "STARRY_EVENTS_HEARTBEAT_S"
@@ -146,9 +147,16 @@ async def station_events(service: Service, station: dict, request: Request,
     quiet_since = time.monotonic()
     first = True
     while not await request.is_disconnected():
-        version = await run_in_threadpool(_version, service, station_id)
+        try:
+            version = await run_in_threadpool(_version, service, station_id)
+            if version != seen:
+                nowcast, plan = await station_plan(service, station)
+        except StoreUnavailable:
+            # the database is away (restarting, unreachable): keep the stream open and look
+            # again at the next poll, instead of dropping every client at once
+            await asyncio.sleep(poll)
+            continue
         if version != seen:
-            nowcast, plan = await station_plan(service, station)
             # the plan may have made the first nowcast of a fed station: that is this version
             seen = nowcast["prediction_id"] if nowcast else version
             payload = {"station_id": station_id, "date": plan["date"],

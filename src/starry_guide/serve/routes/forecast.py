@@ -25,7 +25,11 @@ from starry_guide.serve.schemas import (
     bounds,
 )
 from starry_guide.serve.service import Service
-from starry_guide.serve.store.database import FeedbackExists, UnknownPrediction
+from starry_guide.serve.store.database import (
+    FeedbackExists,
+    StoreUnavailable,
+    UnknownPrediction,
+)
 
 ServiceDep = Annotated[Service, Depends(get_service)]
 
@@ -102,19 +106,27 @@ def build_router(max_body_bytes: int) -> APIRouter:
         return FeedbackResponse(feedback_id=feedback_id, prediction_id=body.prediction_id)
 
     @router.get("/healthz", response_model=Health, responses={503: {
-        "model": Health, "description": "the store's maintenance is failing (`status` = "
-                                        "`degraded`)"}})
+        "model": Health, "description": "the store is unreachable (`status` = `unavailable`: "
+                                        "a load balancer should take this host out) or its "
+                                        "maintenance is failing (`degraded`)"}})
     def healthz(service: ServiceDep) -> Response:
-        """Liveness, the model being served and the store's upkeep (503 while the store's
-        maintenance is failing)."""
+        """Liveness, the model being served and the store's upkeep; 503 while the store
+        (the database) cannot be reached within its deadline or its maintenance is
+        failing."""
         maintenance = service.store.maintenance.status()
-        failing = maintenance["state"] == "failing"
-        return JSONResponse({"status": "degraded" if failing else "ok",
-                             "model_version": service.bundle.version,
+        store = {"backend": service.store.dialect, "maintenance": maintenance}
+        status = "degraded" if maintenance["state"] == "failing" else "ok"
+        try:
+            service.store.ping()
+        except StoreUnavailable as exc:
+            status = "degraded" if status == "degraded" else "unavailable"
+            store["error"] = str(exc)
+        return JSONResponse({"status": status, "model_version": service.bundle.version,
                              "candidate": service.bundle.card.get("candidate"),
-                             "store": {"backend": service.store.dialect,
-                                       "maintenance": maintenance}},
-                            status_code=503 if failing else 200)
+                             "store": store},
+                            status_code=200 if status == "ok" else 503,
+                            headers=None if status == "ok" else {
+                                "Retry-After": str(StoreUnavailable.retry_after_s)})
 
     @router.get("/metrics", include_in_schema=False)
     def metrics(service: ServiceDep) -> Response:

@@ -42,6 +42,15 @@ All times are stored as UTC without offset and returned as aware UTC datetimes.
 Durability: SQLite runs with ``synchronous=FULL`` (a commit returns after the WAL is fsynced),
 PostgreSQL with its default ``synchronous_commit=on``; the API answers a prediction only
 after its transaction committed.
+
+Faults (PostgreSQL): every wait on the database is bounded — connecting
+(:attr:`Store.CONNECT_TIMEOUT_S`), a statement (:attr:`Store.STATEMENT_TIMEOUT_MS`), data
+sent and not acknowledged on a broken link (:attr:`Store.TCP_USER_TIMEOUT_MS`, with TCP
+keepalives), a free connection of the pool (:attr:`Store.POOL_TIMEOUT_S`) — and a database
+that cannot be reached, is restarting or timed out raises :class:`StoreUnavailable`, which the
+API answers with ``503`` and ``Retry-After``. Connections are checked before use
+(``pool_pre_ping``) and a disconnect invalidates the whole pool, so a restarted database is
+used again by the next request, without a restart of the server.
 """
 
 from __future__ import annotations
@@ -84,6 +93,13 @@ HEAD_REVISION = "0003"
 
 class StoreError(RuntimeError):
     """The store cannot be opened or used as asked (the message says why and what to do)."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached, is restarting, or did not answer in time: nothing was
+    written by the operation that raised it; retry after :attr:`retry_after_s` seconds."""
+
+    retry_after_s = 2
 
 
 class UnknownPrediction(StoreError):
@@ -268,6 +284,19 @@ class Store:
 
     #: how often the maintenance thread checkpoints the SQLite WAL
     CHECKPOINT_SECONDS = 1.0
+    #: PostgreSQL: seconds to establish a connection (libpq ``connect_timeout``, >= 2)
+    CONNECT_TIMEOUT_S = 3
+    #: PostgreSQL: longest statement (server-side ``statement_timeout``); retention's purge
+    #: lifts it for its own transaction
+    STATEMENT_TIMEOUT_MS = 5000
+    #: PostgreSQL: data unacknowledged this long on a broken link fails the connection
+    #: (``tcp_user_timeout``; without it a cut cable holds a request for TCP's ~15 minutes)
+    TCP_USER_TIMEOUT_MS = 4000
+    #: PostgreSQL: seconds a request waits for a free connection of the pool
+    POOL_TIMEOUT_S = 5.0
+    #: the longest a request waits on an unreachable database before StoreUnavailable: a
+    #: pre-ping on a dead connection, then one reconnect (documented as the API's deadline)
+    DEADLINE_S = TCP_USER_TIMEOUT_MS / 1000 + CONNECT_TIMEOUT_S
 
     def __init__(self, url: str | os.PathLike | None, *,
                  location_decimals: int = LOCATION_DECIMALS, retention_days: int = 0,
@@ -293,7 +322,12 @@ class Store:
                                                                  "check_same_thread": False})
             _sqlite_pragmas(self.engine)
         elif self.dialect == "postgresql":
-            self.engine = sa.create_engine(parsed, pool_pre_ping=True)
+            self.engine = sa.create_engine(
+                parsed, pool_pre_ping=True, pool_timeout=self.POOL_TIMEOUT_S,
+                connect_args=postgres_timeouts(
+                    self.CONNECT_TIMEOUT_S, self.STATEMENT_TIMEOUT_MS,
+                    self.TCP_USER_TIMEOUT_MS) | dict(parsed.query))
+            _unavailable_on_disconnect(self.engine)
         else:
             raise StoreError(f"{parsed.render_as_string(hide_password=True)}: unsupported "
                              "store; use a SQLite file path or a postgresql+psycopg:// URL")
@@ -385,6 +419,22 @@ class Store:
                 db.execute(prediction_horizons.insert(), horizons)
             if inputs:
                 db.execute(prediction_inputs.insert(), inputs)
+
+    def ping(self) -> None:
+        """One round trip to the database (``SELECT 1``), bounded by the timeouts above.
+
+        Raises
+        ------
+        StoreUnavailable
+        """
+        try:
+            with self.engine.connect() as db:
+                db.execute(sa.text("SELECT 1"))
+        except sa.exc.TimeoutError as exc:  # no free connection in the pool
+            raise StoreUnavailable(f"the store {self.display_url} is busy: {exc}") from None
+        except sa.exc.OperationalError as exc:  # SQLite: the file cannot be opened
+            raise StoreUnavailable(f"the store {self.display_url} is unavailable: "
+                                   f"{exc.orig}") from None
 
     def has_prediction(self, prediction_id: str) -> bool:
         with self.engine.connect() as db:
@@ -594,6 +644,8 @@ class Store:
         old = sa.select(predictions.c.prediction_id).where(predictions.c.created_at < cutoff)
         deleted = {}
         with self.write() as db:
+            if db.dialect.name == "postgresql":  # a large purge may take longer than a request
+                db.exec_driver_sql("SET LOCAL statement_timeout = 0")
             for table in (feedback, prediction_inputs, prediction_horizons):
                 deleted[table.name] = db.execute(table.delete().where(
                     table.c.prediction_id.in_(old))).rowcount
@@ -628,6 +680,36 @@ def _create_private(path: Path) -> None:
     os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
     if path.stat().st_mode & 0o077:
         os.chmod(path, 0o600)
+
+
+def postgres_timeouts(connect_timeout_s: int, statement_timeout_ms: int,
+                      tcp_user_timeout_ms: int) -> dict[str, Any]:
+    """libpq connection parameters that bound every wait on the database: the connect
+    timeout, the server's ``statement_timeout``, and TCP keepalives with a user timeout so
+    that a silently broken link fails the connection instead of hanging it."""
+    return {"connect_timeout": int(connect_timeout_s),
+            "options": f"-c statement_timeout={int(statement_timeout_ms)}",
+            "keepalives": 1, "keepalives_idle": 2, "keepalives_interval": 1,
+            "keepalives_count": 2, "tcp_user_timeout": int(tcp_user_timeout_ms)}
+
+
+def _unavailable_on_disconnect(engine: Engine) -> None:
+    """Raise :class:`StoreUnavailable` for errors that say the database is out of reach —
+    refused or timed-out connections, a restarting server, a statement cancelled by its
+    timeout — instead of SQLAlchemy's ``OperationalError``/``InterfaceError``. A pre-ping's
+    failure is left alone: the pool reconnects after it."""
+
+    @sa.event.listens_for(engine, "handle_error")
+    def translate(context) -> None:
+        if context.is_pre_ping:
+            return
+        if context.is_disconnect or isinstance(
+                context.sqlalchemy_exception, (sa.exc.OperationalError, sa.exc.InterfaceError)):
+            reason = str(context.original_exception).strip().splitlines()
+            raise StoreUnavailable(
+                f"the store {engine.url.render_as_string(hide_password=True)} is unavailable "
+                f"({reason[0] if reason else type(context.original_exception).__name__}); "
+                "retry later") from context.original_exception
 
 
 def _sqlite_pragmas(engine: Engine) -> None:
