@@ -6,12 +6,12 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic_core import to_json
 
-from starry_guide.serve.deps import body_schema, get_service, json_body
+from starry_guide.serve.deps import body_schema, get_nudger, get_service, json_body
 from starry_guide.serve.schemas import (
     DARK_SKY_MAG,
     FeedbackRequest,
@@ -104,16 +104,18 @@ def build_router(max_body_bytes: int) -> APIRouter:
     @router.get("/healthz", response_model=Health, responses={503: {
         "model": Health, "description": "the store's maintenance is failing (`status` = "
                                         "`degraded`)"}})
-    def healthz(service: ServiceDep) -> Response:
-        """Liveness, the model being served and the store's upkeep (503 while the store's
-        maintenance is failing)."""
+    def healthz(service: ServiceDep, request: Request) -> Response:
+        """Liveness, the model being served, the store's upkeep (503 while the store's
+        maintenance is failing) and the push decider's last pass."""
         maintenance = service.store.maintenance.status()
         failing = maintenance["state"] == "failing"
+        nudger = get_nudger(request)
         return JSONResponse({"status": "degraded" if failing else "ok",
                              "model_version": service.bundle.version,
                              "candidate": service.bundle.card.get("candidate"),
                              "store": {"backend": service.store.dialect,
-                                       "maintenance": maintenance}},
+                                       "maintenance": maintenance},
+                             "push": None if nudger is None else nudger.status()},
                             status_code=503 if failing else 200)
 
     @router.get("/metrics", include_in_schema=False)
