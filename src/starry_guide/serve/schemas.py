@@ -261,10 +261,10 @@ def _b64url_bytes(value: str, field: str) -> bytes:
 class PushKeys(Strict):
     p256dh: str = Field(max_length=100, description="the browser's P-256 public key "
                         "(base64url, uncompressed point)",
-                        examples=["BNcRdreALRFXTkOOUHK1EtK2wtaz5Ry4YfYCA_0QTpQtUbVlUls0VJXg7A8u-"
-                                  "Ts1XbjhazAkj7I99e8QcYP7DkM"])
+                        examples=["BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4"
+                                  "bjyPjs7Vd8pZGH6SRpkNtoIAiw4"])
     auth: str = Field(max_length=40, description="the browser's 16-byte auth secret "
-                      "(base64url)", examples=["tBHItJI5svbpez7KI4CCXg"])
+                      "(base64url)", examples=["BTBZMqHH6r4Tts7J_aSIgg"])
 
     @field_validator("p256dh")
     @classmethod
@@ -297,7 +297,8 @@ class BrowserPushSubscription(Strict):
                           "subscription: https on a public address (checked by the route: "
                           ":mod:`starry_guide.serve.push.endpoints`)",
                           examples=["https://fcm.googleapis.com/fcm/send/cZ3Xq9"])
-    expirationTime: float | None = Field(None, description="ignored (browsers send null)")
+    expirationTime: float | None = Field(None, description="ignored (browsers send null)",
+                                         examples=[None])
     keys: PushKeys
 
 
@@ -310,9 +311,9 @@ class QuietHours(Strict):
 
 PUSH_SUBSCRIPTION_EXAMPLE = {
     "subscription": {"endpoint": "https://fcm.googleapis.com/fcm/send/cZ3Xq9",
-                     "keys": {"p256dh": "BNcRdreALRFXTkOOUHK1EtK2wtaz5Ry4YfYCA_0QTpQtUbVlUls0VJX"
-                                        "g7A8u-Ts1XbjhazAkj7I99e8QcYP7DkM",
-                              "auth": "tBHItJI5svbpez7KI4CCXg"}},
+                     "keys": {"p256dh": "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYW"
+                                        "XvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4",
+                              "auth": "BTBZMqHH6r4Tts7J_aSIgg"}},
     "station": "greensboro-roof", "min_probability": 0.6, "min_hours": 1.0,
     "timezone": "America/New_York", "quiet_hours": {"start": "23:30", "end": "06:00"}}
 
@@ -328,9 +329,12 @@ class PushSubscriptionRequest(Strict):
                                 description="a registered station; or give latitude and "
                                 "longitude for the nearest one", examples=["greensboro-roof"])
     latitude: float | None = Field(None, **bounds("latitude"),
-                                   description="with longitude, instead of station")
+                                   description="with longitude, instead of station: the "
+                                   "nearest registered station within the server's "
+                                   "`--max-station-km`", examples=[36.1])
     longitude: float | None = Field(None, **bounds("longitude"),
-                                    description="with latitude, instead of station")
+                                    description="with latitude, instead of station",
+                                    examples=[-79.95])
     min_probability: float = Field(0.5, ge=0, le=1, description="the window's mean P(clear) "
                                    "at least this, 0-1", examples=[0.6])
     min_hours: float = Field(1.0, gt=0, le=12, description="the window lasts at least this "
@@ -362,12 +366,17 @@ class PushSubscriptionRequest(Strict):
 
 
 class PushSubscriptionCreated(BaseModel):
-    id: str = Field(description="the subscription's id", examples=["5d0c8c9e6b3f4b0e9a1c"])
+    id: str = Field(description="the subscription's id",
+                    examples=["5d0c8c9e6b3f4b0e9a1c7f2d4e6b8a0c"])
     secret: str = Field(description="bearer secret for `DELETE /v1/push/subscriptions/{id}`; "
-                        "shown once, only its hash is stored")
-    station: str = Field(description="the station whose plan is watched")
+                        "shown once, only its hash is stored",
+                        examples=["kq3J9oV4cM2p0S8w1Yx7Zb6Nf5Lr2Td9Qe4Ua0Hg3Is"])
+    station: str = Field(description="the station whose plan is watched",
+                         examples=["greensboro-roof"])
 
 
 class PushKey(BaseModel):
     key: str = Field(description="the server's VAPID public key: base64url of the "
-                     "uncompressed P-256 point (`applicationServerKey`)")
+                     "uncompressed P-256 point (`applicationServerKey`)",
+                     examples=["BM52EC_hfQV7mcnKNi3ZKkJSZW9JsQmr_jguQfRY4eamOiOwjYV2LYfKDX_D0T8"
+                               "6sC7HBstMqKNyogocB7hXAAA"])

@@ -36,6 +36,9 @@ Tables
 ``feedback``
     ``feedback_id``, ``prediction_id`` (unique: one answer per prediction), ``received_at``,
     ``observed_at``, ``observed`` (``clear``, ``partly`` or ``cloudy``).
+``push_subscriptions``, ``push_deliveries``
+    Web Push subscriptions and the record of pushes claimed: defined, and used, by
+    :mod:`starry_guide.serve.push.subscriptions` (revision 0004).
 
 All times are stored as UTC without offset and returned as aware UTC datetimes.
 
