@@ -211,6 +211,7 @@ def test_key_subscribe_and_unsubscribe(client, tmp_path):
         assert client.delete(path, headers=new).status_code == 404
     metrics = client.get("/metrics").text
     assert 'starry_requests_total{endpoint="/v1/push/subscriptions",status="201"} 1.0' in metrics
+    assert client.get("/healthz").json()["push"] is None  # STARRY_NUDGE=0: no decider here
 
 
 @pytest.mark.parametrize("change, field, message", [
@@ -406,3 +407,50 @@ def test_two_servers_of_two_workers_on_postgresql_send_each_push_once(
     finally:
         for s in servers:
             s.stop()
+
+
+# ---------------------------------------------------------------- the store's side
+def test_claims_are_exclusive_and_unseen_subscriptions_expire(store_url):
+    """Several deciders claiming one station at once (threads, each its own transaction):
+    every push is claimed once, on SQLite (writer lock) and PostgreSQL (SKIP LOCKED)."""
+    import concurrent.futures
+
+    import sqlalchemy as sa
+
+    from starry_guide.serve.push.subscriptions import PushStore, push_subscriptions
+
+    store = Store(store_url, maintenance=False)
+    try:
+        push = PushStore(store)
+        ids = [push.subscribe(endpoint=f"https://push.example.org/{i}", p256dh="k", auth="a",
+                              station_id="roof", min_probability=0.5, min_minutes=30,
+                              time_zone=ZONE, quiet_start=None, quiet_end=None)[0]
+               for i in range(12)]
+        night = dt.date(2026, 12, 6)
+
+        def claim(_):
+            return push.claim("roof", night, lambda sub, delivered: None if delivered else A)
+
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            claimed = [c for batch in pool.map(claim, range(8)) for c in batch]
+        assert sorted(c.subscription.subscription_id for c in claimed) == sorted(ids)
+        push.settle([c.delivery_id for c in claimed[:6]], [c.delivery_id for c in claimed[6:]],
+                    [])
+        assert sorted(d["status"] for d in push.deliveries()) == ["sent"] * 6
+        # the retried ones are claimed again; the sent ones are not
+        again = claim(0)
+        assert len(again) == 6 and {c.subscription.subscription_id for c in again} == \
+            {c.subscription.subscription_id for c in claimed[6:]}
+        # unseen for the expiry period: deleted with their record
+        old = dt.datetime.now(dt.UTC) - dt.timedelta(days=31)
+        with store.write() as db:
+            db.execute(push_subscriptions.update().where(
+                push_subscriptions.c.subscription_id.in_(ids[:5])).values(last_seen_at=old))
+        assert push.expire(dt.timedelta(days=30)) == 5
+        assert push.count() == 7
+        with store.engine.connect() as db:
+            left = db.execute(sa.text("SELECT count(*) FROM push_deliveries")).scalar_one()
+        assert left == len([d for d in push.deliveries()]) and all(
+            d["subscription_id"] not in ids[:5] for d in push.deliveries())
+    finally:
+        store.close()
