@@ -142,6 +142,8 @@ class Nudger:
 
     async def _claim(self, station_id: str, now: dt.datetime
                      ) -> tuple[list[Claim], str | None] | None:
+        if not await run_in_threadpool(self.push.has_subscriptions, station_id):
+            return None
         station = await run_in_threadpool(self.service.store.station, station_id)
         if station is None:  # subscribed to a station no longer registered
             return None

@@ -208,6 +208,13 @@ class PushStore:
                                              .distinct().order_by(
                                                  push_subscriptions.c.station_id))]
 
+    def has_subscriptions(self, station_id: str) -> bool:
+        """Whether anyone subscribed to ``station_id`` (one indexed query: the feed's
+        stations without subscribers cost the decider no plan)."""
+        with self.store.engine.connect() as db:
+            return db.execute(sa.select(push_subscriptions.c.subscription_id).where(
+                push_subscriptions.c.station_id == station_id).limit(1)).first() is not None
+
     def claim(self, station_id: str, night: dt.date,
               due: Callable[[Subscription, list[Delivered]], dict | None]) -> list[Claim]:
         """Claim the pushes due at ``station_id`` for ``night``: ``due(subscription,
