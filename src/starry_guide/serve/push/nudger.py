@@ -21,8 +21,9 @@ import logging
 import os
 import threading
 import time
+import weakref
 
-from prometheus_client import Counter
+from prometheus_client import CollectorRegistry, Counter
 from starlette.concurrency import run_in_threadpool
 
 from starry_guide.serve.planning import place
@@ -59,6 +60,24 @@ def _number(name: str, default: float, minimum: float) -> float:
     return value
 
 
+#: the push counters of each registry: an app rebuilt around the same service (tests do)
+#: counts on in the same counters instead of registering them twice
+_COUNTERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _metrics(registry: CollectorRegistry) -> tuple[Counter, Counter, Counter, Counter]:
+    if registry not in _COUNTERS:
+        _COUNTERS[registry] = (
+            Counter("starry_push_sent", "pushes the push services accepted",
+                    registry=registry),
+            Counter("starry_push_failed", "pushes not accepted (retried next pass unless "
+                    "the subscription is gone)", ["reason"], registry=registry),
+            Counter("starry_push_subscriptions_removed", "subscriptions the decider "
+                    "deleted", ["reason"], registry=registry),
+            Counter("starry_push_decider_runs", "decider passes", registry=registry))
+    return _COUNTERS[registry]
+
+
 def enabled() -> bool:
     """Whether this process runs the decider (``STARRY_NUDGE`` is not ``0``)."""
     return os.environ.get(ENABLED_ENV, "1").strip() != "0"
@@ -86,15 +105,7 @@ class Nudger:
         # encrypted and posted by the posters
         self._threads = concurrent.futures.ThreadPoolExecutor(4, "push-station")
         self._posters = concurrent.futures.ThreadPoolExecutor(SEND_THREADS, "push-post")
-        registry = service.registry
-        self.sent = Counter("starry_push_sent", "pushes the push services accepted",
-                            registry=registry)
-        self.failed = Counter("starry_push_failed", "pushes not accepted (retried next "
-                              "pass unless the subscription is gone)", ["reason"],
-                              registry=registry)
-        self.removed = Counter("starry_push_subscriptions_removed", "subscriptions the "
-                               "decider deleted", ["reason"], registry=registry)
-        self.runs = Counter("starry_push_decider_runs", "decider passes", registry=registry)
+        self.sent, self.failed, self.removed, self.runs = _metrics(service.registry)
         self._dirty: set[str] = set()
         self._wake: asyncio.Event | None = None
         self._lock = threading.Lock()
