@@ -123,8 +123,13 @@ def test_nudge_control_subscribes_receives_a_push_and_unsubscribes(
         server.stop()
 
 
-def test_manifest_is_installable_with_png_icons(bundle_dir, tmp_path):
-    server = start_server(bundle_dir, tmp_path, env=SERVER_ENV)
+IPHONE = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 "
+          "(KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1")
+
+
+def test_installable_manifest_and_the_ios_home_screen_hint(bundle_dir, tmp_path, browser):
+    store = tmp_path / "store.sqlite"
+    server = start_server(bundle_dir, tmp_path, store=store, env=SERVER_ENV)
     try:
         manifest = httpx.get(f"{server.url}/app/manifest.webmanifest").json()
         assert manifest["display"] == "standalone" and manifest["theme_color"]
@@ -139,8 +144,26 @@ def test_manifest_is_installable_with_png_icons(bundle_dir, tmp_path):
             if icon["type"] == "image/png":
                 size = Image.open(BytesIO(response.content)).size
                 assert f"{size[0]}x{size[1]}" == icon["sizes"]
-        page = httpx.get(server.url + "/").text
-        touch = re.search(r'rel="apple-touch-icon" href="([^"]+)"', page).group(1)
+        page_html = httpx.get(server.url + "/").text
+        touch = re.search(r'rel="apple-touch-icon" href="([^"]+)"', page_html).group(1)
         assert httpx.get(server.url + touch).status_code == 200
+
+        # Safari on an iPhone, not installed: the hint, and an honest fallback (no push)
+        httpx.put(f"{server.url}/v1/stations/roof", headers=FEEDER,
+                  json={**GREENSBORO, "elevation_m": 273.0})
+        context = browser.new_context(user_agent=IPHONE, permissions=["notifications"],
+                                      viewport={"width": 390, "height": 844})
+        try:
+            page = context.new_page()
+            page.goto(f"{server.url}/?station=roof")
+            page.get_by_label(re.compile("Tell me when it will be clear")).check()
+            page.locator("#nudge-status").filter(has_text="while this page is open").wait_for(
+                timeout=20_000)
+            hint = page.locator("#install-hint")
+            assert hint.is_visible() and "Add to Home Screen" in hint.inner_text()
+        finally:
+            context.close()
+        with sqlite3.connect(store) as db:
+            assert db.execute("SELECT count(*) FROM push_subscriptions").fetchone() == (0,)
     finally:
         server.stop()
