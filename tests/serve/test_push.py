@@ -462,3 +462,24 @@ def test_claims_are_exclusive_and_unseen_subscriptions_expire(store_url):
             d["subscription_id"] not in ids[:5] for d in push.deliveries())
     finally:
         store.close()
+
+
+def test_nudge_cli_refuses_a_local_time_and_a_missing_once(tmp_path):
+    local = subprocess.run([*STARRY, "nudge", "--once", "--at", "2026-12-06T23:00",
+                            "--store", str(tmp_path / "s.sqlite")], cwd=ROOT,
+                           capture_output=True, text=True, timeout=120)
+    assert local.returncode == 1 and "UTC offset" in local.stderr
+    missing = subprocess.run([*STARRY, "nudge", "--store", str(tmp_path / "s.sqlite")],
+                             cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 1 and "--once" in missing.stderr
+
+
+def test_serve_no_nudge_serves_the_push_api_without_a_decider(bundle_dir, tmp_path):
+    server = start_server(bundle_dir, tmp_path, "--no-nudge", env=SERVER_ENV)
+    try:
+        assert httpx.get(f"{server.url}/healthz").json()["push"] is None
+        assert len(httpx.get(f"{server.url}/v1/push/key").json()["key"]) == 87
+        key_file = tmp_path / "store.sqlite.vapid.pem"  # next to the SQLite store, private
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    finally:
+        server.stop()
