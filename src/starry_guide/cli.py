@@ -132,6 +132,13 @@ def serve(
                                                     "headers are in (408 after)"),
     shutdown_timeout_s: float = typer.Option(None, help="seconds requests in flight get to "
                                                         "finish on SIGTERM"),
+    nudge: bool = typer.Option(True, "--nudge/--no-nudge", help="run the push decider in "
+                               "this server (off: only the push API; run `starry nudge "
+                               "--once` from cron instead)"),
+    vapid_key_file: str = typer.Option(
+        None, help="the VAPID private key (PEM, mode 600), created if missing; default: env "
+                   "STARRY_VAPID_PRIVATE_KEY or STARRY_VAPID_KEY_FILE, else next to a SQLite "
+                   "store; several hosts must share one key"),
 ) -> None:
     """Serve the champion over HTTP (FastAPI + uvicorn) with the web app at /; API docs at
     /docs.
@@ -150,6 +157,8 @@ def serve(
     from starry_guide.serve import process
     from starry_guide.serve.app import create_app
     from starry_guide.serve.planning import place
+    from starry_guide.serve.push import nudger as nudges
+    from starry_guide.serve.push.vapid import KEY_FILE_ENV, Keys, VapidKeyError, default_key_file
     from starry_guide.serve.service import Service
     from starry_guide.serve.store.database import URL_ENV, Store, StoreError
 
@@ -188,7 +197,13 @@ def serve(
         if feed_token_file:
             os.environ[feed_token.TOKEN_FILE_ENV] = str(Path(feed_token_file).resolve())
         has_feed = feed_token.load_token() is not None  # an unusable token stops here
-    except (BundleError, ConfigError, StoreError, feed_token.FeedTokenError) as exc:
+        # Web Push: the key is created here, once, before any worker starts
+        push_keys = Keys.load(vapid_key_file, default=default_key_file(opened.path))
+        if push_keys.path is not None:
+            os.environ[KEY_FILE_ENV] = str(push_keys.path)
+        os.environ[nudges.ENABLED_ENV] = "1" if nudge else "0"
+    except (BundleError, ConfigError, StoreError, feed_token.FeedTokenError,
+            VapidKeyError) as exc:
         _fail(f"cannot start: {exc}")
     try:  # STARRY_CLOCK_START (tests, demos): one clock for the worker processes to come
         place.start_clock()
@@ -199,6 +214,7 @@ def serve(
                f"store {opened.display_url}; observation feed "
                f"{'on' if has_feed else 'off (no feed token configured)'}; CORS "
                f"{'for ' + ', '.join(limits.cors_origins) if limits.cors_origins else 'off'}"
+               + f"; push decider {'on' if nudge else 'off'} (VAPID key {push_keys.source})"
                + (f"; clock started at {clock.isoformat()} ({place.CLOCK_ENV}, a test and demo "
                   "setting)" if clock else ""))
     from starry_guide.serve import reload  # reload on SIGHUP or POST /v1/admin/reload
@@ -233,6 +249,71 @@ def serve(
     # SIGHUP replaces the workers one by one; a new one may take a while to load its model
     process.run_workers("starry_guide.serve.app:app_from_source", workers, factory=True,
                         timeout_worker_healthcheck=60, **server_options)
+
+
+@app.command()
+def nudge(
+    once: bool = typer.Option(False, "--once", help="one decider pass, then exit (the only "
+                              "mode: `starry serve` runs the decider continuously)"),
+    at: str = typer.Option(None, help="pretend it is this instant (ISO 8601 with a UTC "
+                           "offset): which night is tonight, which windows are ahead, quiet "
+                           "hours"),
+    store: str = typer.Option(None, "--store", help="a SQLite file or a postgresql+psycopg:// "
+                              "URL (default: env STARRY_STORE_URL, else "
+                              "reports/serving_store.sqlite)"),
+    bundle: str = typer.Option(None, help="a bundle folder (default: the registry's alias)"),
+    alias: str = typer.Option("champion", help="registry alias whose bundle to use"),
+    vapid_key_file: str = typer.Option(None, help="the VAPID private key (as `starry "
+                                       "serve`); it must be the one the server uses"),
+) -> None:
+    """Run one push decider pass: for every station with subscriptions, push the clear
+    windows now due (for cron, or tests with --at). Exit code 1 when a push failed."""
+    import asyncio
+    import datetime as dt
+    from pathlib import Path
+
+    from starry_guide.artifacts.bundle import BundleError, load_bundle, resolve_alias
+    from starry_guide.config import load_settings
+    from starry_guide.serve.push.nudger import Nudger
+    from starry_guide.serve.push.vapid import Keys, VapidKeyError, default_key_file
+    from starry_guide.serve.service import Service
+    from starry_guide.serve.store.database import Store, StoreError
+
+    if not once:
+        _fail("give --once (`starry serve` runs the decider continuously)")
+    when = None
+    if at:
+        try:
+            when = dt.datetime.fromisoformat(at)
+        except ValueError:
+            when = None
+        if when is None or when.tzinfo is None:
+            _fail(f"--at {at!r} is not an ISO 8601 instant with a UTC offset "
+                  "(e.g. 2026-12-06T23:00:00Z)")
+    try:
+        if bundle:
+            path = Path(bundle)
+        else:
+            from starry_guide.pipeline import tracking
+
+            root = find_project_root()
+            settings = load_settings(root)
+            tracking.configure(settings, tracking.SELECT_EXPERIMENT)
+            path = resolve_alias(settings.select.model_name, alias, root / ".staging" / "serve")
+        opened = Store(store, maintenance=False)
+        keys = Keys.load(vapid_key_file, default=default_key_file(opened.path))
+        service = Service(load_bundle(path), opened)
+    except (BundleError, ConfigError, StoreError, VapidKeyError) as exc:
+        _fail(f"cannot nudge: {exc}")
+    nudger = Nudger(service, keys)
+    try:
+        report = asyncio.run(nudger.run_once(at=when))
+    finally:
+        nudger.close()
+        service.close()
+    typer.echo("nudge pass: " + ", ".join(f"{k} {v}" for k, v in report.items()))
+    if report["failed"] > report["gone"]:
+        raise typer.Exit(code=1)
 
 
 def _store_settings(root):

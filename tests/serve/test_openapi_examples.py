@@ -24,7 +24,9 @@ MODELS = {m.__name__: m for m in (
     api.Station, api.Observation, api.NowcastRequest, api.HorizonForecast,
     api.NowcastResponse, api.NightRequest, api.FeedbackRequest, api.FeedbackResponse,
     night.NightResponse, night.Step, night.Window, night.Instant, night.Place,
-    night.Climatology, night.Summary, night.Darkness, night.Verdict)}
+    night.Climatology, night.Summary, night.Darkness, night.Verdict,
+    api.PushKeys, api.BrowserPushSubscription, api.QuietHours, api.PushSubscriptionRequest,
+    api.PushSubscriptionCreated, api.PushKey)}
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,8 @@ Start it with ``starry serve`` (see the Serving page of the docs).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import os
 import time
@@ -23,8 +25,15 @@ from starry_guide.serve import deps, process, reload
 from starry_guide.serve.http import errors
 from starry_guide.serve.http.guard import RequestGuard
 from starry_guide.serve.planning import place
-from starry_guide.serve.routes import admin, events, feed, forecast
-from starry_guide.serve.schemas import FeedbackRequest, NightRequest, NowcastRequest
+from starry_guide.serve.push import nudger as nudges
+from starry_guide.serve.push.vapid import Keys, default_key_file
+from starry_guide.serve.routes import admin, events, feed, forecast, push
+from starry_guide.serve.schemas import (
+    FeedbackRequest,
+    NightRequest,
+    NowcastRequest,
+    PushSubscriptionRequest,
+)
 from starry_guide.serve.service import Service
 from starry_guide.serve.store import database as store
 from starry_guide.serve.store.database import Store
@@ -41,7 +50,8 @@ class Metrics:
     """
 
     ENDPOINTS = frozenset({"/v1/nowcast", "/v1/night", "/v1/feedback", "/healthz",
-                           "/metrics", "/docs", "/openapi.json"})
+                           "/metrics", "/docs", "/openapi.json", "/v1/push/key",
+                           "/v1/push/subscriptions"})
 
     def __init__(self, app, service: Service):
         self.app = app
@@ -75,6 +85,9 @@ def create_app(service: Service, limits: ServeSettings | None = None) -> FastAPI
     (default: :class:`~starry_guide.config.ServeSettings`' defaults, CORS off)."""
     limits = limits or ServeSettings()
     place.start_clock()  # STARRY_CLOCK_START (tests, demos): a bad value stops here
+    # Web Push: the VAPID key (created on first start) and this process's decider
+    push_keys = Keys.load(default=default_key_file(service.store.path))
+    nudger = nudges.Nudger(service, push_keys) if nudges.enabled() else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -83,7 +96,13 @@ def create_app(service: Service, limits: ServeSettings | None = None) -> FastAPI
         # walk those millions of objects in the middle of requests
         gc.collect()
         gc.freeze()
+        deciding = None if nudger is None else asyncio.create_task(nudger.run_forever())
         yield
+        if deciding is not None:  # no pass is left half done: claims wait for the next
+            deciding.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await deciding
+            nudger.close()
         # uvicorn has drained the requests in flight (SIGTERM): close the store cleanly
         service.close()
 
@@ -92,6 +111,8 @@ def create_app(service: Service, limits: ServeSettings | None = None) -> FastAPI
                   description="Will the night sky be clear in the next 1-12 hours, and when "
                               "is the best time to look up?")
     app.state.service = service
+    app.state.push_keys = push_keys
+    app.state.nudger = nudger
     app.include_router(docs_ui.router)  # /docs: Swagger UI from the package's own files
 
     errors.install(app)
@@ -109,6 +130,7 @@ def create_app(service: Service, limits: ServeSettings | None = None) -> FastAPI
     app.include_router(feed.router)
     app.include_router(events.router)
     app.include_router(admin.router)  # POST /v1/admin/reload
+    app.include_router(push.router)  # /v1/push/...: Web Push subscriptions
 
     def openapi() -> dict:
         # the JSON bodies parsed by json_body() are documented here, where FastAPI's own
@@ -117,7 +139,8 @@ def create_app(service: Service, limits: ServeSettings | None = None) -> FastAPI
             schema = get_openapi(title=app.title, version=app.version,
                                  description=app.description, routes=app.routes)
             components = schema.setdefault("components", {}).setdefault("schemas", {})
-            for model in (NowcastRequest, NightRequest, FeedbackRequest):
+            for model in (NowcastRequest, NightRequest, FeedbackRequest,
+                          PushSubscriptionRequest):
                 model_schema = model.model_json_schema(
                     ref_template="#/components/schemas/{model}")
                 components.update(model_schema.pop("$defs", {}))

@@ -116,3 +116,14 @@ def require_feeder(request: Request) -> None:
         raise HTTPException(403, detail="the feeder token is not valid")
 
 
+
+
+def get_push_keys(request: Request):
+    """The server's VAPID :class:`~starry_guide.serve.push.vapid.Keys`."""
+    return request.app.state.push_keys
+
+
+def get_nudger(request: Request):
+    """This process's push decider (:class:`~starry_guide.serve.push.nudger.Nudger`), or
+    None when it does not run here (``starry serve --no-nudge``)."""
+    return getattr(request.app.state, "nudger", None)

@@ -7,10 +7,18 @@ owner for what a client may send and what it gets back. Ranges come from the one
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Annotated, Literal
 
 from fastapi import Path as PathParam
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from starry_guide.config import ServeSettings
 from starry_guide.core import astro, quality
@@ -188,6 +196,8 @@ class Health(BaseModel):
     candidate: str | None = None
     store: dict = Field(description="`backend`, the state of its `maintenance` and, while "
                                     "it cannot be reached, the `error`")
+    push: dict | None = Field(None, description="the push decider's last pass in this "
+                              "process (null when it does not run here: `--no-nudge`)")
 
 
 class FeedbackResponse(BaseModel):
@@ -233,3 +243,141 @@ class IngestResponse(BaseModel):
     nowcast_note: str | None = Field(None, description="why there is no nowcast")
 
 
+
+
+# ---------------------------------------------------------------- Web Push subscriptions
+
+def _b64url_bytes(value: str, field: str) -> bytes:
+    import base64
+    import binascii
+
+    if not re.fullmatch(r"[A-Za-z0-9_-]+={0,2}", value):
+        raise ValueError(f"{field} must be base64url (A-Z, a-z, 0-9, '-', '_')")
+    try:
+        return base64.urlsafe_b64decode(value.rstrip("=") + "=" * (-len(value.rstrip("=")) % 4))
+    except (binascii.Error, ValueError):
+        raise ValueError(f"{field} is not valid base64url") from None
+
+
+class PushKeys(Strict):
+    p256dh: str = Field(max_length=100, description="the browser's P-256 public key "
+                        "(base64url, uncompressed point)",
+                        examples=["BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4"
+                                  "bjyPjs7Vd8pZGH6SRpkNtoIAiw4"])
+    auth: str = Field(max_length=40, description="the browser's 16-byte auth secret "
+                      "(base64url)", examples=["BTBZMqHH6r4Tts7J_aSIgg"])
+
+    @field_validator("p256dh")
+    @classmethod
+    def _point(cls, value: str) -> str:
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        raw = _b64url_bytes(value, "p256dh")
+        if len(raw) != 65 or raw[0] != 4:
+            raise ValueError(f"p256dh decodes to {len(raw)} bytes; an uncompressed P-256 "
+                             "point has 65, the first 0x04")
+        try:
+            ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), raw)
+        except ValueError:
+            raise ValueError("p256dh is not a point on the P-256 curve") from None
+        return value
+
+    @field_validator("auth")
+    @classmethod
+    def _secret(cls, value: str) -> str:
+        raw = _b64url_bytes(value, "auth")
+        if len(raw) != 16:
+            raise ValueError(f"auth decodes to {len(raw)} bytes; it has 16")
+        return value
+
+
+class BrowserPushSubscription(Strict):
+    """``PushSubscription.toJSON()`` as the browser gives it."""
+
+    endpoint: str = Field(max_length=2048, description="the push service's URL for this "
+                          "subscription: https on a public address (checked by the route: "
+                          ":mod:`starry_guide.serve.push.endpoints`)",
+                          examples=["https://fcm.googleapis.com/fcm/send/cZ3Xq9"])
+    expirationTime: float | None = Field(None, description="ignored (browsers send null)",
+                                         examples=[None])
+    keys: PushKeys
+
+
+class QuietHours(Strict):
+    start: str = Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$", examples=["23:00"],
+                       description="local time (HH:MM) from which nothing is pushed")
+    end: str = Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$", examples=["06:30"],
+                     description="local time (HH:MM) at which pushing resumes")
+
+
+PUSH_SUBSCRIPTION_EXAMPLE = {
+    "subscription": {"endpoint": "https://fcm.googleapis.com/fcm/send/cZ3Xq9",
+                     "keys": {"p256dh": "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYW"
+                                        "XvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4",
+                              "auth": "BTBZMqHH6r4Tts7J_aSIgg"}},
+    "station": "greensboro-roof", "min_probability": 0.6, "min_hours": 1.0,
+    "timezone": "America/New_York", "quiet_hours": {"start": "23:30", "end": "06:00"}}
+
+
+class PushSubscriptionRequest(Strict):
+    """A subscription to nudges: pushed when the station's plan holds a clear window of at
+    least ``min_hours`` with a mean P(clear) of at least ``min_probability`` tonight."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [PUSH_SUBSCRIPTION_EXAMPLE]})
+
+    subscription: BrowserPushSubscription
+    station: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+                                description="a registered station; or give latitude and "
+                                "longitude for the nearest one", examples=["greensboro-roof"])
+    latitude: float | None = Field(None, **bounds("latitude"),
+                                   description="with longitude, instead of station: the "
+                                   "nearest registered station within the server's "
+                                   "`--max-station-km`", examples=[36.1])
+    longitude: float | None = Field(None, **bounds("longitude"),
+                                    description="with latitude, instead of station",
+                                    examples=[-79.95])
+    min_probability: float = Field(0.5, ge=0, le=1, description="the window's mean P(clear) "
+                                   "at least this, 0-1", examples=[0.6])
+    min_hours: float = Field(1.0, gt=0, le=12, description="the window lasts at least this "
+                             "long, hours", examples=[1.0])
+    timezone: str = Field(max_length=64, description="IANA time zone of the notification's "
+                          "times and the quiet hours", examples=["America/New_York"])
+    quiet_hours: QuietHours | None = Field(None, description="local hours with no pushes")
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        import zoneinfo
+
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not an IANA time zone (e.g. Europe/Berlin)"
+                             ) from None
+        return value
+
+    @model_validator(mode="after")
+    def _one_place(self) -> PushSubscriptionRequest:
+        by_coordinates = self.latitude is not None or self.longitude is not None
+        if self.station is not None and by_coordinates:
+            raise ValueError("give station, or latitude and longitude, not both")
+        if self.station is None and (self.latitude is None or self.longitude is None):
+            raise ValueError("give station, or both latitude and longitude")
+        return self
+
+
+class PushSubscriptionCreated(BaseModel):
+    id: str = Field(description="the subscription's id",
+                    examples=["5d0c8c9e6b3f4b0e9a1c7f2d4e6b8a0c"])
+    secret: str = Field(description="bearer secret for `DELETE /v1/push/subscriptions/{id}`; "
+                        "shown once, only its hash is stored",
+                        examples=["kq3J9oV4cM2p0S8w1Yx7Zb6Nf5Lr2Td9Qe4Ua0Hg3Is"])
+    station: str = Field(description="the station whose plan is watched",
+                         examples=["greensboro-roof"])
+
+
+class PushKey(BaseModel):
+    key: str = Field(description="the server's VAPID public key: base64url of the "
+                     "uncompressed P-256 point (`applicationServerKey`)",
+                     examples=["BM52EC_hfQV7mcnKNi3ZKkJSZW9JsQmr_jguQfRY4eamOiOwjYV2LYfKDX_D0T8"
+                               "6sC7HBstMqKNyogocB7hXAAA"])

@@ -114,6 +114,15 @@ GO_MIN_MINUTES = 30
 GO_MIN_P_CLEAR = 0.5
 
 
+def counts(window: dict, min_p_clear: float = GO_MIN_P_CLEAR) -> bool:
+    """Whether a best window is a *clear window* — for the events stream and the push
+    nudges alike: its mean P(clear) is at least ``min_p_clear`` (the go/no-go rule's
+    threshold by default) and the nowcast covers at least one of its steps
+    (``nowcast_minutes`` > 0). Climatology alone is a seasonal prior, not a forecast that
+    the sky will be clear."""
+    return window["mean_p_clear"] >= min_p_clear and window["nowcast_minutes"] > 0
+
+
 def crossings(seconds: np.ndarray, values: np.ndarray, level: float
               ) -> tuple[list[float], list[float]]:
     """Instants (Unix seconds, linear interpolation between samples) where ``values`` rise

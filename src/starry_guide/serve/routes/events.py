@@ -80,12 +80,8 @@ def _instant(value: str | dt.datetime) -> dt.datetime:
     return instant.astimezone(dt.UTC)
 
 
-def counts(window: dict, min_p_clear: float = planner.GO_MIN_P_CLEAR) -> bool:
-    """Whether a best window is a *clear window* for the events: its mean P(clear) is at
-    least ``min_p_clear`` (the go/no-go rule's threshold) and the nowcast covers at least
-    one of its steps (``nowcast_minutes`` > 0). Climatology alone is a seasonal prior, not a
-    forecast that the sky will be clear."""
-    return window["mean_p_clear"] >= min_p_clear and window["nowcast_minutes"] > 0
+#: the one clear-window rule, shared with the push decider (:mod:`starry_guide.serve.push`)
+counts = planner.counts
 
 
 def window_changes(before: list[dict], after: list[dict],

@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from starry_guide.core.schema import WEATHER_COLUMNS
-from starry_guide.serve.deps import get_service, require_feeder
+from starry_guide.serve.deps import get_nudger, get_service, require_feeder
 from starry_guide.serve.schemas import (
     MAX_DATE,
     MIN_DATE,
@@ -105,6 +105,9 @@ async def post_observations(station_id: StationId, body: ObservationBatch,
     window_start = latest[-1]["time"] - dt.timedelta(hours=service.features.history_h)
     renew = any(t >= window_start for t in changed)
     nowcast, updated, note = await station_nowcast(service, station, renew=renew)
+    nudger = get_nudger(request)
+    if nudger is not None and changed:  # the plan may now hold a window to push
+        nudger.poke(station_id)
     return IngestResponse(station_id=station_id, new=len(outcome["new"]),
                           unchanged=len(outcome["unchanged"]),
                           corrected=len(outcome["corrected"]), nowcast_updated=updated,

@@ -6,12 +6,12 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic_core import to_json
 
-from starry_guide.serve.deps import body_schema, get_service, json_body
+from starry_guide.serve.deps import body_schema, get_nudger, get_service, json_body
 from starry_guide.serve.schemas import (
     DARK_SKY_MAG,
     FeedbackRequest,
@@ -109,10 +109,10 @@ def build_router(max_body_bytes: int) -> APIRouter:
         "model": Health, "description": "the store is unreachable (`status` = `unavailable`: "
                                         "a load balancer should take this host out) or its "
                                         "maintenance is failing (`degraded`)"}})
-    def healthz(service: ServiceDep) -> Response:
-        """Liveness, the model being served and the store's upkeep; 503 while the store
-        (the database) cannot be reached within its deadline or its maintenance is
-        failing."""
+    def healthz(service: ServiceDep, request: Request) -> Response:
+        """Liveness, the model being served, the store's upkeep and the push decider's last
+        pass; 503 while the store (the database) cannot be reached within its deadline or
+        its maintenance is failing."""
         maintenance = service.store.maintenance.status()
         store = {"backend": service.store.dialect, "maintenance": maintenance}
         status = "degraded" if maintenance["state"] == "failing" else "ok"
@@ -121,9 +121,11 @@ def build_router(max_body_bytes: int) -> APIRouter:
         except StoreUnavailable as exc:
             status = "degraded" if status == "degraded" else "unavailable"
             store["error"] = str(exc)
+        nudger = get_nudger(request)
         return JSONResponse({"status": status, "model_version": service.bundle.version,
                              "candidate": service.bundle.card.get("candidate"),
-                             "store": store},
+                             "store": store,
+                             "push": None if nudger is None else nudger.status()},
                             status_code=200 if status == "ok" else 503,
                             headers=None if status == "ok" else {
                                 "Retry-After": str(StoreUnavailable.retry_after_s)})

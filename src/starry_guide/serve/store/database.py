@@ -36,6 +36,9 @@ Tables
 ``feedback``
     ``feedback_id``, ``prediction_id`` (unique: one answer per prediction), ``received_at``,
     ``observed_at``, ``observed`` (``clear``, ``partly`` or ``cloudy``).
+``push_subscriptions``, ``push_deliveries``
+    Web Push subscriptions and the record of pushes claimed: defined, and used, by
+    :mod:`starry_guide.serve.push.subscriptions` (revision 0004).
 
 All times are stored as UTC without offset and returned as aware UTC datetimes.
 
@@ -88,7 +91,7 @@ PLACE_INPUTS = frozenset({"latitude", "longitude"})
 OBSERVED = ("clear", "partly", "cloudy")
 MIGRATIONS = Path(__file__).with_name("migrations")
 #: the newest schema revision (a test checks it is the migrations' head)
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 
 
 class StoreError(RuntimeError):

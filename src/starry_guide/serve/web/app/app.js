@@ -42,6 +42,7 @@ function setPlace(place) {
   $("where").close();
   connectEvents();
   loadNight();
+  if (saved.get("push") && nudgeSettings().on) setNudge(); // the nudges follow the place
 }
 async function loadStations() {
   try {
@@ -271,6 +272,7 @@ function qualifies(win, minutes) {
 }
 async function notify(title, body, tag) {
   if (!("Notification" in window) || Notification.permission !== "granted") return false;
+  if (saved.get("push")) return false; // the server pushes this nudge itself
   const key = `nudged.${tag}`;
   if (saved.get(key)) return false;
   saved.set(key, true);
@@ -294,20 +296,94 @@ function scheduleNudges() {
   }
 }
 function placeKey() { const p = state.place; return p.station_id || `${p.lat},${p.lon}`; }
+// Web Push: the server decides and sends the nudge, so it arrives with the page closed and
+// the phone in a pocket; the page's own nudges (above) remain the fallback where a browser
+// has no push. The subscription's id and secret (to unsubscribe) stay in this browser.
+function pushSupported() {
+  return "serviceWorker" in navigator && "PushManager" in window && "Notification" in window;
+}
+// iOS and iPadOS give Web Push only to web apps added to the Home Screen
+function needsInstall() {
+  const ios = /iPad|iPhone|iPod/.test(navigator.userAgent) || (navigator.platform === "MacIntel" && navigator.maxTouchPoints > 1);
+  const installed = window.matchMedia("(display-mode: standalone)").matches || navigator.standalone === true;
+  return ios && !installed;
+}
+function keyBytes(base64url) {
+  const padded = base64url + "=".repeat((4 - (base64url.length % 4)) % 4);
+  const raw = atob(padded.replace(/-/g, "+").replace(/_/g, "/"));
+  return Uint8Array.from(raw, (c) => c.charCodeAt(0));
+}
+async function pushSubscribe(minutes) {
+  const registration = await registerWorker();
+  if (!registration) throw new Error("the service worker could not be registered");
+  await navigator.serviceWorker.ready;
+  const keyResponse = await fetch("/v1/push/key");
+  if (!keyResponse.ok) throw new Error(`the server has no push key (HTTP ${keyResponse.status})`);
+  const { key } = await keyResponse.json();
+  let subscription = await registration.pushManager.getSubscription();
+  if (subscription && subscription.options && subscription.options.applicationServerKey) {
+    const current = new Uint8Array(subscription.options.applicationServerKey);
+    const wanted = keyBytes(key);
+    if (current.length !== wanted.length || current.some((b, i) => b !== wanted[i])) { await subscription.unsubscribe(); subscription = null; }
+  }
+  subscription = subscription || await registration.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: keyBytes(key) });
+  const place = state.place;
+  const where = place.station_id ? { station: place.station_id } : { latitude: place.lat, longitude: place.lon };
+  const response = await fetch("/v1/push/subscriptions", {
+    method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ subscription: subscription.toJSON(), ...where, min_probability: GO_P_CLEAR,
+      min_hours: minutes / 60, timezone: Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC" }),
+  });
+  const body = await response.json();
+  if (!response.ok) {
+    await subscription.unsubscribe();
+    const detail = Array.isArray(body.detail) ? body.detail.map((d) => d.msg).join("; ") : body.detail;
+    throw new Error(detail);
+  }
+  saved.set("push", { id: body.id, secret: body.secret, station: body.station, place: placeKey() });
+  return body;
+}
+async function pushUnsubscribe() {
+  const push = saved.get("push");
+  if (push) {
+    try {
+      await fetch(`/v1/push/subscriptions/${encodeURIComponent(push.id)}`, { method: "DELETE", headers: { Authorization: `Bearer ${push.secret}` } });
+    } catch { /* offline: the server expires it when it is no longer seen */ }
+    saved.set("push", null);
+  }
+  const registration = "serviceWorker" in navigator ? await navigator.serviceWorker.getRegistration("/") : null;
+  const subscription = registration && registration.pushManager ? await registration.pushManager.getSubscription() : null;
+  if (subscription) await subscription.unsubscribe();
+}
 async function setNudge() {
   const settings = { on: $("nudge-on").checked, minutes: Math.max(15, Number($("nudge-minutes").value) || 60) };
   saved.set("nudge", settings);
-  if (settings.on) {
-    if (!("Notification" in window)) { $("nudge-status").textContent = "This browser cannot show notifications."; return; }
-    const permission = await Notification.requestPermission();
-    if (permission !== "granted") {
-      $("nudge-status").textContent = "Notifications are blocked for this site; allow them in the browser's site settings.";
-      return;
+  const status = $("nudge-status");
+  $("install-hint").hidden = !needsInstall();
+  if (!settings.on) {
+    await pushUnsubscribe();
+    status.textContent = "Off.";
+    scheduleNudges();
+    return;
+  }
+  if (!("Notification" in window)) { status.textContent = "This browser cannot show notifications."; return; }
+  const permission = await Notification.requestPermission();
+  if (permission !== "granted") {
+    status.textContent = "Notifications are blocked for this site; allow them in the browser's site settings.";
+    return;
+  }
+  await registerWorker();
+  const rule = `a window of at least ${settings.minutes} minutes with ${pct(GO_P_CLEAR)} clear or better tonight (a station's live observations are needed: climatology alone never nudges)`;
+  if (pushSupported() && state.place && !needsInstall()) {
+    try {
+      const made = await pushSubscribe(settings.minutes);
+      status.textContent = `On: the server will nudge this device when the nowcast for station ${made.station} gives ${rule}, even when this page is closed.`;
+    } catch (error) {
+      saved.set("push", null);
+      status.textContent = `Push is not available here (${error.message}); you will be nudged while this page is open when the nowcast gives ${rule}.`;
     }
-    await registerWorker();
-    $("nudge-status").textContent = `On: you will be nudged when the nowcast gives a window of at least ${settings.minutes} minutes with ${pct(GO_P_CLEAR)} clear or better tonight, when it opens and when it starts (a station's live observations are needed: climatology alone never nudges).`;
   } else {
-    $("nudge-status").textContent = "Off.";
+    status.textContent = `${pushSupported() ? "" : "This browser has no Web Push: "}you will be nudged while this page is open when the nowcast gives ${rule}.`;
   }
   scheduleNudges();
 }
@@ -366,9 +442,13 @@ function start() {
   $("nudge-on").checked = nudge.on; $("nudge-minutes").value = nudge.minutes;
   $("nudge-on").addEventListener("change", setNudge);
   $("nudge-minutes").addEventListener("change", setNudge);
+  $("install-hint").hidden = !(nudge.on && needsInstall());
   const linked = placeFromLink();
   if (linked) { state.place = linked; saved.set("place", linked); }
   $("place-label").textContent = placeLabel(state.place);
+  if (nudge.on && saved.get("push") && pushSupported() && state.place) {
+    pushSubscribe(nudge.minutes).catch(() => saved.set("push", null)); // seen again: not expired
+  }
   let resize;
   window.addEventListener("resize", () => { clearTimeout(resize); resize = setTimeout(() => state.night && render(), 150); });
   window.addEventListener("online", flushFeedback);
