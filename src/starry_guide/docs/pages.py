@@ -323,9 +323,12 @@ def metrics_page(root: Path, destination: Path) -> str:
                   f"({_figure(fig, destination, 'held_out_bss_by_horizon')})",
                   "", _table(by_horizon.T.rename_axis("BSS \\ horizon (h)")), ""]
     if select.by_label_origin:
-        origin = pd.concat({split: pd.DataFrame(table).T
-                            for split, table in select.by_label_origin.items()},
-                           names=["split", "label origin"])
+        origin = pd.DataFrame.from_records(
+            [{"split": split, "label origin": name, **values}
+             for split, table in select.by_label_origin.items()
+             for name, values in table.items()]).set_index(["split", "label origin"])
+        origin.index = [f"{split}, {name}" for split, name in origin.index]
+        origin = origin.rename(columns={"brier_reference": "brier, calibrated persistence"})
         lines += ["## Observed and filled labels", "",
                   "The champion against calibrated persistence on label hours the files report "
                   "as *observed* (TMY source flag `A`), hours their producers *filled* "
@@ -333,7 +336,7 @@ def metrics_page(root: Path, destination: Path) -> str:
                   "per-hour flags (*unknown*: the EPW files). Counts per station are on the "
                   "[data-quality page](data-quality.md); why filled hours are still trained "
                   "on: [forecast skill](../forecast-skill.md#observed-and-filled-labels).", "",
-                  _table(origin.rename_axis(["split", "label origin"])), ""]
+                  _table(origin.rename_axis("split, label origin")), ""]
         loso_origin = {name: per["bss_by_label_origin"] for name, per in loso_raw.items()
                        if "bss_by_label_origin" in per}
         if loso_origin:
