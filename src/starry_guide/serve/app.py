@@ -23,6 +23,7 @@ from starry_guide.serve import deps, process, reload
 from starry_guide.serve.http import errors
 from starry_guide.serve.http.guard import RequestGuard
 from starry_guide.serve.planning import place
+from starry_guide.serve.reads import Reads
 from starry_guide.serve.routes import admin, events, feed, forecast
 from starry_guide.serve.schemas import FeedbackRequest, NightRequest, NowcastRequest
 from starry_guide.serve.service import Service
@@ -92,6 +93,7 @@ def create_app(service: Service, limits: ServeSettings | None = None) -> FastAPI
                   description="Will the night sky be clear in the next 1-12 hours, and when "
                               "is the best time to look up?")
     app.state.service = service
+    app.state.reads = Reads(service)  # station and place answers, computed once
     app.include_router(docs_ui.router)  # /docs: Swagger UI from the package's own files
 
     errors.install(app)

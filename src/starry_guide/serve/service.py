@@ -165,25 +165,29 @@ class Service:
                                  self.horizons, issue_at=ends - 1, station_ids=row_station_ids)
         p, matrix, latest = result.p_clear, result.matrix, result.hourly
         last = result.issued
-        p = p.tolist()
-        target_sun = matrix[:, self.target_sun_column].reshape(len(requests), -1).tolist()
+        target_sun = matrix[:, self.target_sun_column].reshape(len(requests), -1)
+        is_night = (target_sun < self.night_max_sun).tolist()
+        target_sun = target_sun.tolist()
+        horizons = [(h, dt.timedelta(hours=h)) for h in self.horizons]
         nowcasts = []
-        for issued_second, p_request, sun_request in zip(seconds[last].tolist(), p,
-                                                         target_sun, strict=True):
+        for issued_second, p_request, night_request in zip(seconds[last].tolist(), p.tolist(),
+                                                           is_night, strict=True):
             issued = dt.datetime.fromtimestamp(issued_second, dt.UTC)
             nowcasts.append({
                 "prediction_id": uuid.uuid4().hex,
                 "model_version": self.bundle.version,
                 "issued_for": issued,
                 "forecasts": [
-                    {"horizon_h": h, "target_time": issued + dt.timedelta(hours=h),
-                     "p_clear": round(pi, 6), "target_is_night": sun < self.night_max_sun}
-                    for h, pi, sun in zip(self.horizons, p_request, sun_request, strict=True)],
+                    {"horizon_h": h, "target_time": issued + delta,
+                     "p_clear": round(pi, 6), "target_is_night": night}
+                    for (h, delta), pi, night in zip(horizons, p_request, night_request,
+                                                     strict=True)],
             })
         if not with_inputs:
             return nowcasts
         names = list(latest)
-        values = np.column_stack([np.asarray(latest[n], dtype=float) for n in names]).tolist()
+        # one (hours x features) array: a row per request, read back as Python floats
+        values = np.array([latest[n] for n in names], dtype=float).T.tolist()
         return nowcasts, [{"features": dict(zip(names, row, strict=True)), "target_sun": sun}
                           for row, sun in zip(values, target_sun, strict=True)]
 
