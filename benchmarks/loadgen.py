@@ -22,6 +22,11 @@ def encode_post(path: str, body: dict, port: int) -> bytes:
     return head.encode() + payload
 
 
+def encode_get(path: str, port: int, headers: dict[str, str] | None = None) -> bytes:
+    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
+    return f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{extra}\r\n".encode()
+
+
 async def _connection(port: int, request: bytes, stop: float, latencies: list[float]) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:

@@ -13,6 +13,10 @@ stacks):
 * **self**: the share in which it is the innermost frame.
 
     uv run python benchmarks/profile_nowcast.py [--seconds 8] [--clients 10] [--out FILE]
+    uv run python benchmarks/profile_nowcast.py --get '/v1/night?lat=36.1&lon=-79.95'
+
+``--get PATH`` profiles a cached read instead (a station ``kgso`` with 10 real hours is
+registered first, so ``/v1/stations/kgso/nowcast`` and ``.../night`` answer).
 
 Needs ``models/champion/bundle`` and ``data/processed/observations.parquet`` (``make repro``)
 and permission to ptrace the server (root, or ``kernel.yama.ptrace_scope`` 0).
@@ -29,6 +33,7 @@ import tempfile
 import threading
 from pathlib import Path
 
+import httpx
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,6 +92,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=10)
     parser.add_argument("--limit", type=int, default=25)
     parser.add_argument("--out", type=Path, help="also write the collapsed stacks here")
+    parser.add_argument("--get", metavar="PATH", help="profile GET PATH instead")
     args = parser.parse_args()
     py_spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or \
         shutil.which("py-spy")
@@ -95,10 +101,20 @@ def main() -> None:
     observations = pd.read_parquet(ROOT / "data" / "processed" / "observations.parquet")
     body = request_body(observations)
     with tempfile.TemporaryDirectory(prefix="starry-profile-") as tmp:
+        token = "profile-feed-token-0123456789"
         server = launch.start(BUNDLE, Path(tmp) / "store.sqlite", "--rate-per-s", "1000000",
-                              "--rate-burst", "1000000", cwd=ROOT)
+                              "--rate-burst", "1000000", cwd=ROOT,
+                              env={"STARRY_FEED_TOKEN": token})
         try:
-            request = loadgen.encode_post("/v1/nowcast", body, server.port)
+            if args.get:
+                auth = {"Authorization": f"Bearer {token}"}
+                httpx.put(f"{server.url}/v1/stations/kgso", headers=auth,
+                          json=body["station"]).raise_for_status()
+                httpx.post(f"{server.url}/v1/stations/kgso/observations", headers=auth,
+                           json={"observations": body["observations"]}).raise_for_status()
+                request = loadgen.encode_get(args.get, server.port)
+            else:
+                request = loadgen.encode_post("/v1/nowcast", body, server.port)
             loadgen.closed_loop(server.port, request, args.clients, 1.0)  # warm up
             stacks = Path(tmp) / "stacks.txt"
             # --subprocesses: `starry serve` runs uvicorn's worker as a child process

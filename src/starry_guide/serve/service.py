@@ -196,11 +196,11 @@ class Service:
         """P(clear) for each horizon (a :class:`NowcastResponse` as a dict), returned once
         the prediction is committed to the store.
 
-        Requests that reach this point in the same turn of the event loop are answered
-        together (dynamic batching): one feature pass and one onnxruntime call for all of
-        them, scheduled right after the turn; their rows are committed by the store's writer
-        thread, together with the other batches that arrived while the previous commit was
-        on its way to disk (group commit), and only then answered.
+        Requests that reach this point in the same turn of the event loop, or while the
+        previous commit is on its way to disk, are answered together (dynamic batching):
+        one feature pass and one onnxruntime call for all of them — right after the turn,
+        or when that commit lands — and one transaction, committed by the store's writer
+        thread (group commit); only then are they answered.
         """
         seconds, columns = recent_hours(station, observations, self.features.history_h)
         return await self.nowcast_arrays(
@@ -212,11 +212,17 @@ class Service:
         loop = asyncio.get_running_loop()
         answered = loop.create_future()
         self._pending.append((origin, seconds, columns, answered))
-        if len(self._pending) == 1:  # the first of this turn schedules the batch
+        # the first of this turn schedules the batch — unless a commit is on its way to
+        # disk: then the requests wait for it (they would anyway: their rows go in the next
+        # commit) and are forecast together when it lands, one feature pass and one ONNX
+        # call per commit instead of one per event-loop turn
+        if len(self._pending) == 1 and not self._committing:
             loop.call_soon(self._answer_pending)
         return await answered
 
     def _answer_pending(self) -> None:
+        if not self._pending:  # taken by a commit that landed first (_committed)
+            return
         batch, self._pending = self._pending, []
         try:
             nowcasts, inputs = self.forecast_many(
@@ -253,7 +259,9 @@ class Service:
         self._committing = False
         error = done.exception() if not done.cancelled() else asyncio.CancelledError()
         self._settle([(nowcasts, batch) for _, nowcasts, batch in groups], error)
-        if self._to_commit:
+        if self._pending:  # arrived during the commit: forecast together, then commit
+            self._answer_pending()
+        elif self._to_commit:
             self._commit()
 
     def _settle(self, groups: list, error: BaseException | None) -> None:

@@ -50,6 +50,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import fcntl
+import functools
 import json
 import logging
 import math
@@ -270,7 +271,7 @@ class StationState:
                    "updated_at": _utc(updated_at)}
         return cls(station, _utc(latest), _utc(earliest), int(hours), _utc(received))
 
-    @property
+    @functools.cached_property
     def key(self) -> tuple:
         s = self.station
         return (s["latitude"], s["longitude"], s["elevation_m"], s["updated_at"], self.latest,
