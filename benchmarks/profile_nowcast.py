@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import os
 import shutil
 import subprocess
 import sys
@@ -63,6 +64,40 @@ def frame_name(frame: str) -> str:
     return f"{function} ({path})"
 
 
+#: where a sample's time goes, first match from the top: (share, frames that mark it)
+CATEGORIES = (
+    ("store: building and executing the inserts", ("Store.log_predictions",)),
+    ("forecast: repairs, features, ONNX (core.inference.infer)", ("infer (",)),
+    ("thread hand-offs (thread pool, writer thread)", (
+        "run_in_threadpool", "ThreadPoolExecutor.submit", "Condition.notify",
+        "run_sync_in_worker_thread")),
+    ("batching and answers (service.py around infer)", (
+        "Service.forecast_many", "Service._answer_pending", "Service._settle",
+        "Service._committed", "Service._commit")),
+    ("request arrays (recent_hours)", ("recent_hours",)),
+    ("body validation (pydantic-core)", ("model_validate_json",)),
+    ("cached read (serve/reads.py)", ("starry_guide/serve/reads.py",)),
+)
+OTHER = "HTTP and framework (uvicorn, Starlette/FastAPI, middleware, guard)"
+
+
+def categories(collapsed: str) -> list[tuple[str, float]]:
+    """Share of the samples in each of :data:`CATEGORIES` (else :data:`OTHER`)."""
+    shares: collections.Counter = collections.Counter()
+    total = 0
+    for line in collapsed.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        n = int(count)
+        total += n
+        category = next((name for name, marks in CATEGORIES
+                         if any(mark in stack for mark in marks)), OTHER)
+        shares[category] += n
+    return [(name, round(100 * shares[name] / total, 1))
+            for name in [*(name for name, _ in CATEGORIES), OTHER] if shares[name]]
+
+
 def top_frames(collapsed: str, limit: int) -> dict:
     """The ``limit`` functions with the most inclusive and the most self samples, from
     py-spy's collapsed (``--format raw``) output."""
@@ -93,7 +128,12 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=25)
     parser.add_argument("--out", type=Path, help="also write the collapsed stacks here")
     parser.add_argument("--get", metavar="PATH", help="profile GET PATH instead")
+    parser.add_argument("--read", type=Path, metavar="FILE",
+                        help="only summarise collapsed stacks written before by --out")
     args = parser.parse_args()
+    if args.read:
+        report(args.read.read_text(), args.limit, None, args.clients)
+        return
     py_spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or \
         shutil.which("py-spy")
     if py_spy is None:
@@ -136,9 +176,17 @@ def main() -> None:
                 args.out.write_text(collapsed)
         finally:
             server.stop()
-    top = top_frames(collapsed, args.limit)
-    print(f"load while sampled ({args.clients} clients): {result}")
-    print(f"{top['samples']} samples")
+    report(collapsed, args.limit, result, args.clients)
+
+
+def report(collapsed: str, limit: int, load: dict | None, clients: int) -> None:
+    top = top_frames(collapsed, limit)
+    if load is not None:
+        print(f"load while sampled ({clients} clients): {load}")
+    print(f"{top['samples']} samples (1-minute load average now: {os.getloadavg()[0]:.1f})")
+    print("\nwhere the GIL time goes:")
+    for name, percent in categories(collapsed):
+        print(f"  {percent:5.1f} %  {name}")
     for view in ("inclusive", "self"):
         print(f"\n{view}:")
         for name, percent in top[view]:
