@@ -89,10 +89,10 @@ def api_benchmark(body: dict) -> dict:
                        "STARRY_STORE_URL": f"sqlite:///{tmp}/unguarded.sqlite"})
     bare = start([env_python, "-m", "uvicorn", "benchmarks.bare_app:app", "--port",
                   str(bare_port), "--log-level", "warning", "--no-access-log"], bare_port)
-    targets = {"nowcast": (real_port, "/v1/nowcast"),
-               "nowcast_unguarded": (unguarded_port, "/v1/nowcast"),
-               "bare": (bare_port, "/v1/nowcast"),
-               "bare_validated": (bare_port, "/v1/validated")}
+    targets = {"nowcast": (real, real_port, "/v1/nowcast"),
+               "nowcast_unguarded": (unguarded, unguarded_port, "/v1/nowcast"),
+               "bare": (bare, bare_port, "/v1/nowcast"),
+               "bare_validated": (bare, bare_port, "/v1/validated")}
     results = {}
     try:
         for clients in (1, 10, 50):
@@ -100,9 +100,9 @@ def api_benchmark(body: dict) -> dict:
             # hits all of them; each keeps its best round
             rounds: dict[str, list[dict]] = {name: [] for name in targets}
             for _ in range(ROUNDS):
-                for name, (port, path) in targets.items():
-                    rounds[name].append(loadgen.closed_loop(
-                        port, encode_post(path, body, port), clients,
+                for name, (process, port, path) in targets.items():
+                    rounds[name].append(loadgen.measure(
+                        process.pid, port, encode_post(path, body, port), clients,
                         SECONDS_PER_LEVEL / ROUNDS))
             results[clients] = {name: max(runs, key=lambda run: run["requests_per_s"])
                                 for name, runs in rounds.items()}
@@ -110,6 +110,12 @@ def api_benchmark(body: dict) -> dict:
             r["ratio_rps"] = round(r["nowcast"]["requests_per_s"] / r["bare"]["requests_per_s"], 3)
             r["ratio_to_validated_rps"] = round(
                 r["nowcast"]["requests_per_s"] / r["bare_validated"]["requests_per_s"], 3)
+            # CPU per request (best of the rounds: the least disturbed): what throughput
+            # would be on an idle machine, where the server is CPU-bound
+            r["cpu_ms_per_request"] = {name: min(run["cpu_ms_per_request"] for run in runs)
+                                       for name, runs in rounds.items()}
+            r["validated_vs_nowcast_cpu"] = round(r["cpu_ms_per_request"]["bare_validated"]
+                                                  / r["cpu_ms_per_request"]["nowcast"], 3)
             r["guarded_vs_unguarded_rps"] = round(
                 r["nowcast"]["requests_per_s"] / r["nowcast_unguarded"]["requests_per_s"], 3)
     finally:
@@ -172,21 +178,25 @@ def reads_benchmark(observations: pd.DataFrame) -> dict:
                  for name, path in reads.items()}
         targets = {}
         for name, path in reads.items():
-            targets[f"bare_{name}"] = (bare_port, f"/v1/constant/{sizes[name]}")
-            targets[name] = (server.port, path)
+            targets[f"bare_{name}"] = (bare, bare_port, f"/v1/constant/{sizes[name]}")
+            targets[name] = (server.process, server.port, path)
         results: dict = {}
         for clients in (1, 10, 50):
             rounds: dict[str, list[dict]] = {name: [] for name in targets}
             for _ in range(ROUNDS):
-                for name, (port, path) in targets.items():
-                    rounds[name].append(loadgen.closed_loop(
-                        port, encode_get(path, port), clients, SECONDS_PER_LEVEL / ROUNDS))
+                for name, (process, port, path) in targets.items():
+                    rounds[name].append(loadgen.measure(
+                        process.pid, port, encode_get(path, port), clients,
+                        SECONDS_PER_LEVEL / ROUNDS))
             level = {name: max(runs, key=lambda run: run["requests_per_s"])
                      for name, runs in rounds.items()}
             for name in reads:
                 level[name]["bytes"] = sizes[name]
                 level[name]["ratio_to_bare_rps"] = round(
                     level[name]["requests_per_s"] / level[f"bare_{name}"]["requests_per_s"], 3)
+                cpu = {n: min(run["cpu_ms_per_request"] for run in rounds[n])
+                       for n in (name, f"bare_{name}")}
+                level[name]["bare_vs_read_cpu"] = round(cpu[f"bare_{name}"] / cpu[name], 3)
             results[clients] = level
     finally:
         server.stop()
@@ -293,12 +303,17 @@ def main() -> None:
     results = json.loads(out.read_text()) if out.exists() and len(parts) < len(PARTS) else {}
     results["machine"] = (f"{platform.machine()}, {os.cpu_count()} cores, Python "
                           f"{platform.python_version()}")
-    results["load_average_before"] = [round(x, 2) for x in os.getloadavg()]
     run = {"api": lambda: api_benchmark(body), "reads": lambda: reads_benchmark(observations),
            "batch": lambda: batch_benchmark(observations), "night": night_benchmark}
+    # when each part was measured, and the machine's 1/5/15-minute load averages around it
+    # (other work on this shared machine moves absolute numbers; the ratios carry)
+    runs = results.setdefault("runs", {})
     for part in parts:
+        before = [round(x, 2) for x in os.getloadavg()]
+        started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         results[part] = run[part]()
-    results["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+        runs[part] = {"started": started, "load_average_before": before,
+                      "load_average_after": [round(x, 2) for x in os.getloadavg()]}
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
 
