@@ -23,7 +23,7 @@ from starry_guide.serve import deps, process, reload
 from starry_guide.serve.http import errors
 from starry_guide.serve.http.guard import RequestGuard
 from starry_guide.serve.planning import place
-from starry_guide.serve.reads import Reads
+from starry_guide.serve.reads import Reads, ReadShortcut
 from starry_guide.serve.routes import admin, events, feed, forecast
 from starry_guide.serve.schemas import FeedbackRequest, NightRequest, NowcastRequest
 from starry_guide.serve.service import Service
@@ -102,6 +102,8 @@ def create_app(service: Service, limits: ServeSettings | None = None) -> FastAPI
         feeder = deps.load_token()  # the feeder is not rate-limited
     except deps.FeedTokenError:
         feeder = None  # the feed itself says why it is off
+    # innermost: a cached read asked again is answered before FastAPI's routing
+    app.add_middleware(ReadShortcut, reads=app.state.reads)
     app.add_middleware(RequestGuard, limits=limits, trusted_token=feeder)
     if limits.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(limits.cors_origins),

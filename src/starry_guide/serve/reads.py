@@ -49,17 +49,19 @@ MAX_AGE_S = 3600
 OVERDUE_MAX_AGE_S = 60
 #: how often a station's observations are expected
 OBSERVATION_INTERVAL = dt.timedelta(hours=1)
-#: answers kept per worker (least recently used out first)
+#: answers kept per worker (least recently used out first): a night plan is ~15 KB, so at
+#: most ~60 MB per worker
 MAX_ANSWERS = 4096
 
 
 @dataclasses.dataclass(frozen=True)
 class Answer:
-    """One computed answer: ``value`` as the service made it (a station's plan is built
-    from its nowcast's), the JSON ``body`` sent, and its validators. ``expires``: when it is
-    expected to change (None: not announced, :data:`MAX_AGE_S`)."""
+    """One computed answer: ``value`` as the service made it (kept for a nowcast, which a
+    station's plan is built from; None for a plan, whose bytes are all that is needed), the
+    JSON ``body`` sent, and its validators. ``expires``: when it is expected to change
+    (None: not announced, :data:`MAX_AGE_S`)."""
 
-    value: dict
+    value: dict | None
     body: bytes
     etag: str
     last_modified: str
@@ -93,13 +95,63 @@ def matches(if_none_match: str | None, etag: str) -> bool:
                for tag in if_none_match.split(","))
 
 
-def respond(request: Request, answer: Answer) -> Response:
-    """The answer with its validators, or ``304`` when the client already holds it."""
+def respond(request: Request, answer: Answer,
+            again: Callable[[], Awaitable[Answer]] | None = None) -> Response:
+    """The answer with its validators, or ``304`` when the client already holds it.
+
+    ``again``: how to find this answer for the same request (path and query string) next
+    time — :class:`ReadShortcut` then answers it without FastAPI's routing and parameter
+    validation, which this request has just passed."""
+    if again is not None:
+        request.app.state.reads.remember(request.scope, again)
     headers = {"ETag": answer.etag, "Last-Modified": answer.last_modified,
                "Cache-Control": f"public, max-age={answer.max_age(place.now())}"}
     if matches(request.headers.get("if-none-match"), answer.etag):
         return Response(status_code=304, headers=headers)
     return Response(answer.body, media_type="application/json", headers=headers)
+
+
+class ReadShortcut:
+    """ASGI middleware, inside the request guard and the metrics: a ``GET`` whose exact path
+    and query string were answered by a cached read before goes straight to that read —
+    the same answer, headers and 304 as through the route (the read still checks the
+    station's state), without FastAPI's routing, dependencies and parameter validation,
+    which cost as much as the rest of a cached read. Anything else, and any read that
+    fails (404, 409, the store), goes through the app as usual."""
+
+    def __init__(self, app, reads: Reads):
+        self.app = app
+        self.reads = reads
+
+    async def __call__(self, scope, receive, send) -> None:
+        read = (self.reads.shortcuts.get((scope["path"], scope["query_string"]))
+                if scope["type"] == "http" and scope["method"] == "GET" else None)
+        if read is not None:
+            try:
+                answer = await read()
+            except Exception:  # noqa: BLE001 - the app answers it (and says why)
+                answer = None
+            if answer is not None:
+                await self._send(scope, answer, send)
+                return
+        await self.app(scope, receive, send)
+
+    @staticmethod
+    async def _send(scope, answer: Answer, send) -> None:
+        headers = [(b"etag", answer.etag.encode()),
+                   (b"last-modified", answer.last_modified.encode()),
+                   (b"cache-control",
+                    f"public, max-age={answer.max_age(place.now())}".encode())]
+        if_none_match = next((value.decode("latin-1") for name, value in scope["headers"]
+                              if name == b"if-none-match"), None)
+        if matches(if_none_match, answer.etag):
+            await send({"type": "http.response.start", "status": 304, "headers": headers})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        headers += [(b"content-length", str(len(answer.body)).encode()),
+                    (b"content-type", b"application/json")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": answer.body})
 
 
 def tonight_ends(longitude: float, date: dt.date) -> dt.datetime:
@@ -122,6 +174,15 @@ class Reads:
         #: model version -> when this worker first answered with it
         self._model_since: dict[str, dt.datetime] = {}
         self.computed = 0  #: answers computed (not found) — for the tests and the docs
+        #: (path, query string) of a GET answered before -> how to find its answer again
+        self.shortcuts: dict[tuple[str, bytes], Callable[[], Awaitable[Answer]]] = {}
+
+    def remember(self, scope: dict, again: Callable[[], Awaitable[Answer]]) -> None:
+        """Let :class:`ReadShortcut` answer this request's path and query string with
+        ``again`` from now on."""
+        if len(self.shortcuts) >= self.max_answers:
+            self.shortcuts.clear()
+        self.shortcuts[scope["path"], scope["query_string"]] = again
 
     # ------------------------------------------------------------------ inputs
 
@@ -187,7 +248,7 @@ class Reads:
         while len(self._answers) > self.max_answers:
             self._answers.popitem(last=False)
 
-    def _answer(self, key: tuple, value: dict, body: bytes, changed: dt.datetime,
+    def _answer(self, key: tuple, value: dict | None, body: bytes, changed: dt.datetime,
                 expires: dt.datetime | None) -> Answer:
         modified = max(changed, self._since(self.service.bundle.version))
         return Answer(value, body, entity_tag(key), http_date(modified), expires)
@@ -253,8 +314,8 @@ class Reads:
             if is_tonight:
                 ends = tonight_ends(s["longitude"], night)
                 expires = ends if expires is None else min(expires, ends)
-            return self._answer(key, plan.model_dump(mode="json"),
-                                plan.model_dump_json().encode(), state.changed_at, expires)
+            return self._answer(key, None, plan.model_dump_json().encode(), state.changed_at,
+                                expires)
 
         return await self._once(key, compute)
 
@@ -273,8 +334,7 @@ class Reads:
                 station=Station(latitude=latitude, longitude=longitude,
                                 elevation_m=elevation_m),
                 date=night, dark_sky_mag=dark_sky_mag))
-            return self._answer(key, plan.model_dump(mode="json"),
-                                plan.model_dump_json().encode(), self._since(version),
+            return self._answer(key, None, plan.model_dump_json().encode(), self._since(version),
                                 tonight_ends(longitude, night) if is_tonight else None)
 
         return await self._once(key, compute)

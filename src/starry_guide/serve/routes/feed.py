@@ -127,7 +127,9 @@ async def post_observations(station_id: StationId, body: ObservationBatch,
 async def get_station_nowcast(station_id: StationId, request: Request) -> Response:
     """P(clear) 1-12 h after the station's latest stored hour: computed once per stored
     hour and model, then served as it is (`ETag`, `304` to a matching `If-None-Match`)."""
-    return respond(request, await get_reads(request).station_nowcast(station_id))
+    reads = get_reads(request)
+    return respond(request, await reads.station_nowcast(station_id),
+                   again=lambda: reads.station_nowcast(station_id))
 
 
 @router.get("/v1/stations/{station_id}/night", response_model=NightResponse,
@@ -141,5 +143,6 @@ async def get_station_night(
 ) -> Response:
     """Tonight's timeline at the station: its stored nowcast where it reaches, climatology
     after. Computed once per stored hour, night and model (`ETag`, `304`)."""
-    return respond(request, await get_reads(request).station_night(station_id, date,
-                                                                    dark_sky_mag))
+    reads = get_reads(request)
+    return respond(request, await reads.station_night(station_id, date, dark_sky_mag),
+                   again=lambda: reads.station_night(station_id, date, dark_sky_mag))

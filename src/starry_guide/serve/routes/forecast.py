@@ -72,8 +72,11 @@ def build_router(max_body_bytes: int) -> APIRouter:
         (2 decimals by default, about 1 km), computed once per place, night and model and
         then served as it is (`ETag`, `Last-Modified`, `Cache-Control`; `304` to a matching
         `If-None-Match`)."""
-        return respond(request, await get_reads(request).place_night(
-            lat, lon, elevation_m, date, dark_sky_mag))
+        reads = get_reads(request)
+        return respond(request, await reads.place_night(lat, lon, elevation_m, date,
+                                                        dark_sky_mag),
+                       again=lambda: reads.place_night(lat, lon, elevation_m, date,
+                                                       dark_sky_mag))
 
     @router.post("/v1/night", response_model=NightResponse,
               responses={**too_large, **invalid}, openapi_extra=body_schema(NightRequest))
