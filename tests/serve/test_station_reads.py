@@ -79,6 +79,10 @@ def test_station_nowcast_is_computed_once_and_revalidated(client, observations):
     computed = client.reads.computed
     again = client.get("/v1/stations/kgso/nowcast")
     assert again.json() == first.json() and again.headers["etag"] == etag
+    # the second read was answered by the shortcut (no routing), with the route's headers
+    assert ("/v1/stations/kgso/nowcast", b"") in client.reads.shortcuts
+    for header in ("content-type", "content-length", "last-modified"):
+        assert again.headers[header] == first.headers[header], header
     assert client.reads.computed == computed  # served as computed, not recomputed
     assert client.service.store.count("predictions") == predictions  # nothing new recorded
 
