@@ -36,7 +36,7 @@ from starry_guide.serve.schemas import (
     StationInfo,
     StationRegistration,
 )
-from starry_guide.serve.service import Service, unprocessable
+from starry_guide.serve.service import unprocessable
 from starry_guide.serve.store.database import UnknownStation
 
 router = APIRouter(tags=["stations and feed"])
@@ -52,13 +52,6 @@ CACHED = {"headers": {
                                      "expected change", "schema": {"type": "string"}}}}
 not_modified = {304: {"description": "`If-None-Match` names the current answer: no body",
                       **CACHED}}
-
-
-def _station_or_404(service: Service, station_id: str) -> dict:
-    station = service.store.station(station_id)
-    if station is None:
-        raise HTTPException(404, detail=f"station {station_id!r} is not registered")
-    return station
 
 
 @router.put("/v1/stations/{station_id}", response_model=StationInfo,
