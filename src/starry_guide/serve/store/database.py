@@ -662,7 +662,7 @@ class Store:
             with self.engine.connect() as db:
                 row = db.execute(_STATE_QUERY, parameters).first()
         else:
-            row = self._reader().execute(str(_STATE_QUERY), parameters).fetchone()
+            row = self._read_sqlite(str(_STATE_QUERY), parameters)
         return None if row is None else StationState.from_row(station_id, tuple(row))
 
     def data_version(self) -> int | None:
@@ -672,16 +672,28 @@ class Store:
         PostgreSQL (no such counter: read the state)."""
         if self.path is None:
             return None
-        return int(self._reader().execute("PRAGMA data_version").fetchone()[0])
+        return int(self._read_sqlite("PRAGMA data_version", {})[0])
+
+    def _read_sqlite(self, statement: str, parameters: dict) -> tuple | None:
+        """One row from this thread's read connection. A driver error is raised as
+        SQLAlchemy's (``sqlalchemy.exc.OperationalError`` …), like every other store
+        access, so the service treats a store in trouble the same way on every path."""
+        try:
+            return self._reader().execute(statement, parameters).fetchone()
+        except sqlite3.Error as exc:
+            self.__dict__["_readers"] = threading.local()  # reconnect next time
+            raise sa.exc.DBAPIError.instance(statement, parameters, exc, sqlite3.Error
+                                             ) from exc
 
     def _reader(self) -> sqlite3.Connection:
         local = self.__dict__.setdefault("_readers", threading.local())
         reader = getattr(local, "connection", None)
         if reader is None or getattr(local, "pid", None) != os.getpid():
             # autocommit: each query sees what is committed now, never an old snapshot
-            reader = sqlite3.connect(self.path, timeout=30.0, isolation_level=None,
+            reader = sqlite3.connect(self.path, timeout=5.0, isolation_level=None,
                                      check_same_thread=False)
-            reader.execute("PRAGMA busy_timeout=30000")
+            # readers of a WAL database wait only for a recovery or a checkpoint's restart
+            reader.execute("PRAGMA busy_timeout=5000")
             reader.execute("PRAGMA query_only=ON")
             local.connection, local.pid = reader, os.getpid()
         return reader
