@@ -153,9 +153,12 @@ class Service:
         sun's elevation at its target hours."""
         lengths = np.array([len(seconds) for seconds, _ in requests])
         ends = np.cumsum(lengths)
-        seconds = np.concatenate([seconds for seconds, _ in requests])
-        columns = {name: np.concatenate([c[name] for _, c in requests])
-                   for name in requests[0][1]}
+        if len(requests) == 1:  # one client at a time: nothing to join
+            seconds, columns = requests[0]
+        else:
+            seconds = np.concatenate([seconds for seconds, _ in requests])
+            columns = {name: np.concatenate([c[name] for _, c in requests])
+                       for name in requests[0][1]}
         run_start = np.zeros(len(seconds), dtype=bool)
         run_start[ends - lengths] = True
         row_station_ids = (None if station_ids is None else
