@@ -7,7 +7,7 @@ export NO_MKDOCS_2_WARNING := 1
 UV ?= $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 RUN := $(UV) run --frozen
 
-.PHONY: help uv-bootstrap system-deps install repro test unit nbval docs-check lint notebooks lab mlflow-ui docs-serve plots vendor bench bench-serving bench-app bench-feed bench-store bench-push serve production-snapshot clean
+.PHONY: help uv-bootstrap system-deps install repro test unit nbval docs-check lint notebooks lab mlflow-ui docs-serve plots vendor bench bench-serving profile-serving bench-app bench-feed bench-store bench-push serve production-snapshot clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -68,8 +68,11 @@ vendor: ## re-fetch the vendored JavaScript (mermaid, vega) pinned by vendor/pac
 bench: install ## time a full and a no-op dvc repro, per stage, kernel start vs compute (benchmarks/)
 	$(RUN) python benchmarks/repro_time.py
 
-bench-serving: install ## API, batch, night-planner and Dask benchmarks (needs make repro)
+bench-serving: install ## API (nowcasts, cached reads), batch, night-planner and Dask benchmarks (needs make repro)
 	$(RUN) python benchmarks/serving.py
+
+profile-serving: install ## py-spy profile of POST /v1/nowcast on one worker at 10 clients: top frames (needs make repro)
+	$(RUN) python benchmarks/profile_nowcast.py
 
 bench-app: install ## first load of the web app in Chromium: bytes and time (needs make repro)
 	$(RUN) python benchmarks/app_load.py

@@ -222,14 +222,26 @@ def model_arrays(hourly: Mapping[str, np.ndarray], seconds: np.ndarray,
         "target_hour_sin": np.sin(2 * np.pi * target_hour / 24),
         "target_hour_cos": np.cos(2 * np.pi * target_hour / 24),
     }
-    columns = _feature_columns(settings)
-    hourly_names = [name for name in columns if name not in target]
-    matrix = np.empty((len(horizon), len(columns)), dtype=np.float32)
-    matrix[:, [columns.index(name) for name in hourly_names]] = np.repeat(
-        np.column_stack([hourly[name] for name in hourly_names]), n_horizons, axis=0)
+    hourly_names, hourly_index, target_index = _matrix_layout(settings)
+    matrix = np.empty((len(horizon), len(hourly_index) + len(target_index)), dtype=np.float32)
+    # each hour's features, once per horizon: one float32 block, repeated in one call
+    block = np.empty((len(seconds), len(hourly_names)), dtype=np.float32)
+    for j, name in enumerate(hourly_names):
+        block[:, j] = hourly[name]
+    matrix[:, hourly_index] = np.repeat(block, n_horizons, axis=0)
     for name, values in target.items():
-        matrix[:, columns.index(name)] = values
+        matrix[:, target_index[name]] = values
     return matrix, target_seconds
+
+
+@lru_cache(maxsize=16)
+def _matrix_layout(settings: FeatureSettings) -> tuple[tuple[str, ...], np.ndarray, dict]:
+    """Where :func:`model_arrays` puts each column: the per-hour feature names, their
+    column indices, and each target column's index (worked out once per settings)."""
+    columns = _feature_columns(settings)
+    hourly_names = tuple(name for name in columns if name not in _TARGET_COLUMNS)
+    return (hourly_names, np.array([columns.index(name) for name in hourly_names]),
+            {name: columns.index(name) for name in _TARGET_COLUMNS})
 
 
 def model_rows(hourly: pd.DataFrame, horizons: tuple[int, ...] | list[int],

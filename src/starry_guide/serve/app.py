@@ -27,6 +27,7 @@ from starry_guide.serve.http.guard import RequestGuard
 from starry_guide.serve.planning import place
 from starry_guide.serve.push import nudger as nudges
 from starry_guide.serve.push.vapid import Keys, default_key_file
+from starry_guide.serve.reads import Reads, ReadShortcut
 from starry_guide.serve.routes import admin, events, feed, forecast, push
 from starry_guide.serve.schemas import (
     FeedbackRequest,
@@ -113,6 +114,7 @@ def create_app(service: Service, limits: ServeSettings | None = None) -> FastAPI
     app.state.service = service
     app.state.push_keys = push_keys
     app.state.nudger = nudger
+    app.state.reads = Reads(service)  # station and place answers, computed once
     app.include_router(docs_ui.router)  # /docs: Swagger UI from the package's own files
 
     errors.install(app)
@@ -121,6 +123,8 @@ def create_app(service: Service, limits: ServeSettings | None = None) -> FastAPI
         feeder = deps.load_token()  # the feeder is not rate-limited
     except deps.FeedTokenError:
         feeder = None  # the feed itself says why it is off
+    # innermost: a cached read asked again is answered before FastAPI's routing
+    app.add_middleware(ReadShortcut, reads=app.state.reads)
     app.add_middleware(RequestGuard, limits=limits, trusted_token=feeder)
     if limits.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(limits.cors_origins),

@@ -153,9 +153,12 @@ class Service:
         sun's elevation at its target hours."""
         lengths = np.array([len(seconds) for seconds, _ in requests])
         ends = np.cumsum(lengths)
-        seconds = np.concatenate([seconds for seconds, _ in requests])
-        columns = {name: np.concatenate([c[name] for _, c in requests])
-                   for name in requests[0][1]}
+        if len(requests) == 1:  # one client at a time: nothing to join
+            seconds, columns = requests[0]
+        else:
+            seconds = np.concatenate([seconds for seconds, _ in requests])
+            columns = {name: np.concatenate([c[name] for _, c in requests])
+                       for name in requests[0][1]}
         run_start = np.zeros(len(seconds), dtype=bool)
         run_start[ends - lengths] = True
         row_station_ids = (None if station_ids is None else
@@ -165,25 +168,29 @@ class Service:
                                  self.horizons, issue_at=ends - 1, station_ids=row_station_ids)
         p, matrix, latest = result.p_clear, result.matrix, result.hourly
         last = result.issued
-        p = p.tolist()
-        target_sun = matrix[:, self.target_sun_column].reshape(len(requests), -1).tolist()
+        target_sun = matrix[:, self.target_sun_column].reshape(len(requests), -1)
+        is_night = (target_sun < self.night_max_sun).tolist()
+        target_sun = target_sun.tolist()
+        horizons = [(h, dt.timedelta(hours=h)) for h in self.horizons]
         nowcasts = []
-        for issued_second, p_request, sun_request in zip(seconds[last].tolist(), p,
-                                                         target_sun, strict=True):
+        for issued_second, p_request, night_request in zip(seconds[last].tolist(), p.tolist(),
+                                                           is_night, strict=True):
             issued = dt.datetime.fromtimestamp(issued_second, dt.UTC)
             nowcasts.append({
                 "prediction_id": uuid.uuid4().hex,
                 "model_version": self.bundle.version,
                 "issued_for": issued,
                 "forecasts": [
-                    {"horizon_h": h, "target_time": issued + dt.timedelta(hours=h),
-                     "p_clear": round(pi, 6), "target_is_night": sun < self.night_max_sun}
-                    for h, pi, sun in zip(self.horizons, p_request, sun_request, strict=True)],
+                    {"horizon_h": h, "target_time": issued + delta,
+                     "p_clear": round(pi, 6), "target_is_night": night}
+                    for (h, delta), pi, night in zip(horizons, p_request, night_request,
+                                                     strict=True)],
             })
         if not with_inputs:
             return nowcasts
         names = list(latest)
-        values = np.column_stack([np.asarray(latest[n], dtype=float) for n in names]).tolist()
+        # one (hours x features) array: a row per request, read back as Python floats
+        values = np.array([latest[n] for n in names], dtype=float).T.tolist()
         return nowcasts, [{"features": dict(zip(names, row, strict=True)), "target_sun": sun}
                           for row, sun in zip(values, target_sun, strict=True)]
 
@@ -192,11 +199,11 @@ class Service:
         """P(clear) for each horizon (a :class:`NowcastResponse` as a dict), returned once
         the prediction is committed to the store.
 
-        Requests that reach this point in the same turn of the event loop are answered
-        together (dynamic batching): one feature pass and one onnxruntime call for all of
-        them, scheduled right after the turn; their rows are committed by the store's writer
-        thread, together with the other batches that arrived while the previous commit was
-        on its way to disk (group commit), and only then answered.
+        Requests that reach this point in the same turn of the event loop, or while the
+        previous commit is on its way to disk, are answered together (dynamic batching):
+        one feature pass and one onnxruntime call for all of them — right after the turn,
+        or when that commit lands — and one transaction, committed by the store's writer
+        thread (group commit); only then are they answered.
         """
         seconds, columns = recent_hours(station, observations, self.features.history_h)
         return await self.nowcast_arrays(
@@ -208,11 +215,17 @@ class Service:
         loop = asyncio.get_running_loop()
         answered = loop.create_future()
         self._pending.append((origin, seconds, columns, answered))
-        if len(self._pending) == 1:  # the first of this turn schedules the batch
+        # the first of this turn schedules the batch — unless a commit is on its way to
+        # disk: then the requests wait for it (they would anyway: their rows go in the next
+        # commit) and are forecast together when it lands, one feature pass and one ONNX
+        # call per commit instead of one per event-loop turn
+        if len(self._pending) == 1 and not self._committing:
             loop.call_soon(self._answer_pending)
         return await answered
 
     def _answer_pending(self) -> None:
+        if not self._pending:  # taken by a commit that landed first (_committed)
+            return
         batch, self._pending = self._pending, []
         try:
             nowcasts, inputs = self.forecast_many(
@@ -249,7 +262,9 @@ class Service:
         self._committing = False
         error = done.exception() if not done.cancelled() else asyncio.CancelledError()
         self._settle([(nowcasts, batch) for _, nowcasts, batch in groups], error)
-        if self._to_commit:
+        if self._pending:  # arrived during the commit: forecast together, then commit
+            self._answer_pending()
+        elif self._to_commit:
             self._commit()
 
     def _settle(self, groups: list, error: BaseException | None) -> None:

@@ -158,8 +158,9 @@ def tonight(longitude: float, now_utc: dt.datetime) -> dt.date:
     starts the 24 hours (noon to noon, as :func:`starry_guide.serve.planning.planner.night_steps`)
     that contain ``now_utc``. At 03:00 it is yesterday's date (the night still running), at
     15:00 today's."""
-    local_solar = pd.Timestamp(now_utc).tz_convert("UTC") + pd.Timedelta(hours=longitude / 15.0)
-    return (local_solar - pd.Timedelta(hours=12)).date()
+    # datetime arithmetic, not pandas': every cached read asks (ten times cheaper)
+    local_solar = now_utc.astimezone(dt.UTC) + dt.timedelta(hours=longitude / 15.0)
+    return (local_solar - dt.timedelta(hours=12)).date()
 
 
 def clock_start() -> dt.datetime | None:

@@ -19,37 +19,39 @@ import datetime as dt
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from starry_guide.core.schema import WEATHER_COLUMNS
-from starry_guide.serve.deps import get_nudger, get_service, require_feeder
+from starry_guide.serve.deps import get_nudger, get_reads, get_service, require_feeder
+from starry_guide.serve.reads import respond
 from starry_guide.serve.schemas import (
     MAX_DATE,
     MIN_DATE,
     IngestResponse,
-    NightRequest,
     NightResponse,
     NowcastResponse,
     ObservationBatch,
-    Station,
     StationId,
     StationInfo,
     StationRegistration,
 )
-from starry_guide.serve.service import Service, station_nowcast, unprocessable
+from starry_guide.serve.service import unprocessable
 from starry_guide.serve.store.database import UnknownStation
 
 router = APIRouter(tags=["stations and feed"])
 feeder_only = {401: {"description": "no feeder token"},
                403: {"description": "wrong feeder token, or none configured on the server"}}
-
-
-def _station_or_404(service: Service, station_id: str) -> dict:
-    station = service.store.station(station_id)
-    if station is None:
-        raise HTTPException(404, detail=f"station {station_id!r} is not registered")
-    return station
+#: the validators of a cached read (serve/reads.py), as documented
+CACHED = {"headers": {
+    "ETag": {"description": "weak tag of the answer; send it back in `If-None-Match`",
+             "schema": {"type": "string"}},
+    "Last-Modified": {"description": "when the answer's inputs last changed",
+                      "schema": {"type": "string"}},
+    "Cache-Control": {"description": "`public, max-age=N`: N seconds until the next "
+                                     "expected change", "schema": {"type": "string"}}}}
+not_modified = {304: {"description": "`If-None-Match` names the current answer: no body",
+                      **CACHED}}
 
 
 @router.put("/v1/stations/{station_id}", response_model=StationInfo,
@@ -99,12 +101,12 @@ async def post_observations(station_id: StationId, body: ObservationBatch,
         outcome = await run_in_threadpool(service.store.ingest_observations, station_id, rows)
     except UnknownStation as exc:
         raise HTTPException(404, detail=str(exc)) from None
-    station = await run_in_threadpool(_station_or_404, service, station_id)
+    state = await get_reads(request).state(station_id)
     changed = outcome["new"] + outcome["corrected"]
-    latest = await run_in_threadpool(service.store.recent_observations, station_id, 1)
-    window_start = latest[-1]["time"] - dt.timedelta(hours=service.features.history_h)
+    window_start = state.latest - dt.timedelta(hours=service.features.history_h)
     renew = any(t >= window_start for t in changed)
-    nowcast, updated, note = await station_nowcast(service, station, renew=renew)
+    # the nowcast is made here, once, and kept for this worker's reads of the station
+    nowcast, updated, note = await get_reads(request).after_ingest(station_id, renew)
     nudger = get_nudger(request)
     if nudger is not None and changed:  # the plan may now hold a window to push
         nudger.poke(station_id)
@@ -115,33 +117,28 @@ async def post_observations(station_id: StationId, body: ObservationBatch,
 
 
 @router.get("/v1/stations/{station_id}/nowcast", response_model=NowcastResponse,
-            responses={404: {"description": "station not registered"},
+            responses={200: CACHED, **not_modified,
+                       404: {"description": "station not registered"},
                        409: {"description": "not enough stored hours for a nowcast"}})
-async def get_station_nowcast(station_id: StationId, request: Request) -> NowcastResponse:
-    """P(clear) 1-12 h after the station's latest stored hour."""
-    service = get_service(request)
-    station = await run_in_threadpool(_station_or_404, service, station_id)
-    nowcast, _, note = await station_nowcast(service, station)
-    if nowcast is None:
-        raise HTTPException(409, detail=f"no nowcast for station {station_id!r}: {note}")
-    return NowcastResponse(**nowcast)
+async def get_station_nowcast(station_id: StationId, request: Request) -> Response:
+    """P(clear) 1-12 h after the station's latest stored hour: computed once per stored
+    hour and model, then served as it is (`ETag`, `304` to a matching `If-None-Match`)."""
+    reads = get_reads(request)
+    return respond(request, await reads.station_nowcast(station_id),
+                   again=lambda: reads.station_nowcast(station_id))
 
 
 @router.get("/v1/stations/{station_id}/night", response_model=NightResponse,
-            responses={404: {"description": "station not registered"}})
+            responses={200: CACHED, **not_modified,
+                       404: {"description": "station not registered"}})
 async def get_station_night(
     station_id: StationId, request: Request,
     date: Annotated[dt.date | Literal["tonight"], Query(
         description="the local date on which the night begins, or `tonight`")] = "tonight",
     dark_sky_mag: Annotated[float, Query(ge=15, le=22.5)] = 21.587,
-) -> NightResponse:
+) -> Response:
     """Tonight's timeline at the station: its stored nowcast where it reaches, climatology
-    after."""
-    service = get_service(request)
-    station = await run_in_threadpool(_station_or_404, service, station_id)
-    nowcast, _, _ = await station_nowcast(service, station)
-    request_ = NightRequest(station=Station(latitude=station["latitude"],
-                                            longitude=station["longitude"],
-                                            elevation_m=station["elevation_m"]),
-                            date=date, dark_sky_mag=dark_sky_mag)
-    return await service.night(request_, nowcast=nowcast)
+    after. Computed once per stored hour, night and model (`ETag`, `304`)."""
+    reads = get_reads(request)
+    return respond(request, await reads.station_night(station_id, date, dark_sky_mag),
+                   again=lambda: reads.station_night(station_id, date, dark_sky_mag))

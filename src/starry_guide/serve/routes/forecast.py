@@ -11,7 +11,14 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic_core import to_json
 
-from starry_guide.serve.deps import body_schema, get_nudger, get_service, json_body
+from starry_guide.serve.deps import (
+    body_schema,
+    get_nudger,
+    get_reads,
+    json_body,
+    service_dependency,
+)
+from starry_guide.serve.reads import respond
 from starry_guide.serve.schemas import (
     DARK_SKY_MAG,
     FeedbackRequest,
@@ -21,7 +28,6 @@ from starry_guide.serve.schemas import (
     NightResponse,
     NowcastRequest,
     NowcastResponse,
-    Station,
     bounds,
 )
 from starry_guide.serve.service import Service
@@ -31,7 +37,7 @@ from starry_guide.serve.store.database import (
     UnknownPrediction,
 )
 
-ServiceDep = Annotated[Service, Depends(get_service)]
+ServiceDep = Annotated[Service, Depends(service_dependency)]
 
 
 def build_router(max_body_bytes: int) -> APIRouter:
@@ -54,9 +60,10 @@ def build_router(max_body_bytes: int) -> APIRouter:
         # built with the response's types: serialise once instead of re-validating
         return Response(to_json(nowcast), media_type="application/json")
 
-    @router.get("/v1/night", response_model=NightResponse)
+    @router.get("/v1/night", response_model=NightResponse, responses={
+        304: {"description": "`If-None-Match` names the current plan: no body"}})
     async def night(
-        service: ServiceDep,
+        request: Request,
         lat: Annotated[float, Query(**bounds("latitude"), description="latitude, degrees north",
                                     examples=[36.1])],
         lon: Annotated[float, Query(**bounds("longitude"), description="longitude, degrees east",
@@ -68,13 +75,18 @@ def build_router(max_body_bytes: int) -> APIRouter:
                                             description="metres above sea level")] = 0.0,
         dark_sky_mag: Annotated[float, Query(ge=15, le=22.5, description=DARK_SKY_MAG)
                                 ] = 21.587,
-    ) -> NightResponse:
+    ) -> Response:
         """Tonight's plan for a place from climatology (no observations): the nearest
         station's record within the server's distance limit, else a latitude/season prior,
-        said so in `climatology`."""
-        return await service.night(NightRequest(
-            station=Station(latitude=lat, longitude=lon, elevation_m=elevation_m), date=date,
-            dark_sky_mag=dark_sky_mag))
+        said so in `climatology`. Planned for the place rounded as the store keeps places
+        (2 decimals by default, about 1 km), computed once per place, night and model and
+        then served as it is (`ETag`, `Last-Modified`, `Cache-Control`; `304` to a matching
+        `If-None-Match`)."""
+        reads = get_reads(request)
+        return respond(request, await reads.place_night(lat, lon, elevation_m, date,
+                                                        dark_sky_mag),
+                       again=lambda: reads.place_night(lat, lon, elevation_m, date,
+                                                       dark_sky_mag))
 
     @router.post("/v1/night", response_model=NightResponse,
               responses={**too_large, **invalid}, openapi_extra=body_schema(NightRequest))

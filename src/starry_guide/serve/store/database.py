@@ -62,10 +62,12 @@ import contextlib
 import dataclasses
 import datetime as dt
 import fcntl
+import functools
 import json
 import logging
 import math
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -242,6 +244,108 @@ class Prediction:
     target_sun_elevation_deg: Sequence[float] | None = None
 
 
+def _utc(value: Any) -> dt.datetime | None:
+    """A stored time as read by a driver without SQLAlchemy's types (SQLite: its text form;
+    PostgreSQL: a naive datetime) -> aware UTC."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+#: a station and its latest hours in one statement (the window's rows through the primary
+#: key's index, newest first); ``:hours`` bounds the window
+_STATE_QUERY = sa.text(
+    "SELECT s.latitude, s.longitude, s.elevation_m, s.name, s.registered_at, s.updated_at, "
+    "w.latest, w.earliest, w.hours, w.received "
+    "FROM stations s CROSS JOIN ("
+    "SELECT max(time) AS latest, min(time) AS earliest, count(*) AS hours, "
+    "max(received_at) AS received FROM ("
+    "SELECT time, received_at FROM observations WHERE station_id = :station_id "
+    "ORDER BY time DESC LIMIT :hours) recent) w "
+    "WHERE s.station_id = :station_id")
+
+
+@dataclasses.dataclass(frozen=True)
+class StationState:
+    """What a station's nowcast and night plan are computed from, as one cheap read: its
+    row and its latest hours' span, count and latest arrival (a new or corrected hour
+    raises ``received``; a place or name change ``updated_at``). Equal keys (for one
+    model) mean equal answers, on any worker of any host sharing the store."""
+
+    station: dict[str, Any]
+    latest: dt.datetime | None
+    earliest: dt.datetime | None
+    hours: int
+    received: dt.datetime | None
+
+    @classmethod
+    def from_row(cls, station_id: str, row: tuple) -> StationState:
+        (latitude, longitude, elevation_m, name, registered_at, updated_at, latest, earliest,
+         hours, received) = row
+        station = {"station_id": station_id, "latitude": float(latitude),
+                   "longitude": float(longitude), "elevation_m": float(elevation_m),
+                   "name": name, "registered_at": _utc(registered_at),
+                   "updated_at": _utc(updated_at)}
+        return cls(station, _utc(latest), _utc(earliest), int(hours), _utc(received))
+
+    @functools.cached_property
+    def key(self) -> tuple:
+        s = self.station
+        return (s["latitude"], s["longitude"], s["elevation_m"], s["updated_at"], self.latest,
+                self.earliest, self.hours, self.received)
+
+    @property
+    def changed_at(self) -> dt.datetime:
+        """When the station or its latest hours last changed in the store."""
+        updated = self.station["updated_at"]
+        return updated if self.received is None else max(updated, self.received)
+
+
+class BulkInsert:
+    """A table's ``INSERT`` of every column, compiled once for a dialect and run with the
+    driver's own ``executemany`` on plain tuples (in the table's column order).
+
+    Values go through the same bind processors SQLAlchemy would apply (e.g.
+    :class:`UTCDateTime`, SQLite's datetime format), so rows read back exactly as rows
+    written with ``connection.execute(table.insert(), dicts)``; the per-row machinery around
+    them (parameter dictionaries, compiled-parameter construction) is skipped. Equal values
+    in one batch (the hours shared by the predictions of one turn) are converted once.
+    """
+
+    def __init__(self, table: sa.Table, dialect: sa.engine.Dialect):
+        self.columns = [c.name for c in table.columns]
+        compiled = table.insert().compile(dialect=dialect,
+                                          column_keys=self.columns)
+        self.sql = str(compiled)
+        self.positional = bool(compiled.positional)
+        order = compiled.positiontup if self.positional else self.columns
+        self.order = [self.columns.index(name) for name in order]
+        self.processors = [table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+                           for name in self.columns]
+
+    def parameters(self, rows: Sequence[tuple]) -> list:
+        converted: list[dict] = [{} for _ in self.columns]
+        out = []
+        for row in rows:
+            values = []
+            for i, value in enumerate(row):
+                process = self.processors[i]
+                if process is not None and value is not None:
+                    memo = converted[i]
+                    if value not in memo:
+                        memo[value] = process(value)
+                    value = memo[value]
+                values.append(value)
+            out.append(tuple(values[i] for i in self.order) if self.positional
+                       else dict(zip(self.columns, values, strict=True)))
+        return out
+
+    def run(self, connection: Connection, rows: Sequence[tuple]) -> None:
+        connection.exec_driver_sql(self.sql, self.parameters(rows))
+
+
 def resolve_url(store: str | os.PathLike | None = None) -> str:
     """A SQLAlchemy URL from ``--store`` (a URL or a file path), else the env variable
     :data:`URL_ENV`, else :data:`DEFAULT_PATH` (a SQLite file)."""
@@ -392,36 +496,42 @@ class Store:
     # ------------------------------------------------------------------ predictions
 
     def log_predictions(self, batch: Iterable[Prediction]) -> None:
-        """Record predictions in one transaction: all or none."""
+        """Record predictions in one transaction: all or none.
+
+        The rows go to the driver's ``executemany`` as plain tuples (:class:`BulkInsert`):
+        thirteen rows per prediction through SQLAlchemy's per-row parameter handling held the
+        GIL for longer than the forecast itself (py-spy on ``POST /v1/nowcast``)."""
         stamp = now()
         heads, horizons, inputs = [], [], []
         d = self.location_decimals
         for p in batch:
             if p.kind not in KINDS:
                 raise ValueError(f"kind {p.kind!r} is not one of {KINDS}")
-            heads.append({"prediction_id": p.prediction_id, "created_at": stamp,
-                          "model_version": p.model_version, "kind": p.kind,
-                          "station_id": p.station_id, "latitude": round(p.latitude, d),
-                          "longitude": round(p.longitude, d), "issued_for": p.issued_for})
+            heads.append((p.prediction_id, stamp, p.model_version, p.kind, p.station_id,
+                          round(p.latitude, d), round(p.longitude, d), p.issued_for))
             suns = p.target_sun_elevation_deg or [None] * len(p.horizons)
-            horizons.extend({"prediction_id": p.prediction_id, "horizon_h": h,
-                             "target_time": t, "p_clear": float(pc),
-                             "target_sun_elevation_deg": None if sun is None else float(sun)}
+            horizons.extend((p.prediction_id, h, t, float(pc),
+                             None if sun is None else float(sun))
                             for (h, t, pc), sun in zip(p.horizons, suns, strict=True))
             if p.features is not None:
                 # a place among the inputs is kept no more precisely than the prediction's
                 features = {k: _json_number(round(float(v), d) if k in PLACE_INPUTS else v)
                             for k, v in p.features.items()}
-                inputs.append({"prediction_id": p.prediction_id,
-                               "features": json.dumps(features, separators=(",", ":"))})
+                inputs.append((p.prediction_id, json.dumps(features, separators=(",", ":"))))
         if not heads:
             return
         with self.write() as db:
-            db.execute(predictions.insert(), heads)
+            self._insert(predictions).run(db, heads)
             if horizons:
-                db.execute(prediction_horizons.insert(), horizons)
+                self._insert(prediction_horizons).run(db, horizons)
             if inputs:
-                db.execute(prediction_inputs.insert(), inputs)
+                self._insert(prediction_inputs).run(db, inputs)
+
+    def _insert(self, table: sa.Table) -> BulkInsert:
+        inserts = self.__dict__.setdefault("_inserts", {})
+        if table.name not in inserts:
+            inserts[table.name] = BulkInsert(table, self.engine.dialect)
+        return inserts[table.name]
 
     def ping(self) -> None:
         """One round trip to the database (``SELECT 1``), bounded by the timeouts above.
@@ -592,6 +702,54 @@ class Store:
                 observations.c.station_id == station_id).order_by(
                 observations.c.time.desc()).limit(hours)).mappings().all()
         return [dict(row) for row in reversed(rows)]
+
+    def station_state(self, station_id: str, hours: int) -> StationState | None:
+        """The station's row and a summary of its latest ``hours`` stored hours, in one
+        indexed query (see :class:`StationState`); None when it is not registered.
+
+        SQLite: on a connection of this thread kept open for these reads (a local file: no
+        network wait, so the event loop may call it directly); PostgreSQL: a pooled
+        connection (call it from a worker thread)."""
+        parameters = {"station_id": station_id, "hours": int(hours)}
+        if self.path is None:
+            with self.engine.connect() as db:
+                row = db.execute(_STATE_QUERY, parameters).first()
+        else:
+            row = self._read_sqlite(str(_STATE_QUERY), parameters)
+        return None if row is None else StationState.from_row(station_id, tuple(row))
+
+    def data_version(self) -> int | None:
+        """SQLite's ``PRAGMA data_version`` on this thread's read connection: it changes
+        whenever another connection — another thread, worker process — commits to the
+        store, so an unchanged value means that nothing read before has changed. None for
+        PostgreSQL (no such counter: read the state)."""
+        if self.path is None:
+            return None
+        return int(self._read_sqlite("PRAGMA data_version", {})[0])
+
+    def _read_sqlite(self, statement: str, parameters: dict) -> tuple | None:
+        """One row from this thread's read connection. A driver error is raised as
+        SQLAlchemy's (``sqlalchemy.exc.OperationalError`` …), like every other store
+        access, so the service treats a store in trouble the same way on every path."""
+        try:
+            return self._reader().execute(statement, parameters).fetchone()
+        except sqlite3.Error as exc:
+            self.__dict__["_readers"] = threading.local()  # reconnect next time
+            raise sa.exc.DBAPIError.instance(statement, parameters, exc, sqlite3.Error
+                                             ) from exc
+
+    def _reader(self) -> sqlite3.Connection:
+        local = self.__dict__.setdefault("_readers", threading.local())
+        reader = getattr(local, "connection", None)
+        if reader is None or getattr(local, "pid", None) != os.getpid():
+            # autocommit: each query sees what is committed now, never an old snapshot
+            reader = sqlite3.connect(self.path, timeout=5.0, isolation_level=None,
+                                     check_same_thread=False)
+            # readers of a WAL database wait only for a recovery or a checkpoint's restart
+            reader.execute("PRAGMA busy_timeout=5000")
+            reader.execute("PRAGMA query_only=ON")
+            local.connection, local.pid = reader, os.getpid()
+        return reader
 
     def latest_prediction(self, station_id: str, kind: str = "nowcast"
                           ) -> dict[str, Any] | None:

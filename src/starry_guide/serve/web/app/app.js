@@ -118,7 +118,9 @@ async function loadNight() {
   if (!place) { $("verdict").textContent = "Where are you?"; $("best").textContent = "Choose a place to see tonight's sky."; return; }
   $("verdict").classList.remove("go", "nogo");
   try {
-    const response = await fetch(nightUrl(place));
+    // revalidate every time: the server answers 304 (ETag) while nothing changed, and a
+    // plan redrawn after a live nowcast event must not come from the browser's cache
+    const response = await fetch(nightUrl(place), { cache: "no-cache" });
     const body = await response.json();
     if (!response.ok) throw new Error(typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail));
     if (state.place !== place) return; // the place changed meanwhile
