@@ -8,9 +8,9 @@ An LCD file holds every report of one station: the routine (``FM-15``) and speci
 keeps each METAR's raw text (``MET...METAR KATL 010552Z ...``). ``DATE`` is local *standard*
 time; the UTC offset is read from the raw METARs' own ``ddhhmmZ`` groups.
 
-The cover categories go through the same contract (:func:`~starry_guide.ingest.metar.sky_from_groups`:
-the category, not the okta digits, decides the tenths), and the hour rule is the same
-(:func:`~starry_guide.ingest.metar.to_hourly`). Units: degF -> degC, inHg station pressure ->
+The cover categories go through the same contract (``metar.sky_from_groups``: the category,
+not the okta digits, decides the tenths), and the hour rule is the same (``metar.to_hourly``).
+Units: degF -> degC, inHg station pressure ->
 hPa, statute miles -> km (capped as METAR visibility is), mph -> m/s; relative humidity as
 the file gives it. NOAA publishes LCD in two unit systems (the older exports in US units,
 the newer in metric: degC, hPa, km, m/s); a file's system is told by its station pressure

@@ -1,4 +1,4 @@
-"""METAR/SPECI reports -> the canonical hourly frame (:data:`~starry_guide.core.schema.WEATHER_COLUMNS`).
+"""METAR/SPECI reports -> the canonical hourly frame (``core.schema.WEATHER_COLUMNS``).
 
 The **contract** from a report to the model's inputs and labels (docs/metar.md shows it as a
 table; ``tests/test_metar.py`` holds it to real reports):
@@ -43,12 +43,12 @@ table; ``tests/test_metar.py`` holds it to real reports):
 The parser is python-metar (package ``metar``, BSD): pure Python, no dependencies, keeps the
 sky codes ``CLR``, ``NSC``, ``NCD`` and ``VV`` layers, takes the month and year a report's
 day belongs to, and names the groups it could not read (``strict=False``), which become notes
-(and make the fields they could carry unknown). ``avwx-engine`` drops ``NCD``/``NSC``, gives a NIL report a flight
-category and pulls in an HTTP client and geodesy packages; ``metar-taf-parser-mivek`` loses
-``VV`` and ``NCD``. python-metar's own quirks are worked around here: it calls every report
-``AUTO`` and reads ``SKC`` as ``CLR`` (so ``AUTO``, ``COR``, ``CAVOK`` and the clear-sky codes
-are read from the report's own groups), and it guesses the year from today (so the caller's
-reference date is passed in).
+(and make the fields they could carry unknown). ``avwx-engine`` drops ``NCD``/``NSC``,
+gives a NIL report a flight category and pulls in an HTTP client and geodesy packages;
+``metar-taf-parser-mivek`` loses ``VV`` and ``NCD``. python-metar's own quirks are worked
+around here: it calls every report ``AUTO`` and reads ``SKC`` as ``CLR`` (so ``AUTO``,
+``COR``, ``CAVOK`` and the clear-sky codes are read from the report's own groups), and it
+guesses the year from today (so the caller's reference date is passed in).
 
 Station coordinates come from station tables that pinned packages ship: ``airportsdata``
 (28,000 aerodromes by ICAO id: latitude, longitude, elevation; MIT), then, for ids it lacks,
