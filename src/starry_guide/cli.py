@@ -466,13 +466,14 @@ app.add_typer(metar_app, name="metar")
 def _until(text: str | None):
     """--until: the latest date the reports can be from (default: now, UTC)."""
     import datetime as dt
+    import re
 
     import pandas as pd
 
     if text is None:
         return dt.datetime.now(dt.UTC)
     try:
-        stamp = pd.Timestamp(text)
+        stamp = pd.Timestamp(text) if re.match(r"^\d{4}-\d{2}-\d{2}", text) else None
     except (ValueError, TypeError):
         stamp = None
     if stamp is None or stamp is pd.NaT:
