@@ -80,7 +80,7 @@ bench-feed: install ## observation feed: ingestion rate and its cost to nowcast 
 serve: install ## the real-time API and the web app on http://127.0.0.1:8000 (the champion in models/champion/)
 	$(RUN) starry serve --bundle models/champion/bundle
 
-production-snapshot: install ## replay 16 weeks of two real stations (one with a stuck cloud sensor) into a fresh server, snapshot into data/production
+production-snapshot: install ## replay 16 weeks of two real stations (one with a stuck cloud sensor) and feed two real METAR stations (Atlanta, Lincoln) into a fresh server, snapshot into data/production
 	$(RUN) python scripts/production_snapshot.py
 
 clean: ## remove pipeline outputs (not the MLflow store)
