@@ -479,6 +479,8 @@ def _until(text: str | None):
     if stamp is None or stamp is pd.NaT:
         _fail(f"--until {text!r} is not a date; use ISO 8601, e.g. 2019-07-01 or "
               "2019-07-01T12:00Z")
+    if re.match(r"^\d{4}-\d{2}-\d{2}$", text):  # a date: its whole day
+        stamp = stamp + pd.Timedelta(days=1) - pd.Timedelta(seconds=1)
     stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
     return stamp.to_pydatetime()
 
@@ -503,8 +505,9 @@ def metar_convert(
     files: list[str] = typer.Argument(..., help="raw METAR/SPECI text, WMO bulletins, or "
                                                  "NOAA LCD CSV files"),
     out: str = typer.Option(..., "--out", help="the observation CSV to write"),
-    until: str = typer.Option(None, help="the latest date the reports can be from (a report "
-                                         "carries only its day of month); default: now, UTC"),
+    until: str = typer.Option(None, help="the latest date (a whole day) or time the reports "
+                                         "can be from (a report carries only its day of "
+                                         "month); default: now, UTC"),
 ) -> None:
     """Convert real METAR reports into the observation CSV `starry score` reads: one row per
     station and UTC hour, the contract of docs/metar.md. Exit 0 when any hour is usable."""

@@ -245,9 +245,10 @@ def cumulative_amounts(station_id: str) -> bool:
 
 
 def report_date(day: int, hour: int, minute: int, until: dt.datetime) -> dt.datetime | None:
-    """The latest UTC time on or before ``until`` + 1 day with this day of month (a report
-    carries only its day); None when the day does not exist in the months tried."""
-    limit = until + dt.timedelta(days=1)
+    """The latest UTC time on or before ``until`` (+ 1 hour for clocks a little ahead) with
+    this day of month (a report carries only its day); None when the day does not exist in
+    the months tried."""
+    limit = until + dt.timedelta(hours=1)
     year, month = limit.year, limit.month
     for _ in range(3):
         try:
