@@ -246,3 +246,19 @@ def test_convert_cli_names_a_missing_file_and_a_bad_date(tmp_path):
                           "--out", str(tmp_path / "o.csv")], cwd=ROOT, capture_output=True,
                          text=True, timeout=120)
     assert bad.returncode == 1 and "--until 'July' is not a date" in bad.stderr
+
+
+def test_an_afos_id_under_a_heading_is_not_a_report_and_a_layer_group_line_continues_one():
+    # a real answer of NOAA's text service, quoted in a public client's source: heading,
+    # AFOS id, the report broken before its remarks' temperature group, no "=" terminator
+    text = ("000\nSAUS70 KWBC 312200 RRQ\nMTRCCR\n"
+            "METAR KCCR 312153Z 32003KT 10SM CLR 17/04 A3014 RMK AO2 SLP193\nT01720039\n")
+    reports, junk = metar.split_reports(text)
+    assert junk == [] and len(reports) == 1
+    assert reports[0].text == ("METAR KCCR 312153Z 32003KT 10SM CLR 17/04 A3014 RMK AO2 SLP193 "
+                               "T01720039")
+    assert reports[0].bulletin == "SAUS70 KWBC 312200 RRQ"
+    # the same report with its sky group alone on a line (as bulletins break long reports)
+    broken = "METAR KCCR 312153Z 32003KT 10SM\nFEW250\n17/04 A3014 RMK AO2 SLP193="
+    reports, _ = metar.split_reports(broken)
+    assert len(reports) == 1 and "10SM FEW250 17/04" in reports[0].text

@@ -105,7 +105,10 @@ WMO_HEADER = re.compile(r"^[A-Z]{4}\d{2}\s+[A-Z]{4}\s+\d{6}(\s+[A-Z]{3})?$")
 REPORT_START = re.compile(
     r"^(?:(METAR|SPECI)\s+)?(?:(COR)\s+)?([A-Z][A-Z0-9]{3})\s+(\d{6}Z|NIL\b)")
 #: lines that carry no report: sequence numbers, start/end of message, AFOS product ids
-NOISE_LINE = re.compile(r"^(\d{3,5}|NNNN|ZCZC.*|TX_OPMET|[A-Z]{3}[A-Z0-9]{3}|\$)$")
+NOISE_LINE = re.compile(r"^(\d{3,5}|NNNN|ZCZC.*|TX_OPMET|\$)$")
+#: an AFOS product id (``MTRCCR``) under a heading; inside a report such a group (``BKN250``)
+#: continues it
+AFOS_LINE = re.compile(r"^[A-Z]{3}[A-Z0-9]{3}$")
 TYPE_LINE = re.compile(r"^(METAR|SPECI)(\s+\d{6}Z?)?$")
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
@@ -168,7 +171,7 @@ def split_reports(text: str, source: str = "<text>") -> tuple[list[RawReport], l
             elif TYPE_LINE.match(piece):
                 close()
                 kind = piece.split()[0]
-            elif NOISE_LINE.match(piece):
+            elif NOISE_LINE.match(piece) or (current is None and AFOS_LINE.match(piece)):
                 close()
             elif (start := REPORT_START.match(piece)) is not None:
                 close()
