@@ -7,7 +7,7 @@ export NO_MKDOCS_2_WARNING := 1
 UV ?= $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 RUN := $(UV) run --frozen
 
-.PHONY: help uv-bootstrap system-deps install repro test unit nbval docs-check lint notebooks lab mlflow-ui docs-serve plots vendor bench bench-serving bench-app bench-feed serve production-snapshot clean
+.PHONY: help uv-bootstrap system-deps install repro test unit nbval docs-check lint notebooks lab mlflow-ui docs-serve plots vendor bench bench-serving bench-app bench-feed bench-metar serve production-snapshot clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -76,6 +76,9 @@ bench-app: install ## first load of the web app in Chromium: bytes and time (nee
 
 bench-feed: install ## observation feed: ingestion rate and its cost to nowcast latency (needs make repro)
 	$(RUN) python benchmarks/feed.py
+
+bench-metar: install ## METAR conversion: reports/s through the contract vs python-metar alone, LCD files
+	$(RUN) python benchmarks/metar_convert.py
 
 serve: install ## the real-time API and the web app on http://127.0.0.1:8000 (the champion in models/champion/)
 	$(RUN) starry serve --bundle models/champion/bundle
