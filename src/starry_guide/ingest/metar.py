@@ -84,8 +84,6 @@ CAVOK_LIMIT_M = 1500.0
 VISIBILITY_CAP_KM = 16.09
 FEET_M = 0.3048
 KNOT_MS = 1852.0 / 3600.0
-#: ICAO prefixes whose layer amounts are cumulative (US and Canadian rules)
-CUMULATIVE_PREFIXES = ("K", "C", "PA", "PH", "PG", "PW", "TJ", "TI")
 #: a report's own window around the hour it stands for
 HOUR_WINDOW = pd.Timedelta(minutes=30)
 
@@ -240,11 +238,6 @@ def sky_from_groups(layers: list[tuple[str, float | None]], codes: set[str], *,
     else:
         ceiling = math.nan
     return Sky(total, ceiling, limit)
-
-
-def cumulative_amounts(station_id: str) -> bool:
-    """Whether the station reports cumulative layer amounts (US and Canadian rules)."""
-    return station_id.startswith(CUMULATIVE_PREFIXES)
 
 
 def report_date(day: int, hour: int, minute: int, until: dt.datetime) -> dt.datetime | None:
