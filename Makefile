@@ -7,7 +7,7 @@ export NO_MKDOCS_2_WARNING := 1
 UV ?= $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 RUN := $(UV) run --frozen
 
-.PHONY: help uv-bootstrap system-deps install repro test unit nbval docs-check lint notebooks lab mlflow-ui docs-serve plots vendor bench bench-serving profile-serving bench-app bench-feed bench-store bench-push serve production-snapshot clean
+.PHONY: help uv-bootstrap system-deps install repro test unit nbval docs-check lint notebooks lab mlflow-ui docs-serve plots vendor bench bench-serving profile-serving bench-app bench-feed bench-store bench-push bench-metar serve production-snapshot clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -86,10 +86,13 @@ bench-feed: install ## observation feed: ingestion rate and its cost to nowcast 
 bench-push: install ## Web Push: 10,000 due subscriptions on 100 stations via a loopback push service (needs make repro)
 	$(RUN) python benchmarks/push.py
 
+bench-metar: install ## METAR conversion: reports/s through the contract vs python-metar alone, LCD files
+	$(RUN) python benchmarks/metar_convert.py
+
 serve: install ## the real-time API and the web app on http://127.0.0.1:8000 (the champion in models/champion/)
 	$(RUN) starry serve --bundle models/champion/bundle
 
-production-snapshot: install ## replay 16 weeks of two real stations (one with a stuck cloud sensor) into a fresh server, snapshot into data/production
+production-snapshot: install ## replay 16 weeks of two real stations (one with a stuck cloud sensor) and feed two real METAR stations (Atlanta, Lincoln) into a fresh server, snapshot into data/production
 	$(RUN) python scripts/production_snapshot.py
 
 clean: ## remove pipeline outputs (not the MLflow store)

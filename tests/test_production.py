@@ -1,6 +1,6 @@
 """Production observations as a data source, the stuck-sensor rule and station adaptation —
 on the committed store snapshot (data/production: 16 weeks of Greensboro, and of Miami with a
-cloud sensor stuck from early March)."""
+cloud sensor stuck from early March, replayed; Atlanta and Lincoln, two real METAR stations)."""
 
 import numpy as np
 import pandas as pd
@@ -23,14 +23,18 @@ def checked(settings):
 
 def test_snapshot_stations_are_assessed_like_station_files(checked):
     frames, reports = checked
-    assert [r.station_id for r in reports] == ["greensboro_nc", "miami_fl"]
+    assert [r.station_id for r in reports] == ["KATL", "KLNK", "greensboro_nc", "miami_fl"]
     assert all(r.kind == "production" and r.usable for r in reports)
-    clean, stuck = reports
+    *metar_stations, clean, stuck = reports
     assert not any(x["column"] == "opaque_cloud_tenths" for x in clean.repairs)
+    # METAR stations: no precipitable water in any hour, dropped as a feature, never invented
+    for report in metar_stations:
+        assert any(d["column"] == "precipitable_water_cm" for d in report.dropped_features)
+        assert report.usable_night_hours > 500
     # the replayed fault: cover frozen from early March on; the rule takes the label away
     rule = next(x for x in stuck.repairs if "stuck sensor" in x["rule"])
     assert rule["count"] > 1000 and rule["since"].startswith("2001-03")
-    miami = frames[1]
+    miami = frames[3]
     after = miami["time"] >= pd.Timestamp(rule["since"])
     assert miami.loc[after, "opaque_cloud_tenths"].isna().all()
     assert miami.loc[~after, "opaque_cloud_tenths"].notna().any()

