@@ -35,6 +35,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
+from starry_guide.core import profiles
+
 CLOUD = "opaque_cloud_tenths"
 HORIZON = "horizon_h"
 
@@ -225,6 +227,19 @@ class PersistenceLogisticClassifier(ClassifierMixin, BaseEstimator):
     the gain elsewhere (chosen by leave-one-station-out on validation months; see *Forecast
     skill* in the docs). λ = 1 is the plain fit.
 
+    **Missing inputs** (``fallbacks``): a source that never carries a field (IWEC files and
+    METAR reports have no precipitable water) is not the training files' occasional gap.
+    Imputing the median and applying the coefficient learned for the rare training rows
+    that missed it extrapolates, and the forecast falls far below calibrated persistence.
+    So besides the full regression, one sub-model per entry of ``fallbacks`` is fit on the
+    same rows *without* those inputs (their features set missing, so the other features'
+    coefficients learn to carry what they carried). Each row is forecast by the first
+    sub-model — the full one, then ``fallbacks`` in order — that lacks nothing the row
+    lacks among the optional inputs' features (:data:`starry_guide.core.profiles.FEATURES_OF_INPUT`);
+    a row no sub-model fits uses the last. With a last entry of every optional input
+    (``cover_only``), a row missing anything falls back at worst to a correction of
+    persistence by the cover history, the hour and the season.
+
     Parameters
     ----------
     C : inverse L2 strength of every horizon's logistic regression
@@ -232,16 +247,48 @@ class PersistenceLogisticClassifier(ClassifierMixin, BaseEstimator):
     max_iter : of the solver
     shrinkage : λ, the share of the weather's correction kept (0 = calibrated persistence,
         1 = the fitted regression)
+    fallbacks : sub-models by the inputs they do without: each entry a list of optional
+        input names (:data:`starry_guide.core.profiles.OPTIONAL_INPUTS`) or the name of an
+        input profile (its absent inputs); empty = the full regression alone
     """
 
     def __init__(self, C: float = 0.1, prior_strength: float = 1.0, max_iter: int = 1000,
-                 shrinkage: float = 1.0):
+                 shrinkage: float = 1.0, fallbacks: tuple = ()):
         self.C = C
         self.prior_strength = prior_strength
         self.max_iter = max_iter
         self.shrinkage = shrinkage
+        self.fallbacks = fallbacks
+
+    def _fallback_inputs(self) -> list[tuple[str, ...]]:
+        """Each fallback's inputs, resolved from input and profile names."""
+        out = []
+        for entry in self.fallbacks or ():
+            names = (profiles.profile(entry).absent if isinstance(entry, str)
+                     else tuple(entry))
+            unknown = [n for n in names if n not in profiles.OPTIONAL_INPUTS]
+            if unknown:
+                raise ValueError(f"persistence logistic: fallback {entry!r} names "
+                                 f"{', '.join(map(repr, unknown))}, not optional inputs; "
+                                 f"choose from {', '.join(profiles.OPTIONAL_INPUTS)} or a "
+                                 f"profile ({', '.join(profiles.PROFILES)})")
+            out.append(tuple(names))
+        return out
+
+    def _masked(self, X: pd.DataFrame, k: int) -> pd.DataFrame:
+        """``X`` as sub-model ``k`` sees it: its absent inputs' features missing."""
+        columns = self.masks_[k] if hasattr(self, "masks_") else []
+        if not columns:
+            return X
+        return X.assign(**{c: np.nan for c in columns})
+
+    def _core_design(self, X: pd.DataFrame, k: int, cp: np.ndarray) -> np.ndarray:
+        z = self.imputers_[k].transform(self._masked(X, k))
+        return self.scalers_[k].transform(np.column_stack([z, cp]))
 
     def _design(self, X: pd.DataFrame) -> np.ndarray:
+        """The full sub-model's standardised design (imputed features, indicators and the
+        persistence logit)."""
         z = self.imputer_.transform(X)
         cp = to_logit(self.persistence_.predict_proba(X)[:, 1])
         return self.scaler_.transform(np.column_stack([z, cp]))
@@ -253,40 +300,89 @@ class PersistenceLogisticClassifier(ClassifierMixin, BaseEstimator):
         y = np.asarray(y, dtype=int)
         self.classes_ = np.array([0, 1])
         self.feature_names_in_ = np.asarray(X.columns, dtype=object)
+        columns = list(X.columns)
+        tendency = _tendency_hours(columns)
+        self.optional_features_ = [c for c in profiles.features_of(
+            profiles.OPTIONAL_INPUTS, tendency) if c in columns]
+        self.masks_ = [[]] + [[c for c in profiles.features_of(inputs, tendency)
+                               if c in columns] for inputs in self._fallback_inputs()]
         self.persistence_ = CalibratedPersistenceClassifier(self.prior_strength).fit(X, y)
-        self.imputer_ = SimpleImputer(strategy="median", add_indicator=True,
-                                      keep_empty_features=True).fit(X)
-        z = self.imputer_.transform(X)
-        self.scaler_ = StandardScaler().fit(
-            np.column_stack([z, to_logit(self.persistence_.predict_proba(X)[:, 1])]))
-        design = self._design(X)
+        cp = to_logit(self.persistence_.predict_proba(X)[:, 1])
         horizons = X[HORIZON].to_numpy(dtype=int)
         self.horizons_ = np.unique(horizons)
-        self.coef_ = np.zeros((len(self.horizons_), design.shape[1]))
-        self.intercept_ = np.zeros(len(self.horizons_))
-        for i, h in enumerate(self.horizons_):
-            at_h = horizons == h
-            # Newton-Cholesky: a few exact steps on ~40 standardised columns; L-BFGS took
-            # six times longer to the same optimum (leave-one-station-out fits 96 of these)
-            fitted = LogisticRegression(C=self.C, max_iter=self.max_iter,
-                                        solver="newton-cholesky").fit(design[at_h], y[at_h])
-            self.coef_[i], self.intercept_[i] = fitted.coef_[0], fitted.intercept_[0]
+        self.imputers_, self.scalers_, self.coefs_, self.intercepts_ = [], [], [], []
+        for k in range(len(self.masks_)):
+            masked = self._masked(X, k)
+            imputer = SimpleImputer(strategy="median", add_indicator=True,
+                                    keep_empty_features=True).fit(masked)
+            z = imputer.transform(masked)
+            scaler = StandardScaler().fit(np.column_stack([z, cp]))
+            design = scaler.transform(np.column_stack([z, cp]))
+            coef = np.zeros((len(self.horizons_), design.shape[1]))
+            intercept = np.zeros(len(self.horizons_))
+            for i, h in enumerate(self.horizons_):
+                at_h = horizons == h
+                # Newton-Cholesky: a few exact steps on ~40 standardised columns; L-BFGS took
+                # six times longer to the same optimum (leave-one-station-out fits 96 of these)
+                fitted = LogisticRegression(C=self.C, max_iter=self.max_iter,
+                                            solver="newton-cholesky").fit(design[at_h], y[at_h])
+                coef[i], intercept[i] = fitted.coef_[0], fitted.intercept_[0]
+            self.imputers_.append(imputer)
+            self.scalers_.append(scaler)
+            self.coefs_.append(coef)
+            self.intercepts_.append(intercept)
+        self.imputer_, self.scaler_ = self.imputers_[0], self.scalers_[0]
+        self.coef_, self.intercept_ = self.coefs_[0], self.intercepts_[0]
         return self
+
+    def sub_model(self, X: pd.DataFrame) -> np.ndarray:
+        """Index of the sub-model that forecasts each row: 0 the full regression, ``k`` the
+        ``k``-th fallback (see the class docstring)."""
+        check_is_fitted(self, "coef_")
+        masks = getattr(self, "masks_", [[]])
+        if len(masks) == 1:
+            return np.zeros(len(X), dtype=int)
+        missing = X[self.optional_features_].isna().to_numpy()
+        choice = np.full(len(X), len(masks) - 1)
+        for k in range(len(masks) - 2, -1, -1):
+            kept = [i for i, c in enumerate(self.optional_features_) if c not in masks[k]]
+            fits = ~missing[:, kept].any(axis=1)
+            choice = np.where(fits, k, choice)
+        return choice
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         check_is_fitted(self, "coef_")
         horizons = X[HORIZON].to_numpy(dtype=int)
         row = np.abs(horizons[:, None] - self.horizons_[None, :]).argmin(axis=1)
-        logit = np.einsum("ij,ij->i", self._design(X), self.coef_[row]) + self.intercept_[row]
+        persistence = to_logit(self.persistence_.predict_proba(X)[:, 1])
+        if hasattr(self, "coefs_"):
+            choice = self.sub_model(X)
+            logit = np.empty(len(X))
+            for k in np.unique(choice):
+                at = choice == k
+                part = X.loc[at] if isinstance(X, pd.DataFrame) else X[at]
+                design = self._core_design(part, int(k), persistence[at])
+                logit[at] = (np.einsum("ij,ij->i", design, self.coefs_[k][row[at]])
+                             + self.intercepts_[k][row[at]])
+        else:  # a model pickled before sub-models existed
+            logit = np.einsum("ij,ij->i", self._design(X), self.coef_[row]) \
+                + self.intercept_[row]
         shrinkage = getattr(self, "shrinkage", 1.0)  # models pickled before it existed: 1
         if shrinkage != 1.0:
-            persistence = to_logit(self.persistence_.predict_proba(X)[:, 1])
             logit = persistence + shrinkage * (logit - persistence)
         p = 1.0 / (1.0 + np.exp(-logit))
         return np.column_stack([1.0 - p, p])
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         return self.classes_[(self.predict_proba(X)[:, 1] >= 0.5).astype(int)]
+
+
+def _tendency_hours(columns: list[str]) -> int:
+    """The tendency length ``n`` of the ``pressure_change_{n}h`` column (3 if none)."""
+    for c in columns:
+        if c.startswith("pressure_change_") and c.endswith("h"):
+            return int(c[len("pressure_change_"):-1])
+    return 3
 
 
 class PersistenceBlendClassifier(ClassifierMixin, BaseEstimator):
