@@ -138,9 +138,9 @@ def _persistence_logistic_logits(g: _Graph, model: PersistenceLogisticClassifier
     logits = []
     for k, mask in enumerate(masks):
         source = INPUT
-        if mask:  # the sub-model's absent inputs are missing, whatever the row holds
-            hide = np.isin(np.asarray(columns), mask)[None, :]
-            source = g.op("Where", g.const(hide, np.bool_), g.const(np.nan), INPUT)
+        if mask:  # the sub-model reads only the columns it was fit on
+            kept = [i for i, c in enumerate(columns) if c not in mask]
+            source = g.op("Gather", INPUT, g.const(kept, np.int64), axis=1)
         logits.append(_sub_model_logit(g, model.imputers_[k], model.scalers_[k],
                                        model.coefs_[k], model.intercepts_[k], source,
                                        persistence, row))
@@ -150,7 +150,7 @@ def _persistence_logistic_logits(g: _Graph, model: PersistenceLogisticClassifier
         lacking = g.op("ReduceMax", g.op("Cast", g.op("Gather", missing,
                                                       g.const(kept, np.int64), axis=1),
                                          to=TensorProto.FLOAT),
-                       g.const([1], np.int64), keepdims=0)
+                       axes=[1], keepdims=0)  # opset 17: axes an attribute here
         fits = g.op("Less", lacking, g.const(0.5))
         chosen = g.op("Where", fits, logits[k], chosen)
     return persistence, chosen

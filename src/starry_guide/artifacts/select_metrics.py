@@ -11,7 +11,8 @@ from starry_guide.artifacts.reports import read_json, write_json
 
 #: the file's fields besides the champion's scores by split
 FIELDS = ("champion", "selection_metric", "candidates_held_out", "held_out_bss_by_horizon",
-          "onnx_parity_max_abs", "leave_one_station_out", "loso_headline", "adaptation")
+          "onnx_parity_max_abs", "leave_one_station_out", "loso_headline", "adaptation",
+          "loso_by_profile")
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,10 @@ class SelectMetrics:
     loso_headline: str | None = None
     #: the adaptation simulation by labelled nights
     adaptation: dict[str, dict] = field(default_factory=dict)
+    #: the champion's recipe left one station out under each input profile, against
+    #: calibrated persistence on that profile's fields
+    #: (:func:`starry_guide.pipeline.loso.profile_table`), by profile
+    loso_by_profile: dict[str, dict] = field(default_factory=dict)
 
     def as_json(self) -> dict:
         """The file's layout: the champion's splits at the top level."""
@@ -43,7 +48,8 @@ class SelectMetrics:
                 "onnx_parity_max_abs": self.onnx_parity_max_abs,
                 "leave_one_station_out": self.leave_one_station_out,
                 "loso_headline": self.loso_headline,
-                "adaptation": self.adaptation}
+                "adaptation": self.adaptation,
+                "loso_by_profile": self.loso_by_profile}
 
     def write(self, path: Path) -> Path:
         return write_json(Path(path), self.as_json())
@@ -60,4 +66,5 @@ def read(path: Path) -> SelectMetrics:
         onnx_parity_max_abs=data.get("onnx_parity_max_abs"),
         leave_one_station_out=data.get("leave_one_station_out", {}),
         loso_headline=data.get("loso_headline"),
-        adaptation=data.get("adaptation", {}))
+        adaptation=data.get("adaptation", {}),
+        loso_by_profile=data.get("loso_by_profile", {}))

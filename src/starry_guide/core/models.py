@@ -275,15 +275,16 @@ class PersistenceLogisticClassifier(ClassifierMixin, BaseEstimator):
             out.append(tuple(names))
         return out
 
-    def _masked(self, X: pd.DataFrame, k: int) -> pd.DataFrame:
-        """``X`` as sub-model ``k`` sees it: its absent inputs' features missing."""
-        columns = self.masks_[k] if hasattr(self, "masks_") else []
-        if not columns:
+    def _kept(self, X: pd.DataFrame, k: int) -> pd.DataFrame:
+        """``X`` as sub-model ``k`` sees it: without its absent inputs' features (dropped,
+        not imputed: a fallback fits and predicts on fewer columns)."""
+        masks = getattr(self, "masks_", [[]])
+        if not masks[k]:
             return X
-        return X.assign(**{c: np.nan for c in columns})
+        return X[[c for c in X.columns if c not in masks[k]]]
 
     def _core_design(self, X: pd.DataFrame, k: int, cp: np.ndarray) -> np.ndarray:
-        z = self.imputers_[k].transform(self._masked(X, k))
+        z = self.imputers_[k].transform(self._kept(X, k))
         return self.scalers_[k].transform(np.column_stack([z, cp]))
 
     def _design(self, X: pd.DataFrame) -> np.ndarray:
@@ -312,10 +313,10 @@ class PersistenceLogisticClassifier(ClassifierMixin, BaseEstimator):
         self.horizons_ = np.unique(horizons)
         self.imputers_, self.scalers_, self.coefs_, self.intercepts_ = [], [], [], []
         for k in range(len(self.masks_)):
-            masked = self._masked(X, k)
+            kept = self._kept(X, k)
             imputer = SimpleImputer(strategy="median", add_indicator=True,
-                                    keep_empty_features=True).fit(masked)
-            z = imputer.transform(masked)
+                                    keep_empty_features=True).fit(kept)
+            z = imputer.transform(kept)
             scaler = StandardScaler().fit(np.column_stack([z, cp]))
             design = scaler.transform(np.column_stack([z, cp]))
             coef = np.zeros((len(self.horizons_), design.shape[1]))

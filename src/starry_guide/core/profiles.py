@@ -162,13 +162,15 @@ def _is_categorical(values: np.ndarray) -> bool:
         np.isin(known, (1.875, 4.375, 7.5)).any())
 
 
-def detect_profile(columns: Mapping[str, np.ndarray]) -> str:
+def detect_profile(columns: Mapping[str, np.ndarray],
+                   missing: list[str] | None = None) -> str:
     """The name of the profile that describes ``columns`` (one file, or one request's
     hours): ``cover_only`` when no weather input besides cover has a value,
     ``metar_like`` when the cover takes METAR category values and precipitable water is
     missing, ``no_precipitable_water`` when that is missing, else ``full`` (a ``full`` source
-    may still lack other fields: :func:`missing_inputs` lists them)."""
-    missing = set(missing_inputs(columns))
+    may still lack other fields: :func:`missing_inputs` lists them). ``missing`` overrides
+    which inputs count as missing (default: :func:`missing_inputs` of ``columns``)."""
+    missing = set(missing_inputs(columns) if missing is None else missing)
     if missing >= set(COVER_ONLY.absent):
         return COVER_ONLY.name
     cover = np.asarray(columns.get(REQUIRED_INPUT, np.array([])), dtype=float)
@@ -187,3 +189,13 @@ def features_of(inputs: tuple[str, ...] | list[str], tendency_h: int) -> list[st
         for feature in FEATURES_OF_INPUT[name]:
             seen[feature.format(n=tendency_h)] = None
     return list(seen)
+
+
+def coverage(columns: Mapping[str, np.ndarray]) -> dict:
+    """What one forecast's inputs cover, for an answer: ``missing_inputs`` — the optional
+    inputs the latest (issue) hour lacks, which decide the sub-model that forecasts — and
+    ``input_profile``, the profile of the hours sent (:func:`detect_profile`)."""
+    latest = {name: np.asarray(values, dtype=float)[-1:] for name, values in columns.items()
+              if name in OPTIONAL_INPUTS}
+    missing = missing_inputs(latest)
+    return {"missing_inputs": missing, "input_profile": detect_profile(columns, missing)}

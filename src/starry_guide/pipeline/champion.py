@@ -139,6 +139,9 @@ class HeldOutTest:
     label: str = "recent production window"
     key: str = "recent"  # where the decision record keeps its numbers
     screens: bool = True  # a gain here alone makes a candidate a challenger
+    #: calibrated persistence on the same rows: a challenger must not fall below it by more
+    #: than ``select.horizon_tolerance_bss`` (the input-profile tests: robustness)
+    p_baseline: np.ndarray | None = None
 
     def predict(self, name: str) -> np.ndarray:
         return self.p[name] if isinstance(self.p, dict) else self.p(name)
@@ -155,7 +158,8 @@ def decide(ranking: list[str], model_ids: dict[str, str], p_validation: dict[str
            val_rows: pd.DataFrame, settings: Settings,
            validation_scores: dict[str, dict[str, float]],
            incumbent_validation: dict[str, float],
-           recent: HeldOutTest | None = None, transfer: HeldOutTest | None = None) -> Decision:
+           recent: HeldOutTest | None = None, transfer: HeldOutTest | None = None,
+           profile_tests: list[HeldOutTest] | None = None) -> Decision:
     """Challengers in ranking order against the incumbent; the first to pass is promoted.
 
     On the validation months alone this is the :func:`gate`: a candidate that does not rank
@@ -163,11 +167,15 @@ def decide(ranking: list[str], model_ids: dict[str, str], p_validation: dict[str
     With further held-out nights — the most recent production window (``recent``, at least
     ``production.min_recent_nights`` nights: what matters now) and new places (``transfer``:
     the challenger's recipe vs the incumbent's, leave one station out on validation months:
-    what a user at a new place gets) — a challenger is judged on each: it is promoted when
-    its Brier improvement is significant on **any** of them, it is significantly worse on
-    **none**, and no horizon falls below calibrated persistence on validation. Candidates
-    better than the incumbent on validation or on the recent window are challengers. Models
-    rolled back from are never tried again.
+    what a user at a new place gets) and the validation months under each input profile
+    (``profile_tests``: the same rows with a poorer source's inputs, see
+    :mod:`starry_guide.core.profiles` — robustness) — a challenger is judged on each: it is
+    promoted when its Brier improvement is significant on **any** of them, it is
+    significantly worse on **none**, no horizon falls below calibrated persistence on
+    validation, and under no input profile does its pooled skill fall below calibrated
+    persistence (fit on that profile's fields) by more than ``select.horizon_tolerance_bss``.
+    Candidates better than the incumbent on validation, on the recent window or under a
+    profile are challengers. Models rolled back from are never tried again.
 
     Trying several challengers (and several tests each) on the same nights inflates the
     chance that one passes by luck, so each test is judged at a Bonferroni-corrected level:
@@ -176,8 +184,9 @@ def decide(ranking: list[str], model_ids: dict[str, str], p_validation: dict[str
     blocked = {entry["model_id"] for entry in incumbent.rolled_back}
     metric = settings.select.metric
     sign = 1.0 if metric in GREATER_IS_BETTER else -1.0
-    tests = [t for t in (recent, transfer) if t is not None and len(t.rows) and (
-        t is not recent or t.nights >= settings.production.min_recent_nights)]
+    tests = [t for t in (recent, transfer, *(profile_tests or ())) if t is not None
+             and len(t.rows) and (t is not recent
+                                  or t.nights >= settings.production.min_recent_nights)]
     screening = [t for t in tests if t.screens]
     better_elsewhere = set()
     for t in screening:
@@ -215,24 +224,36 @@ def decide(ranking: list[str], model_ids: dict[str, str], p_validation: dict[str
         if tests:
             validation = {**details, "better": details["ci_high"] < 0,
                           "worse": details["ci_low"] > 0}
-            held_out = []
+            held_out, below_floor = [], []
             reasons = [f"validation months: {reasons[0]}", *reasons[1:]]
             for t in tests:
                 if t.key == "transfer" and name == incumbent.candidate:
                     # the same recipe at new places: identical refits, a difference of 0
                     reasons.append(f"{t.label}: the champion's own recipe, nothing to compare")
                     continue
+                p_t = t.predict(name)
                 now = core_gate.comparison(t.rows["clear"].to_numpy(dtype=float),
-                                           t.predict(name), t.p_incumbent, t.night_ids(),
+                                           p_t, t.p_incumbent, t.night_ids(),
                                            n_boot=n_boot, confidence=level, seed=seed)
                 held_out.append(now)
                 reasons.append(held_out_reason(t.label, now))
                 entry[t.key] = {k: now[k] for k in ("brier_difference", "ci_low", "ci_high",
                                                      "nights")}
+                if t.p_baseline is not None:
+                    floor = core_gate.profile_floor(
+                        t.rows["clear"].to_numpy(dtype=float), p_t, t.p_baseline,
+                        settings.select.horizon_tolerance_bss)
+                    entry[t.key]["bss_vs_calibrated_persistence"] = floor["bss"]
+                    if floor["below"]:
+                        below_floor.append(t.label)
+                        reasons.append(
+                            f"{t.label}: worse than calibrated persistence (BSS "
+                            f"{floor['bss']:+.3f}, beyond the tolerance "
+                            f"{settings.select.horizon_tolerance_bss})")
                 details = {**details, t.key: entry[t.key]}
             if validation["worse"]:
                 reasons.append("significantly worse on the validation months")
-            passed = core_gate.passes(validation, held_out)
+            passed = core_gate.passes(validation, held_out) and not below_floor
             entry.update(passed=passed, reasons=reasons)
         tried.append(entry)
         # the champion's own recipe, retrained on today's data, is a model of its own
@@ -284,6 +305,7 @@ class Selection:
     station_maps: dict[str, dict] = field(default_factory=dict)  # candidate -> its maps
     recent_window: dict = field(default_factory=dict)  # what the gate's "now" test saw
     transfer_test: dict = field(default_factory=dict)  # what its "new places" test saw
+    profile_test: dict = field(default_factory=dict)  # what its input-profile tests saw
 
     @property
     def champion_station_maps(self) -> dict:
@@ -403,12 +425,48 @@ def _transfer_test(rows: pd.DataFrame, estimators: dict[str, object], incumbent_
                   "incumbent_recipe": incumbent_recipe}
 
 
+def _profile_tests(profile_rows: dict[str, pd.DataFrame], estimators: dict[str, object],
+                   incumbent: Incumbent, settings: Settings) -> tuple[list[HeldOutTest], dict]:
+    """The gate's input-profile tests: every profile but ``full`` (the validation test
+    itself), on the validation months of the rows
+    :func:`starry_guide.pipeline.profiles.profile_rows` built; calibrated persistence, the
+    floor, is fit on that profile's training months."""
+    from starry_guide.core import models
+
+    tests, info = [], {}
+    for name, frame in profile_rows.items():
+        if name == "full":
+            continue
+        X_val, _ = split_xy(frame, "validation", settings)
+        if not len(X_val):
+            continue
+        val_rows = frame.loc[frame["split"] == "validation"].reset_index(drop=True)
+        X_train, y_train = split_xy(frame, "train", settings)
+        baseline = models.build_candidate(BASELINE, settings.train.params_for(BASELINE),
+                                          settings.seed, settings.label.clear_max_opaque_tenths)
+        p_baseline = predict_clear(baseline.fit(X_train, y_train), X_val)
+        p_incumbent = incumbent.predict(X_val)
+        test = HeldOutTest(val_rows, lambda c, X=X_val: predict_clear(estimators[c], X),
+                           p_incumbent, int(len(np.unique(evaluate.night_ids(val_rows)))),
+                           label=f"input profile {name} (validation months)",
+                           key=f"profile_{name}", screens=True, p_baseline=p_baseline)
+        tests.append(test)
+        y = val_rows["clear"].to_numpy(dtype=float)
+        info[name] = {"rows": int(len(val_rows)), "nights": test.nights,
+                      "incumbent_bss_vs_calibrated_persistence": float(
+                          core_gate.profile_floor(y, p_incumbent, p_baseline, 0.0)["bss"])}
+    return tests, info
+
+
 def select(rows: pd.DataFrame, model_uris: dict[str, str], settings: Settings, incumbent=None,
-           registry_champion=None) -> Selection:
+           registry_champion=None,
+           profile_rows: dict[str, pd.DataFrame] | None = None) -> Selection:
     """Score the trained candidates on every split, rank them on validation and pass the
     challengers through the :func:`gate` against the incumbent. Writes nothing.
 
-    ``rows`` carry a ``split`` column; ``model_uris`` map candidate -> MLflow model URI.
+    ``rows`` carry a ``split`` column; ``model_uris`` map candidate -> MLflow model URI;
+    ``profile_rows`` (optional) the same rows under input profiles, for the gate's profile
+    tests (:func:`_profile_tests`).
     ``incumbent`` defaults to :func:`incumbent_from` the tracked ``models/champion/`` and
     the registry (read by :func:`starry_guide.pipeline.registry.current_champion`).
     """
@@ -503,9 +561,13 @@ def select(rows: pd.DataFrame, model_uris: dict[str, str], settings: Settings, i
     if settings.select.transfer_test and incumbent.candidate in estimators:
         transfer, transfer_info = _transfer_test(rows, estimators, incumbent.candidate,
                                                  settings)
+    profile_tests, profile_info = [], {}
+    if profile_rows:
+        profile_tests, profile_info = _profile_tests(profile_rows, estimators, incumbent,
+                                                     settings)
     decision = decide(ranking, model_ids, p_vals, incumbent, p_incumbent, p_vals[BASELINE],
                       val_rows, settings, {n: scores[n]["validation"] for n in estimators},
-                      scores["incumbent"]["validation"], window, transfer)
+                      scores["incumbent"]["validation"], window, transfer, profile_tests)
     blocked = {entry["model_id"] for entry in incumbent.rolled_back}
     challenger = next((n for n in ranking if model_ids[n] != decision.champion_model_id
                        and model_ids[n] not in blocked), None)
@@ -515,7 +577,7 @@ def select(rows: pd.DataFrame, model_uris: dict[str, str], settings: Settings, i
                      model_ids=model_ids, model_uris=dict(model_uris), estimators=estimators,
                      scores={**scores, "champion": champion_scores}, challenger=challenger,
                      station_maps=maps, recent_window=recent_info,
-                     transfer_test=transfer_info)
+                     transfer_test=transfer_info, profile_test=profile_info)
 
 
 def decision_record(selection: Selection) -> dict:
@@ -543,6 +605,7 @@ def decision_record(selection: Selection) -> dict:
         "rolled_back": inc.rolled_back,
         "recent_window": selection.recent_window,
         "transfer_test": selection.transfer_test,
+        "profile_test": selection.profile_test,
         "champion_station_calibration": selection.champion_station_maps,
     }
 
