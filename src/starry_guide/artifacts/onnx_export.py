@@ -141,9 +141,13 @@ def _persistence_logistic_logits(g: _Graph, model: PersistenceLogisticClassifier
         if mask:  # the sub-model reads only the columns it was fit on
             kept = [i for i, c in enumerate(columns) if c not in mask]
             source = g.op("Gather", INPUT, g.const(kept, np.int64), axis=1)
-        logits.append(_sub_model_logit(g, model.imputers_[k], model.scalers_[k],
-                                       model.coefs_[k], model.intercepts_[k], source,
-                                       persistence, row))
+        logit = _sub_model_logit(g, model.imputers_[k], model.scalers_[k], model.coefs_[k],
+                                 model.intercepts_[k], source, persistence, row)
+        shrink = float(getattr(model, "fallback_shrinkage", 1.0))
+        if k and shrink != 1.0:  # a fallback's correction, shrunk toward persistence
+            logit = g.op("Add", persistence,
+                         g.op("Mul", g.const(shrink), g.op("Sub", logit, persistence)))
+        logits.append(logit)
     chosen = logits[-1]
     for k in range(len(masks) - 2, -1, -1):
         kept = [columns.index(c) for c in model.optional_features_ if c not in masks[k]]

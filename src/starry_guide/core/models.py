@@ -235,8 +235,9 @@ class PersistenceLogisticClassifier(ClassifierMixin, BaseEstimator):
     same rows *without* those inputs (their features set missing, so the other features'
     coefficients learn to carry what they carried). Each row is forecast by the first
     sub-model — the full one, then ``fallbacks`` in order — that lacks nothing the row
-    lacks among the optional inputs' features (:data:`starry_guide.core.profiles.FEATURES_OF_INPUT`);
-    a row no sub-model fits uses the last. With a last entry of every optional input
+    lacks among the optional inputs' features
+    (:data:`starry_guide.core.profiles.FEATURES_OF_INPUT`); a row no sub-model fits uses
+    the last. With a last entry of every optional input
     (``cover_only``), a row missing anything falls back at worst to a correction of
     persistence by the cover history, the hour and the season.
 
@@ -250,15 +251,25 @@ class PersistenceLogisticClassifier(ClassifierMixin, BaseEstimator):
     fallbacks : sub-models by the inputs they do without: each entry a list of optional
         input names (:data:`starry_guide.core.profiles.OPTIONAL_INPUTS`) or the name of an
         input profile (its absent inputs); empty = the full regression alone
+    fallback_shrinkage : the share of a fallback sub-model's correction kept (in logit
+        space, toward calibrated persistence, before ``shrinkage``): a sub-model without
+        some inputs has seen fewer kinds of weather explained, and at a station with another
+        climate its correction can point the wrong way — shrunk, it cannot lose much
+    imputed_inputs : optional inputs whose absence never triggers a fallback: their
+        features are imputed by the median (pressure enters only through its tendency,
+        whose median is "no change")
     """
 
     def __init__(self, C: float = 0.1, prior_strength: float = 1.0, max_iter: int = 1000,
-                 shrinkage: float = 1.0, fallbacks: tuple = ()):
+                 shrinkage: float = 1.0, fallbacks: tuple = (),
+                 fallback_shrinkage: float = 1.0, imputed_inputs: tuple = ()):
         self.C = C
         self.prior_strength = prior_strength
         self.max_iter = max_iter
         self.shrinkage = shrinkage
         self.fallbacks = fallbacks
+        self.fallback_shrinkage = fallback_shrinkage
+        self.imputed_inputs = imputed_inputs
 
     def _fallback_inputs(self) -> list[tuple[str, ...]]:
         """Each fallback's inputs, resolved from input and profile names."""
@@ -295,16 +306,19 @@ class PersistenceLogisticClassifier(ClassifierMixin, BaseEstimator):
         return self.scaler_.transform(np.column_stack([z, cp]))
 
     def fit(self, X: pd.DataFrame, y: Any) -> PersistenceLogisticClassifier:
-        if not 0.0 <= float(self.shrinkage) <= 1.0:
-            raise ValueError(f"persistence logistic: shrinkage must lie in [0, 1] (the share "
-                             f"of the weather's correction kept), got {self.shrinkage!r}")
+        for name in ("shrinkage", "fallback_shrinkage"):
+            if not 0.0 <= float(getattr(self, name)) <= 1.0:
+                raise ValueError(f"persistence logistic: {name} must lie in [0, 1] (the share "
+                                 f"of the weather's correction kept), got "
+                                 f"{getattr(self, name)!r}")
         y = np.asarray(y, dtype=int)
         self.classes_ = np.array([0, 1])
         self.feature_names_in_ = np.asarray(X.columns, dtype=object)
         columns = list(X.columns)
         tendency = _tendency_hours(columns)
-        self.optional_features_ = [c for c in profiles.features_of(
-            profiles.OPTIONAL_INPUTS, tendency) if c in columns]
+        judged = [c for c in profiles.OPTIONAL_INPUTS if c not in (self.imputed_inputs or ())]
+        self.optional_features_ = [c for c in profiles.features_of(judged, tendency)
+                                   if c in columns]
         self.masks_ = [[]] + [[c for c in profiles.features_of(inputs, tendency)
                                if c in columns] for inputs in self._fallback_inputs()]
         self.persistence_ = CalibratedPersistenceClassifier(self.prior_strength).fit(X, y)
@@ -365,6 +379,9 @@ class PersistenceLogisticClassifier(ClassifierMixin, BaseEstimator):
                 design = self._core_design(part, int(k), persistence[at])
                 logit[at] = (np.einsum("ij,ij->i", design, self.coefs_[k][row[at]])
                              + self.intercepts_[k][row[at]])
+                if k and self.fallback_shrinkage != 1.0:  # a fallback's correction, shrunk
+                    logit[at] = persistence[at] + self.fallback_shrinkage * (
+                        logit[at] - persistence[at])
         else:  # a model pickled before sub-models existed
             logit = np.einsum("ij,ij->i", self._design(X), self.coef_[row]) \
                 + self.intercept_[row]

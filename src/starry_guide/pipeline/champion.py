@@ -134,7 +134,8 @@ class HeldOutTest:
     rows: pd.DataFrame  # clear, and night ids (``night`` + ``station_id``, or the columns
     #                     evaluate.night_ids needs)
     p: dict[str, np.ndarray] | Callable[[str], np.ndarray]
-    p_incumbent: np.ndarray
+    #: the incumbent's P(clear) on ``rows``, or a function computing it when first needed
+    p_incumbent: np.ndarray | Callable[[], np.ndarray]
     nights: int
     label: str = "recent production window"
     key: str = "recent"  # where the decision record keeps its numbers
@@ -145,6 +146,12 @@ class HeldOutTest:
 
     def predict(self, name: str) -> np.ndarray:
         return self.p[name] if isinstance(self.p, dict) else self.p(name)
+
+    def incumbent(self) -> np.ndarray:
+        """The incumbent's P(clear) on ``rows`` (computed once, when first needed)."""
+        if callable(self.p_incumbent):
+            self.p_incumbent = self.p_incumbent()
+        return self.p_incumbent
 
     def night_ids(self) -> np.ndarray:
         if "night" in self.rows.columns:
@@ -184,14 +191,16 @@ def decide(ranking: list[str], model_ids: dict[str, str], p_validation: dict[str
     blocked = {entry["model_id"] for entry in incumbent.rolled_back}
     metric = settings.select.metric
     sign = 1.0 if metric in GREATER_IS_BETTER else -1.0
-    tests = [t for t in (recent, transfer, *(profile_tests or ())) if t is not None
+    # cheapest first: the new-places test refits recipes, so it is judged last (and only
+    # when nothing before refused the challenger)
+    tests = [t for t in (recent, *(profile_tests or ()), transfer) if t is not None
              and len(t.rows) and (t is not recent
                                   or t.nights >= settings.production.min_recent_nights)]
     screening = [t for t in tests if t.screens]
     better_elsewhere = set()
     for t in screening:
         y_t = t.rows["clear"].to_numpy(dtype=float)
-        old = np.mean((t.p_incumbent - y_t) ** 2)
+        old = np.mean((t.incumbent() - y_t) ** 2)
         better_elsewhere |= {n for n in ranking if np.mean((t.predict(n) - y_t) ** 2) < old}
     challengers = []
     for name in ranking:
@@ -231,9 +240,15 @@ def decide(ranking: list[str], model_ids: dict[str, str], p_validation: dict[str
                     # the same recipe at new places: identical refits, a difference of 0
                     reasons.append(f"{t.label}: the champion's own recipe, nothing to compare")
                     continue
+                if (validation["worse"] or validation["losing_horizons"] or below_floor
+                        or any(h["worse"] for h in held_out)):
+                    # refused already, whatever this test says: its (costly) refits are
+                    # not paid for
+                    reasons.append(f"{t.label}: not judged (refused above)")
+                    continue
                 p_t = t.predict(name)
                 now = core_gate.comparison(t.rows["clear"].to_numpy(dtype=float),
-                                           p_t, t.p_incumbent, t.night_ids(),
+                                           p_t, t.incumbent(), t.night_ids(),
                                            n_boot=n_boot, confidence=level, seed=seed)
                 held_out.append(now)
                 reasons.append(held_out_reason(t.label, now))
@@ -404,24 +419,34 @@ def _transfer_test(rows: pd.DataFrame, estimators: dict[str, object], incumbent_
     stations, training months) and scored on that station's validation months
     (:func:`starry_guide.pipeline.loso.leave_one_station_out` with ``design=True``), against the
     incumbent's recipe (today's candidate of the same name: recipes, not fitted models, are
-    compared). Refits happen only for the challengers the gate actually tries."""
+    compared). Refits happen only for the challengers the gate actually judges here — the
+    incumbent recipe's too: the scored rows and their nights are known without any refit."""
     from starry_guide.pipeline import loso
 
-    cache: dict[str, pd.DataFrame] = {}
+    research = rows[rows["source"] == "research"] if "source" in rows.columns else rows
+    scored = research[(research["segment"] % 100).isin(settings.split.validation_months)]
+    # the rows in the order leave_one_station_out returns them: by station, then as given
+    parts = [scored[scored["station_id"] == station]
+             for station in sorted(scored["station_id"].unique())]
+    test_rows = pd.DataFrame({
+        "station_id": np.concatenate([p["station_id"].to_numpy() for p in parts]),
+        "clear": np.concatenate([p["clear"].to_numpy().astype(int) for p in parts]),
+        "night": np.concatenate([evaluate.night_ids(p) for p in parts]),
+    }) if parts else pd.DataFrame(columns=["station_id", "clear", "night"])
+    cache: dict[str, np.ndarray] = {}
 
-    def refit(name: str) -> pd.DataFrame:
+    def refit(name: str) -> np.ndarray:
         if name not in cache:
             cache[name] = loso.leave_one_station_out(rows, estimators[name], settings, name,
-                                                     design=True).rows
+                                                     design=True).rows["p"].to_numpy()
         return cache[name]
 
-    base = refit(incumbent_recipe)
-    test = HeldOutTest(base, lambda name: refit(name)["p"].to_numpy(), base["p"].to_numpy(),
-                       int(base.groupby("station_id")["night"].nunique().sum()),
+    nights = int(test_rows.groupby("station_id")["night"].nunique().sum()) if parts else 0
+    test = HeldOutTest(test_rows, refit, lambda: refit(incumbent_recipe), nights,
                        label="new places (leave one station out, validation months)",
                        key="transfer", screens=False)
-    return test, {"rows": int(len(base)), "nights": test.nights,
-                  "stations": sorted(map(str, base["station_id"].unique())),
+    return test, {"rows": int(len(test_rows)), "nights": nights,
+                  "stations": sorted(map(str, test_rows["station_id"].unique())),
                   "incumbent_recipe": incumbent_recipe}
 
 
