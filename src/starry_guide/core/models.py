@@ -29,6 +29,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.impute import SimpleImputer
+from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold, KFold
 from sklearn.pipeline import Pipeline
@@ -76,8 +77,9 @@ class CalibratedPersistenceClassifier(ClassifierMixin, BaseEstimator):
         keeps rare cover values (or missing cover) from getting extreme probabilities.
     """
 
-    def __init__(self, prior_strength: float = 1.0):
+    def __init__(self, prior_strength: float = 1.0, monotone: bool = False):
         self.prior_strength = prior_strength
+        self.monotone = monotone
 
     def fit(self, X: pd.DataFrame, y: Any) -> CalibratedPersistenceClassifier:
         y = np.asarray(y, dtype=float)
@@ -100,6 +102,13 @@ class CalibratedPersistenceClassifier(ClassifierMixin, BaseEstimator):
                 total = n + self.prior_strength
                 # an empty cell with no prior falls back to the horizon's rate
                 self.table_[i, c] = (clear + self.prior_strength * rate) / total if total else rate
+            if getattr(self, "monotone", False):
+                # more cover now never makes clear more likely: the closest non-increasing
+                # table (weighted by each cell's rows), by pool-adjacent-violators
+                weights = np.array([(at_h & (cover == c)).sum() + self.prior_strength + 1e-9
+                                    for c in range(11)])
+                self.table_[i, :11] = IsotonicRegression(increasing=False).fit_transform(
+                    np.arange(11), self.table_[i, :11], sample_weight=weights)
         return self
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
@@ -321,7 +330,8 @@ class PersistenceLogisticClassifier(ClassifierMixin, BaseEstimator):
                                    if c in columns]
         self.masks_ = [[]] + [[c for c in profiles.features_of(inputs, tendency)
                                if c in columns] for inputs in self._fallback_inputs()]
-        self.persistence_ = CalibratedPersistenceClassifier(self.prior_strength).fit(X, y)
+        self.persistence_ = CalibratedPersistenceClassifier(self.prior_strength,
+                                                            monotone=True).fit(X, y)
         cp = to_logit(self.persistence_.predict_proba(X)[:, 1])
         horizons = X[HORIZON].to_numpy(dtype=int)
         self.horizons_ = np.unique(horizons)
@@ -342,6 +352,7 @@ class PersistenceLogisticClassifier(ClassifierMixin, BaseEstimator):
                 fitted = LogisticRegression(C=self.C, max_iter=self.max_iter,
                                             solver="newton-cholesky").fit(design[at_h], y[at_h])
                 coef[i], intercept[i] = fitted.coef_[0], fitted.intercept_[0]
+                _no_rise_with_cover(coef[i], list(imputer.feature_names_in_), scaler.scale_)
             self.imputers_.append(imputer)
             self.scalers_.append(scaler)
             self.coefs_.append(coef)
@@ -393,6 +404,33 @@ class PersistenceLogisticClassifier(ClassifierMixin, BaseEstimator):
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         return self.classes_[(self.predict_proba(X)[:, 1] >= 0.5).astype(int)]
+
+
+def _no_rise_with_cover(coef: np.ndarray, names: list[str], scale: np.ndarray) -> None:
+    """Make one horizon's fitted coefficients (standardised design: ``names`` then the
+    persistence logit, last) never raise P(clear) as the opaque cover now grows, in place.
+
+    The cover now enters the current cover, the rolling means (slope 1/n over the n hours
+    present: at most 1) and the 3-hour change (slope 1, or 0 when imputed); the persistence
+    logit is non-increasing in it (a monotone table) and must keep a non-negative weight.
+    When the worst-case slope of the linear terms is positive — at long horizons the
+    regression partly undoes persistence's steep dependence on the cover — the current
+    cover's coefficient takes the excess off. The rolling spreads' slope can take either
+    sign and is left as fitted (small; held to the property by tests/test_behaviour.py)."""
+    raw = {name: coef[j] / scale[j] for j, name in enumerate(names)}
+    if "opaque_cloud_tenths" not in raw:
+        return
+    slope = raw["opaque_cloud_tenths"]
+    for name, value in raw.items():
+        if name.startswith("opaque_change_"):
+            slope += max(value, 0.0)
+        elif name.startswith("opaque_mean_"):
+            window = int(name[len("opaque_mean_"):-1])
+            slope += max(value, value / window)
+    if slope > 0:
+        coef[names.index("opaque_cloud_tenths")] -= slope * scale[names.index(
+            "opaque_cloud_tenths")]
+    coef[-1] = max(coef[-1], 0.0)
 
 
 def _tendency_hours(columns: list[str]) -> int:
