@@ -131,7 +131,7 @@ def _persistence_logistic_logits(g: _Graph, model: PersistenceLogisticClassifier
     persistence = g.op("Log", g.op("Div", p, g.op("Sub", g.const(1.0), p)))
     row = g.nearest_row(g.column(columns.index("horizon_h")), model.horizons_)
     masks = getattr(model, "masks_", [[]])
-    if len(masks) == 1:
+    if len(masks) == 1 and not masks[0]:
         return persistence, _sub_model_logit(g, model.imputer_, model.scaler_, model.coef_,
                                              model.intercept_, INPUT, persistence, row)
     missing = g.op("IsNaN", INPUT)

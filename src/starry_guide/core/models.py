@@ -267,11 +267,15 @@ class PersistenceLogisticClassifier(ClassifierMixin, BaseEstimator):
     imputed_inputs : optional inputs whose absence never triggers a fallback: their
         features are imputed by the median (pressure enters only through its tendency,
         whose median is "no change")
+    ignored_features : features no sub-model reads (e.g. the rolling spreads of the cover,
+        whose slope in the cover now takes either sign: without them, more cover now never
+        raises P(clear) — see :func:`_no_rise_with_cover`)
     """
 
     def __init__(self, C: float = 0.1, prior_strength: float = 1.0, max_iter: int = 1000,
                  shrinkage: float = 1.0, fallbacks: tuple = (),
-                 fallback_shrinkage: float = 1.0, imputed_inputs: tuple = ()):
+                 fallback_shrinkage: float = 1.0, imputed_inputs: tuple = (),
+                 ignored_features: tuple = ()):
         self.C = C
         self.prior_strength = prior_strength
         self.max_iter = max_iter
@@ -279,6 +283,7 @@ class PersistenceLogisticClassifier(ClassifierMixin, BaseEstimator):
         self.fallbacks = fallbacks
         self.fallback_shrinkage = fallback_shrinkage
         self.imputed_inputs = imputed_inputs
+        self.ignored_features = ignored_features
 
     def _fallback_inputs(self) -> list[tuple[str, ...]]:
         """Each fallback's inputs, resolved from input and profile names."""
@@ -310,7 +315,7 @@ class PersistenceLogisticClassifier(ClassifierMixin, BaseEstimator):
     def _design(self, X: pd.DataFrame) -> np.ndarray:
         """The full sub-model's standardised design (imputed features, indicators and the
         persistence logit)."""
-        z = self.imputer_.transform(X)
+        z = self.imputer_.transform(self._kept(X, 0))
         cp = to_logit(self.persistence_.predict_proba(X)[:, 1])
         return self.scaler_.transform(np.column_stack([z, cp]))
 
@@ -328,8 +333,11 @@ class PersistenceLogisticClassifier(ClassifierMixin, BaseEstimator):
         judged = [c for c in profiles.OPTIONAL_INPUTS if c not in (self.imputed_inputs or ())]
         self.optional_features_ = [c for c in profiles.features_of(judged, tendency)
                                    if c in columns]
-        self.masks_ = [[]] + [[c for c in profiles.features_of(inputs, tendency)
-                               if c in columns] for inputs in self._fallback_inputs()]
+        ignored = [c for c in (self.ignored_features or ()) if c in columns]
+        self.masks_ = [ignored] + [
+            ignored + [c for c in profiles.features_of(inputs, tendency)
+                       if c in columns and c not in ignored]
+            for inputs in self._fallback_inputs()]
         self.persistence_ = CalibratedPersistenceClassifier(self.prior_strength,
                                                             monotone=True).fit(X, y)
         cp = to_logit(self.persistence_.predict_proba(X)[:, 1])
@@ -416,7 +424,8 @@ def _no_rise_with_cover(coef: np.ndarray, names: list[str], scale: np.ndarray) -
     When the worst-case slope of the linear terms is positive — at long horizons the
     regression partly undoes persistence's steep dependence on the cover — the current
     cover's coefficient takes the excess off. The rolling spreads' slope can take either
-    sign and is left as fitted (small; held to the property by tests/test_behaviour.py)."""
+    sign: a model that must never rise with the cover ignores them (``ignored_features``;
+    tests/test_behaviour.py holds the champion to the property)."""
     raw = {name: coef[j] / scale[j] for j, name in enumerate(names)}
     if "opaque_cloud_tenths" not in raw:
         return
