@@ -21,7 +21,8 @@ from starry_guide.pipeline import profiles as pipeline_profiles
 FALLBACKS = ("no_precipitable_water", ("precipitable_water_cm", "ceiling_m", "visibility_km"),
              "cover_only")
 FALLBACK_PARAMS = {"fallbacks": FALLBACKS, "fallback_shrinkage": 0.5,
-                   "imputed_inputs": ("pressure_hpa",)}
+                   "imputed_inputs": ("pressure_hpa",), "monotone": True,
+                   "ignored_features": ("opaque_std_3h", "opaque_std_6h")}
 
 
 @pytest.fixture(scope="module")

@@ -268,14 +268,16 @@ class PersistenceLogisticClassifier(ClassifierMixin, BaseEstimator):
         features are imputed by the median (pressure enters only through its tendency,
         whose median is "no change")
     ignored_features : features no sub-model reads (e.g. the rolling spreads of the cover,
-        whose slope in the cover now takes either sign: without them, more cover now never
-        raises P(clear) — see :func:`_no_rise_with_cover`)
+        whose slope in the cover now takes either sign)
+    monotone : more opaque cover now never raises P(clear): the persistence table is made
+        non-increasing in the cover and the linear cover terms' slope non-positive (see
+        :func:`_no_rise_with_cover`; exact when the rolling spreads are ignored)
     """
 
     def __init__(self, C: float = 0.1, prior_strength: float = 1.0, max_iter: int = 1000,
                  shrinkage: float = 1.0, fallbacks: tuple = (),
                  fallback_shrinkage: float = 1.0, imputed_inputs: tuple = (),
-                 ignored_features: tuple = ()):
+                 ignored_features: tuple = (), monotone: bool = False):
         self.C = C
         self.prior_strength = prior_strength
         self.max_iter = max_iter
@@ -284,6 +286,7 @@ class PersistenceLogisticClassifier(ClassifierMixin, BaseEstimator):
         self.fallback_shrinkage = fallback_shrinkage
         self.imputed_inputs = imputed_inputs
         self.ignored_features = ignored_features
+        self.monotone = monotone
 
     def _fallback_inputs(self) -> list[tuple[str, ...]]:
         """Each fallback's inputs, resolved from input and profile names."""
@@ -338,8 +341,8 @@ class PersistenceLogisticClassifier(ClassifierMixin, BaseEstimator):
             ignored + [c for c in profiles.features_of(inputs, tendency)
                        if c in columns and c not in ignored]
             for inputs in self._fallback_inputs()]
-        self.persistence_ = CalibratedPersistenceClassifier(self.prior_strength,
-                                                            monotone=True).fit(X, y)
+        self.persistence_ = CalibratedPersistenceClassifier(
+            self.prior_strength, monotone=bool(self.monotone)).fit(X, y)
         cp = to_logit(self.persistence_.predict_proba(X)[:, 1])
         horizons = X[HORIZON].to_numpy(dtype=int)
         self.horizons_ = np.unique(horizons)
@@ -360,7 +363,9 @@ class PersistenceLogisticClassifier(ClassifierMixin, BaseEstimator):
                 fitted = LogisticRegression(C=self.C, max_iter=self.max_iter,
                                             solver="newton-cholesky").fit(design[at_h], y[at_h])
                 coef[i], intercept[i] = fitted.coef_[0], fitted.intercept_[0]
-                _no_rise_with_cover(coef[i], list(imputer.feature_names_in_), scaler.scale_)
+                if self.monotone:
+                    _no_rise_with_cover(coef[i], list(imputer.feature_names_in_),
+                                        scaler.scale_)
             self.imputers_.append(imputer)
             self.scalers_.append(scaler)
             self.coefs_.append(coef)
