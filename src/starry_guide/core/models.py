@@ -258,8 +258,8 @@ class PersistenceLogisticClassifier(ClassifierMixin, BaseEstimator):
     shrinkage : λ, the share of the weather's correction kept (0 = calibrated persistence,
         1 = the fitted regression)
     fallbacks : sub-models by the inputs they do without: each entry a list of optional
-        input names (:data:`starry_guide.core.profiles.OPTIONAL_INPUTS`) or the name of an
-        input profile (its absent inputs); empty = the full regression alone
+        input names (:data:`starry_guide.core.profiles.OPTIONAL_INPUTS`) and input profile
+        names (their absent inputs), or one profile name; empty = the full regression alone
     fallback_shrinkage : the share of a fallback sub-model's correction kept (in logit
         space, toward calibrated persistence, before ``shrinkage``): a sub-model without
         some inputs has seen fewer kinds of weather explained, and at a station with another
@@ -292,8 +292,10 @@ class PersistenceLogisticClassifier(ClassifierMixin, BaseEstimator):
         """Each fallback's inputs, resolved from input and profile names."""
         out = []
         for entry in self.fallbacks or ():
-            names = (profiles.profile(entry).absent if isinstance(entry, str)
-                     else tuple(entry))
+            names = tuple(dict.fromkeys(
+                name for item in ([entry] if isinstance(entry, str) else entry)
+                for name in (profiles.PROFILES[item].absent if item in profiles.PROFILES
+                             else (item,))))
             unknown = [n for n in names if n not in profiles.OPTIONAL_INPUTS]
             if unknown:
                 raise ValueError(f"persistence logistic: fallback {entry!r} names "
