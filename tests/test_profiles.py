@@ -18,12 +18,6 @@ from starry_guide.monitor import checks
 from starry_guide.pipeline import champion
 from starry_guide.pipeline import profiles as pipeline_profiles
 
-FALLBACKS = ("no_precipitable_water", ("precipitable_water_cm", "ceiling_m", "visibility_km"),
-             "cover_only")
-FALLBACK_PARAMS = {"fallbacks": FALLBACKS, "fallback_shrinkage": 0.5,
-                   "imputed_inputs": ("pressure_hpa",), "monotone": True,
-                   "ignored_features": ("opaque_std_3h", "opaque_std_6h")}
-
 
 @pytest.fixture(scope="module")
 def rows(observations, settings):
@@ -107,10 +101,14 @@ def test_profile_rows_equal_rows_rebuilt_from_profiled_observations(observations
 
 @pytest.fixture(scope="module")
 def fallback_model(rows, settings):
+    """The persistence logistic as params.yaml configures it (fallbacks included)."""
     columns = features.feature_columns(settings.features)
     train = rows[rows["split"] == "train"]
-    return models.PersistenceLogisticClassifier(C=0.1, **FALLBACK_PARAMS).fit(
-        train[columns], train["clear"])
+    model = models.build_candidate("persistence_logistic",
+                                   settings.train.params_for("persistence_logistic"),
+                                   settings.seed, settings.label.clear_max_opaque_tenths)
+    assert len(model.fallbacks) == 3
+    return model.fit(train[columns], train["clear"])
 
 
 def test_rows_use_the_first_sub_model_that_lacks_nothing_they_lack(fallback_model, by_profile,
@@ -119,22 +117,24 @@ def test_rows_use_the_first_sub_model_that_lacks_nothing_they_lack(fallback_mode
     held = {name: frame[frame["split"] == "held_out"][columns]
             for name, frame in by_profile.items()}
     judged = ["precipitable_water_cm", "visibility_km", "ceiling_m", "temp_air_c",
-              "relative_humidity", "wind_speed_ms", "total_cloud_tenths"]
+              "relative_humidity", "wind_speed_ms", "total_cloud_tenths", "pressure_change_3h"]
     complete = held["full"][judged].notna().all(axis=1).to_numpy()
     used = fallback_model.sub_model(held["full"])
     assert (used[complete] == 0).all() and (used[~complete] > 0).all()
     # without precipitable water: never the full regression; the no-PW one when the rest is
     no_water = fallback_model.sub_model(held["no_precipitable_water"])
     assert (no_water > 0).all() and (no_water[complete] == 1).all()
+    # cover only (the total cover kept): the last sub-model, the opaque cover alone
     assert (fallback_model.sub_model(held["cover_only"]) == 3).all()
     metar = fallback_model.sub_model(held["metar_like"])
     low_ceiling = held["metar_like"]["ceiling_m"].notna().to_numpy()
     # a ceiling seen below 3,650 m: the no-PW model; none seen: the one without ceiling
     assert (metar[complete & low_ceiling] == 1).all()
     assert (metar[complete & ~low_ceiling] == 2).all()
-    # pressure is imputed, never a reason to fall back (Sand Point reports none)
-    assert fallback_model.sub_model(held["full"].assign(pressure_change_3h=np.nan)).tolist() \
-        == used.tolist()
+    # a station without pressure (Sand Point's is stuck and dropped) falls back too: imputing
+    # it would let its missing indicator stand for "Sand Point"
+    no_pressure = fallback_model.sub_model(held["full"].assign(pressure_change_3h=np.nan))
+    assert (no_pressure[complete] == 1).all()
 
 
 @pytest.mark.parametrize("name", list(profiles.PROFILES))
