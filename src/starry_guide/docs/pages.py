@@ -206,7 +206,7 @@ def profile_lines(by_profile: dict, decision: dict) -> list[str]:
     candidate = next(iter(by_profile.values())).get("candidate", "the champion")
     per_station = pd.DataFrame({name: {**t["bss_by_station"], "pooled": t["bss"]}
                                 for name, t in by_profile.items()})
-    pooled = pd.DataFrame({name: {"Brier (champion)": t["brier"],
+    pooled = pd.DataFrame({name: {"Brier (champion's recipe)": t["brier"],
                                   "Brier (calibrated persistence)": t["brier_baseline"],
                                   "BSS": t["bss"], "worst station BSS": t["worst_station_bss"],
                                   "rows": t["rows"]}
