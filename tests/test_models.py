@@ -157,3 +157,17 @@ def test_blend_is_deterministic_for_a_seed():
     first = models.PersistenceBlendClassifier(boosting_iter=20, random_state=3).fit(X, y)
     second = models.PersistenceBlendClassifier(boosting_iter=20, random_state=3).fit(X, y)
     np.testing.assert_array_equal(first.predict_proba(X), second.predict_proba(X))
+
+
+def test_a_monotone_persistence_table_never_rises_with_the_cover():
+    rng = np.random.default_rng(5)
+    cover = rng.integers(0, 11, 4000)
+    X = frame(cover, rng.integers(1, 4, 4000))
+    # clear less likely with cover, except a bump at 7 tenths that a count table follows
+    p = np.clip(0.9 - 0.08 * cover + 0.25 * (cover == 7), 0.02, 0.98)
+    y = (rng.random(4000) < p).astype(int)
+    plain = models.CalibratedPersistenceClassifier().fit(X, y)
+    monotone = models.CalibratedPersistenceClassifier(monotone=True).fit(X, y)
+    assert (np.diff(plain.table_[:, :11], axis=1) > 0).any()
+    assert (np.diff(monotone.table_[:, :11], axis=1) <= 1e-12).all()
+    np.testing.assert_array_equal(monotone.table_[:, 11], plain.table_[:, 11])

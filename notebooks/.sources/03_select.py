@@ -51,14 +51,18 @@ from starry_guide.artifacts import champion_card as champion_file
 from starry_guide.artifacts import reports
 from starry_guide.artifacts.select_metrics import SelectMetrics
 from starry_guide.core import evaluate
-from starry_guide.pipeline import champion, registry, tracking, training
+from starry_guide.pipeline import champion, profiles, registry, tracking, training
 
 rows = pd.read_parquet(inputs.processed_dir / "rows.parquet")
+observations = pd.read_parquet(inputs.processed_dir / "observations.parquet")
+# the research rows as poorer sources would carry them (input profiles): the gate's profile tests
+profile_rows = profiles.profile_rows(observations, rows, settings)
 candidates = reports.read_json(inputs.reports_dir / "train_runs.json")  # candidate -> model_id
 tracking.configure(settings, tracking.SELECT_EXPERIMENT)
 model_uris = training.find_runs(candidates)
 in_registry = registry.current_champion(settings)  # a read error stops the stage here
-selection = champion.select(rows, model_uris, settings, registry_champion=in_registry)
+selection = champion.select(rows, model_uris, settings, registry_champion=in_registry,
+                            profile_rows=profile_rows)
 
 # %% [markdown]
 # ## Ranking on validation
@@ -151,7 +155,13 @@ from starry_guide.pipeline import loso
 learned = next((c for c in selection.ranking if c not in ("persistence", training.BASELINE)), None)
 recipes = [name for name in dict.fromkeys([selection.champion_candidate, learned])
            if name in selection.estimators and name not in ("persistence", training.BASELINE)]
-loso_results = {name: loso.leave_one_station_out(rows, selection.estimators[name], settings, name)
+# the champion's recipe is scored under every input profile too, from the same refits
+champion_recipe = selection.champion_candidate if selection.champion_candidate in recipes else None
+loso_profiles = (loso.leave_one_station_out_by_profile(profile_rows, selection.estimators[champion_recipe],
+                                                       settings, champion_recipe)
+                 if champion_recipe else {})
+loso_results = {name: loso_profiles["full"] if name == champion_recipe else
+                loso.leave_one_station_out(rows, selection.estimators[name], settings, name)
                 for name in recipes}
 headline = loso_results.get(selection.champion_candidate) or loso_results.get(learned)
 (outputs.figures_dir / "select").mkdir(parents=True, exist_ok=True)
@@ -164,6 +174,38 @@ pd.DataFrame({name: {**r.summary()["bss_by_station"], "pooled": r.pooled()["bss"
 
 # %%
 pd.DataFrame({name: r.summary()["bss_by_horizon"] for name, r in loso_results.items()}).round(4).T
+
+# %% [markdown]
+# ## Leave one station out under input profiles
+#
+# A source may lack fields the model can use: ASHRAE IWEC files and airport METARs carry no
+# precipitable water, a METAR reports cover in categories, visibility capped at 10 SM and, from an
+# automatic station, nothing above 3,650 m (`starry_guide.core.profiles`). The champion's recipe is
+# refit leaving each station out (the same refits as above) and scores that station's rows as each
+# profile would carry them; calibrated persistence is refit on the other stations' rows **of the
+# same profile** — persistence on the fields the source has. The labels stay the observed opaque
+# cover. Target: BSS ≥ 0 at every station under `no_precipitable_water` and `metar_like`.
+
+# %%
+profile_table = loso.profile_table(loso_profiles)
+(pd.DataFrame({name: {**t["bss_by_station"], "pooled": t["bss"]} for name, t in profile_table.items()}).round(4)
+ if profile_table else "the champion is not a learned recipe: no profile table")
+
+
+# %%
+pd.DataFrame({name: {"brier (champion)": t["brier"], "brier (calibrated persistence)": t["brier_baseline"],
+                     "BSS": t["bss"], "worst station BSS": t["worst_station_bss"]}
+              for name, t in profile_table.items()}).T.round(5) if profile_table else None
+
+
+# %% [markdown]
+# The gate judged every challenger under the same profiles on the validation months (the fitted
+# models, not refits): significantly worse than the champion under any profile, or below calibrated
+# persistence there by more than `select.horizon_tolerance_bss`, and it is not promoted.
+
+# %%
+pd.DataFrame(selection.profile_test).T
+
 
 # %% [markdown]
 # ## Adaptation at a new place
@@ -188,7 +230,6 @@ adaptation
 # by more than `select.onnx_parity_tolerance` — before anything reaches the registry.
 
 # %%
-observations = pd.read_parquet(inputs.processed_dir / "observations.parquet")
 card = champion.export_bundle(selection, settings, rows, observations, outputs.champion_dir / "bundle")
 print(f"ONNX parity on {card['onnx_parity_rows']} held-out rows: max |p_onnx - p_sklearn| = "
       f"{card['onnx_parity_max_abs']:.1e} (tolerance {settings.select.onnx_parity_tolerance:g})")
@@ -211,6 +252,7 @@ SelectMetrics(
     held_out_bss_by_horizon=by_horizon.to_dict(),
     onnx_parity_max_abs=card["onnx_parity_max_abs"],
     leave_one_station_out=loso_summaries,
+    loso_by_profile=profile_table,
     loso_headline=None if headline is None else headline.candidate,
     adaptation={str(n): row for n, row in adaptation.to_dict(orient="index").items()},
 ).write(outputs.metrics_dir / "select.json")

@@ -62,13 +62,15 @@ def validate(
     files: list[str] = typer.Argument(..., help="station files (EPW, TMY2, TMY3, CSV) or "
                                                  "built-in station ids"),
 ) -> None:
-    """Print each station file's quality report without running the pipeline.
+    """Print each station file's quality report without running the pipeline: repairs,
+    dropped fields, the model inputs the file lacks and the input profile its forecasts use.
 
     Exit code 0 when every file is usable, 1 otherwise.
     """
     from pathlib import Path
 
     from starry_guide.config import load_settings
+    from starry_guide.ingest import profiles as input_profiles
     from starry_guide.ingest import stations as station_files
 
     try:
@@ -78,10 +80,12 @@ def validate(
     all_usable = True
     for entry in files:
         path = Path(entry)
-        _, report = station_files.check_station(
+        frame, report = station_files.check_station(
             str(path.resolve()) if path.exists() else entry, settings)
         all_usable &= report.usable
         typer.echo(format_report(report))
+        if report.usable:  # which inputs the model will lack, and the profile it uses
+            typer.echo("\n".join(input_profiles.describe(input_profiles.file_coverage(frame))))
     raise typer.Exit(code=0 if all_usable else 1)
 
 

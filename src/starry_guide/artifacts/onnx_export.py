@@ -123,25 +123,60 @@ def _persistence_logistic(g: _Graph, model: PersistenceLogisticClassifier,
 
 def _persistence_logistic_logits(g: _Graph, model: PersistenceLogisticClassifier,
                                  columns: list[str]) -> tuple[str, str]:
-    """The persistence logit and the fitted regression's logit (before any shrinkage)."""
-    imputer, scaler = model.imputer_, model.scaler_
-    missing = g.op("IsNaN", INPUT)
-    parts = [g.op("Where", missing, g.const(imputer.statistics_[None, :]), INPUT)]
-    if imputer.indicator_ is not None:
-        flags = g.op("Gather", missing, g.const(imputer.indicator_.features_, np.int64), axis=1)
-        parts.append(g.op("Cast", flags, to=TensorProto.FLOAT))
+    """The persistence logit and the fitted regression's logit (before any shrinkage); with
+    fallback sub-models, each row's logit is its first fitting sub-model's (as
+    :meth:`PersistenceLogisticClassifier.sub_model` chooses)."""
     p = g.op("Clip", _calibrated_persistence(g, model.persistence_, columns),
              g.const(1e-4), g.const(1 - 1e-4))
     persistence = g.op("Log", g.op("Div", p, g.op("Sub", g.const(1.0), p)))
+    row = g.nearest_row(g.column(columns.index("horizon_h")), model.horizons_)
+    masks = getattr(model, "masks_", [[]])
+    if len(masks) == 1 and not masks[0]:
+        return persistence, _sub_model_logit(g, model.imputer_, model.scaler_, model.coef_,
+                                             model.intercept_, INPUT, persistence, row)
+    missing = g.op("IsNaN", INPUT)
+    logits = []
+    for k, mask in enumerate(masks):
+        source = INPUT
+        if mask:  # the sub-model reads only the columns it was fit on
+            kept = [i for i, c in enumerate(columns) if c not in mask]
+            source = g.op("Gather", INPUT, g.const(kept, np.int64), axis=1)
+        logit = _sub_model_logit(g, model.imputers_[k], model.scalers_[k], model.coefs_[k],
+                                 model.intercepts_[k], source, persistence, row)
+        shrink = float(getattr(model, "fallback_shrinkage", 1.0))
+        if k and shrink != 1.0:  # a fallback's correction, shrunk toward persistence
+            logit = g.op("Add", persistence,
+                         g.op("Mul", g.const(shrink), g.op("Sub", logit, persistence)))
+        logits.append(logit)
+    chosen = logits[-1]
+    for k in range(len(masks) - 2, -1, -1):
+        kept = [columns.index(c) for c in model.optional_features_ if c not in masks[k]]
+        lacking = g.op("ReduceMax", g.op("Cast", g.op("Gather", missing,
+                                                      g.const(kept, np.int64), axis=1),
+                                         to=TensorProto.FLOAT),
+                       axes=[1], keepdims=0)  # opset 17: axes an attribute here
+        fits = g.op("Less", lacking, g.const(0.5))
+        chosen = g.op("Where", fits, logits[k], chosen)
+    return persistence, chosen
+
+
+def _sub_model_logit(g: _Graph, imputer, scaler, coef: np.ndarray, intercept: np.ndarray,
+                     source: str, persistence: str, row: str) -> str:
+    """One regression's logit: impute + indicators of ``source``, the persistence logit,
+    one scaling, then per-row coefficients gathered by horizon (``row``)."""
+    missing = g.op("IsNaN", source)
+    parts = [g.op("Where", missing, g.const(imputer.statistics_[None, :]), source)]
+    if imputer.indicator_ is not None:
+        flags = g.op("Gather", missing, g.const(imputer.indicator_.features_, np.int64), axis=1)
+        parts.append(g.op("Cast", flags, to=TensorProto.FLOAT))
     parts.append(g.op("Unsqueeze", persistence, g.const([1], np.int64)))
     z = g.op("Concat", *parts, axis=1)
     scaled = g.op("Div", g.op("Sub", z, g.const(scaler.mean_[None, :])),
                   g.const(scaler.scale_[None, :]))
-    row = g.nearest_row(g.column(columns.index("horizon_h")), model.horizons_)
-    coef = g.op("Gather", g.const(model.coef_), row, axis=0)
-    total = g.op("ReduceSum", g.op("Mul", scaled, coef), g.const([1], np.int64), keepdims=0)
-    return persistence, g.op("Add", total, g.op("Gather", g.const(model.intercept_), row,
-                                                axis=0))
+    coefficients = g.op("Gather", g.const(coef), row, axis=0)
+    total = g.op("ReduceSum", g.op("Mul", scaled, coefficients), g.const([1], np.int64),
+                 keepdims=0)
+    return g.op("Add", total, g.op("Gather", g.const(intercept), row, axis=0))
 
 
 def _persistence_blend(g: _Graph, model: PersistenceBlendClassifier,

@@ -12,7 +12,7 @@ from starry_guide.artifacts.reports import read_json, write_json
 #: the file's fields besides the champion's scores by split
 FIELDS = ("champion", "selection_metric", "candidates_held_out", "held_out_bss_by_horizon",
           "onnx_parity_max_abs", "leave_one_station_out", "loso_headline", "adaptation",
-          "by_label_origin")
+          "by_label_origin", "loso_by_profile")
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,10 @@ class SelectMetrics:
     #: the champion vs calibrated persistence by split (``held_out``, ``unseen``) and label
     #: origin (``observed``, ``filled``, ``unknown``): brier, brier_reference, bss, rows
     by_label_origin: dict[str, dict] = field(default_factory=dict)
+    #: the champion's recipe left one station out under each input profile, against
+    #: calibrated persistence on that profile's fields
+    #: (:func:`starry_guide.pipeline.loso.profile_table`), by profile
+    loso_by_profile: dict[str, dict] = field(default_factory=dict)
 
     def as_json(self) -> dict:
         """The file's layout: the champion's splits at the top level."""
@@ -48,7 +52,8 @@ class SelectMetrics:
                 "leave_one_station_out": self.leave_one_station_out,
                 "loso_headline": self.loso_headline,
                 "adaptation": self.adaptation,
-                "by_label_origin": self.by_label_origin}
+                "by_label_origin": self.by_label_origin,
+                "loso_by_profile": self.loso_by_profile}
 
     def write(self, path: Path) -> Path:
         return write_json(Path(path), self.as_json())
@@ -66,4 +71,5 @@ def read(path: Path) -> SelectMetrics:
         leave_one_station_out=data.get("leave_one_station_out", {}),
         loso_headline=data.get("loso_headline"),
         adaptation=data.get("adaptation", {}),
-        by_label_origin=data.get("by_label_origin", {}))
+        by_label_origin=data.get("by_label_origin", {}),
+        loso_by_profile=data.get("loso_by_profile", {}))

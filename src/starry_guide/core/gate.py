@@ -67,3 +67,15 @@ def passes(validation: dict, held_out: list[dict]) -> bool:
     tests = [validation, *held_out]
     return (any(t["better"] for t in tests) and not any(t["worse"] for t in tests)
             and not validation["losing_horizons"])
+
+
+def profile_floor(y: np.ndarray, p: np.ndarray, p_baseline: np.ndarray,
+                  tolerance: float) -> dict:
+    """Pooled Brier skill of ``p`` against calibrated persistence on the fields an input
+    profile carries (``p_baseline``), and whether it falls below ``-tolerance``: a model
+    that a missing field makes worse than persistence is not promoted, however much better
+    it is elsewhere."""
+    y = np.asarray(y, dtype=float)
+    ref = float(np.mean((np.asarray(p_baseline) - y) ** 2))
+    bss = float(1 - np.mean((np.asarray(p) - y) ** 2) / ref) if ref > 0 else 0.0
+    return {"bss": bss, "below": bool(bss < -tolerance)}

@@ -29,11 +29,14 @@ import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.impute import SimpleImputer
+from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold, KFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted
+
+from starry_guide.core import profiles
 
 CLOUD = "opaque_cloud_tenths"
 HORIZON = "horizon_h"
@@ -74,8 +77,9 @@ class CalibratedPersistenceClassifier(ClassifierMixin, BaseEstimator):
         keeps rare cover values (or missing cover) from getting extreme probabilities.
     """
 
-    def __init__(self, prior_strength: float = 1.0):
+    def __init__(self, prior_strength: float = 1.0, monotone: bool = False):
         self.prior_strength = prior_strength
+        self.monotone = monotone
 
     def fit(self, X: pd.DataFrame, y: Any) -> CalibratedPersistenceClassifier:
         y = np.asarray(y, dtype=float)
@@ -98,6 +102,13 @@ class CalibratedPersistenceClassifier(ClassifierMixin, BaseEstimator):
                 total = n + self.prior_strength
                 # an empty cell with no prior falls back to the horizon's rate
                 self.table_[i, c] = (clear + self.prior_strength * rate) / total if total else rate
+            if getattr(self, "monotone", False):
+                # more cover now never makes clear more likely: the closest non-increasing
+                # table (weighted by each cell's rows), by pool-adjacent-violators
+                weights = np.array([(at_h & (cover == c)).sum() + self.prior_strength + 1e-9
+                                    for c in range(11)])
+                self.table_[i, :11] = IsotonicRegression(increasing=False).fit_transform(
+                    np.arange(11), self.table_[i, :11], sample_weight=weights)
         return self
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
@@ -225,6 +236,20 @@ class PersistenceLogisticClassifier(ClassifierMixin, BaseEstimator):
     the gain elsewhere (chosen by leave-one-station-out on validation months; see *Forecast
     skill* in the docs). λ = 1 is the plain fit.
 
+    **Missing inputs** (``fallbacks``): a source that never carries a field (IWEC files and
+    METAR reports have no precipitable water) is not the training files' occasional gap.
+    Imputing the median and applying the coefficient learned for the rare training rows
+    that missed it extrapolates, and the forecast falls far below calibrated persistence.
+    So besides the full regression, one sub-model per entry of ``fallbacks`` is fit on the
+    same rows *without* those inputs (their features set missing, so the other features'
+    coefficients learn to carry what they carried). Each row is forecast by the first
+    sub-model — the full one, then ``fallbacks`` in order — that lacks nothing the row
+    lacks among the optional inputs' features
+    (:data:`starry_guide.core.profiles.FEATURES_OF_INPUT`); a row no sub-model fits uses
+    the last. With a last entry of every optional input
+    (``cover_only``), a row missing anything falls back at worst to a correction of
+    persistence by the cover history, the hour and the season.
+
     Parameters
     ----------
     C : inverse L2 strength of every horizon's logistic regression
@@ -232,61 +257,204 @@ class PersistenceLogisticClassifier(ClassifierMixin, BaseEstimator):
     max_iter : of the solver
     shrinkage : λ, the share of the weather's correction kept (0 = calibrated persistence,
         1 = the fitted regression)
+    fallbacks : sub-models by the inputs they do without: each entry a list of optional
+        input names (:data:`starry_guide.core.profiles.OPTIONAL_INPUTS`) and input profile
+        names (their absent inputs), or one profile name; empty = the full regression alone
+    fallback_shrinkage : the share of a fallback sub-model's correction kept (in logit
+        space, toward calibrated persistence, before ``shrinkage``): a sub-model without
+        some inputs has seen fewer kinds of weather explained, and at a station with another
+        climate its correction can point the wrong way — shrunk, it cannot lose much
+    imputed_inputs : optional inputs whose absence never triggers a fallback: their
+        features are imputed by the median (pressure enters only through its tendency,
+        whose median is "no change")
+    ignored_features : features no sub-model reads (e.g. the rolling spreads of the cover,
+        whose slope in the cover now takes either sign)
+    monotone : more opaque cover now never raises P(clear): the persistence table is made
+        non-increasing in the cover and the linear cover terms' slope non-positive (see
+        :func:`_no_rise_with_cover`; exact when the rolling spreads are ignored)
     """
 
     def __init__(self, C: float = 0.1, prior_strength: float = 1.0, max_iter: int = 1000,
-                 shrinkage: float = 1.0):
+                 shrinkage: float = 1.0, fallbacks: tuple = (),
+                 fallback_shrinkage: float = 1.0, imputed_inputs: tuple = (),
+                 ignored_features: tuple = (), monotone: bool = False):
         self.C = C
         self.prior_strength = prior_strength
         self.max_iter = max_iter
         self.shrinkage = shrinkage
+        self.fallbacks = fallbacks
+        self.fallback_shrinkage = fallback_shrinkage
+        self.imputed_inputs = imputed_inputs
+        self.ignored_features = ignored_features
+        self.monotone = monotone
+
+    def _fallback_inputs(self) -> list[tuple[str, ...]]:
+        """Each fallback's inputs, resolved from input and profile names."""
+        out = []
+        for entry in self.fallbacks or ():
+            names = tuple(dict.fromkeys(
+                name for item in ([entry] if isinstance(entry, str) else entry)
+                for name in (profiles.PROFILES[item].absent if item in profiles.PROFILES
+                             else (item,))))
+            unknown = [n for n in names if n not in profiles.OPTIONAL_INPUTS]
+            if unknown:
+                raise ValueError(f"persistence logistic: fallback {entry!r} names "
+                                 f"{', '.join(map(repr, unknown))}, not optional inputs; "
+                                 f"choose from {', '.join(profiles.OPTIONAL_INPUTS)} or a "
+                                 f"profile ({', '.join(profiles.PROFILES)})")
+            out.append(tuple(names))
+        return out
+
+    def _kept(self, X: pd.DataFrame, k: int) -> pd.DataFrame:
+        """``X`` as sub-model ``k`` sees it: without its absent inputs' features (dropped,
+        not imputed: a fallback fits and predicts on fewer columns)."""
+        masks = getattr(self, "masks_", [[]])
+        if not masks[k]:
+            return X
+        return X[[c for c in X.columns if c not in masks[k]]]
+
+    def _core_design(self, X: pd.DataFrame, k: int, cp: np.ndarray) -> np.ndarray:
+        z = self.imputers_[k].transform(self._kept(X, k))
+        return self.scalers_[k].transform(np.column_stack([z, cp]))
 
     def _design(self, X: pd.DataFrame) -> np.ndarray:
-        z = self.imputer_.transform(X)
+        """The full sub-model's standardised design (imputed features, indicators and the
+        persistence logit)."""
+        z = self.imputer_.transform(self._kept(X, 0))
         cp = to_logit(self.persistence_.predict_proba(X)[:, 1])
         return self.scaler_.transform(np.column_stack([z, cp]))
 
     def fit(self, X: pd.DataFrame, y: Any) -> PersistenceLogisticClassifier:
-        if not 0.0 <= float(self.shrinkage) <= 1.0:
-            raise ValueError(f"persistence logistic: shrinkage must lie in [0, 1] (the share "
-                             f"of the weather's correction kept), got {self.shrinkage!r}")
+        for name in ("shrinkage", "fallback_shrinkage"):
+            if not 0.0 <= float(getattr(self, name)) <= 1.0:
+                raise ValueError(f"persistence logistic: {name} must lie in [0, 1] (the share "
+                                 f"of the weather's correction kept), got "
+                                 f"{getattr(self, name)!r}")
         y = np.asarray(y, dtype=int)
         self.classes_ = np.array([0, 1])
         self.feature_names_in_ = np.asarray(X.columns, dtype=object)
-        self.persistence_ = CalibratedPersistenceClassifier(self.prior_strength).fit(X, y)
-        self.imputer_ = SimpleImputer(strategy="median", add_indicator=True,
-                                      keep_empty_features=True).fit(X)
-        z = self.imputer_.transform(X)
-        self.scaler_ = StandardScaler().fit(
-            np.column_stack([z, to_logit(self.persistence_.predict_proba(X)[:, 1])]))
-        design = self._design(X)
+        columns = list(X.columns)
+        tendency = _tendency_hours(columns)
+        judged = [c for c in profiles.OPTIONAL_INPUTS if c not in (self.imputed_inputs or ())]
+        self.optional_features_ = [c for c in profiles.features_of(judged, tendency)
+                                   if c in columns]
+        ignored = [c for c in (self.ignored_features or ()) if c in columns]
+        self.masks_ = [ignored] + [
+            ignored + [c for c in profiles.features_of(inputs, tendency)
+                       if c in columns and c not in ignored]
+            for inputs in self._fallback_inputs()]
+        self.persistence_ = CalibratedPersistenceClassifier(
+            self.prior_strength, monotone=bool(self.monotone)).fit(X, y)
+        cp = to_logit(self.persistence_.predict_proba(X)[:, 1])
         horizons = X[HORIZON].to_numpy(dtype=int)
         self.horizons_ = np.unique(horizons)
-        self.coef_ = np.zeros((len(self.horizons_), design.shape[1]))
-        self.intercept_ = np.zeros(len(self.horizons_))
-        for i, h in enumerate(self.horizons_):
-            at_h = horizons == h
-            # Newton-Cholesky: a few exact steps on ~40 standardised columns; L-BFGS took
-            # six times longer to the same optimum (leave-one-station-out fits 96 of these)
-            fitted = LogisticRegression(C=self.C, max_iter=self.max_iter,
-                                        solver="newton-cholesky").fit(design[at_h], y[at_h])
-            self.coef_[i], self.intercept_[i] = fitted.coef_[0], fitted.intercept_[0]
+        self.imputers_, self.scalers_, self.coefs_, self.intercepts_ = [], [], [], []
+        for k in range(len(self.masks_)):
+            kept = self._kept(X, k)
+            imputer = SimpleImputer(strategy="median", add_indicator=True,
+                                    keep_empty_features=True).fit(kept)
+            z = imputer.transform(kept)
+            scaler = StandardScaler().fit(np.column_stack([z, cp]))
+            design = scaler.transform(np.column_stack([z, cp]))
+            coef = np.zeros((len(self.horizons_), design.shape[1]))
+            intercept = np.zeros(len(self.horizons_))
+            for i, h in enumerate(self.horizons_):
+                at_h = horizons == h
+                # Newton-Cholesky: a few exact steps on ~40 standardised columns; L-BFGS took
+                # six times longer to the same optimum (leave-one-station-out fits 96 of these)
+                fitted = LogisticRegression(C=self.C, max_iter=self.max_iter,
+                                            solver="newton-cholesky").fit(design[at_h], y[at_h])
+                coef[i], intercept[i] = fitted.coef_[0], fitted.intercept_[0]
+                if self.monotone:
+                    _no_rise_with_cover(coef[i], list(imputer.feature_names_in_),
+                                        scaler.scale_)
+            self.imputers_.append(imputer)
+            self.scalers_.append(scaler)
+            self.coefs_.append(coef)
+            self.intercepts_.append(intercept)
+        self.imputer_, self.scaler_ = self.imputers_[0], self.scalers_[0]
+        self.coef_, self.intercept_ = self.coefs_[0], self.intercepts_[0]
         return self
+
+    def sub_model(self, X: pd.DataFrame) -> np.ndarray:
+        """Index of the sub-model that forecasts each row: 0 the full regression, ``k`` the
+        ``k``-th fallback (see the class docstring)."""
+        check_is_fitted(self, "coef_")
+        masks = getattr(self, "masks_", [[]])
+        if len(masks) == 1:
+            return np.zeros(len(X), dtype=int)
+        missing = X[self.optional_features_].isna().to_numpy()
+        choice = np.full(len(X), len(masks) - 1)
+        for k in range(len(masks) - 2, -1, -1):
+            kept = [i for i, c in enumerate(self.optional_features_) if c not in masks[k]]
+            fits = ~missing[:, kept].any(axis=1)
+            choice = np.where(fits, k, choice)
+        return choice
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         check_is_fitted(self, "coef_")
         horizons = X[HORIZON].to_numpy(dtype=int)
         row = np.abs(horizons[:, None] - self.horizons_[None, :]).argmin(axis=1)
-        logit = np.einsum("ij,ij->i", self._design(X), self.coef_[row]) + self.intercept_[row]
+        persistence = to_logit(self.persistence_.predict_proba(X)[:, 1])
+        if hasattr(self, "coefs_"):
+            choice = self.sub_model(X)
+            logit = np.empty(len(X))
+            for k in np.unique(choice):
+                at = choice == k
+                part = X.loc[at] if isinstance(X, pd.DataFrame) else X[at]
+                design = self._core_design(part, int(k), persistence[at])
+                logit[at] = (np.einsum("ij,ij->i", design, self.coefs_[k][row[at]])
+                             + self.intercepts_[k][row[at]])
+                if k and self.fallback_shrinkage != 1.0:  # a fallback's correction, shrunk
+                    logit[at] = persistence[at] + self.fallback_shrinkage * (
+                        logit[at] - persistence[at])
+        else:  # a model pickled before sub-models existed
+            logit = np.einsum("ij,ij->i", self._design(X), self.coef_[row]) \
+                + self.intercept_[row]
         shrinkage = getattr(self, "shrinkage", 1.0)  # models pickled before it existed: 1
         if shrinkage != 1.0:
-            persistence = to_logit(self.persistence_.predict_proba(X)[:, 1])
             logit = persistence + shrinkage * (logit - persistence)
         p = 1.0 / (1.0 + np.exp(-logit))
         return np.column_stack([1.0 - p, p])
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         return self.classes_[(self.predict_proba(X)[:, 1] >= 0.5).astype(int)]
+
+
+def _no_rise_with_cover(coef: np.ndarray, names: list[str], scale: np.ndarray) -> None:
+    """Make one horizon's fitted coefficients (standardised design: ``names`` then the
+    persistence logit, last) never raise P(clear) as the opaque cover now grows, in place.
+
+    The cover now enters the current cover, the rolling means (slope 1/n over the n hours
+    present: at most 1) and the 3-hour change (slope 1, or 0 when imputed); the persistence
+    logit is non-increasing in it (a monotone table) and must keep a non-negative weight.
+    When the worst-case slope of the linear terms is positive — at long horizons the
+    regression partly undoes persistence's steep dependence on the cover — the current
+    cover's coefficient takes the excess off. The rolling spreads' slope can take either
+    sign: a model that must never rise with the cover ignores them (``ignored_features``;
+    tests/test_behaviour.py holds the champion to the property)."""
+    raw = {name: coef[j] / scale[j] for j, name in enumerate(names)}
+    if "opaque_cloud_tenths" not in raw:
+        return
+    slope = raw["opaque_cloud_tenths"]
+    for name, value in raw.items():
+        if name.startswith("opaque_change_"):
+            slope += max(value, 0.0)
+        elif name.startswith("opaque_mean_"):
+            window = int(name[len("opaque_mean_"):-1])
+            slope += max(value, value / window)
+    if slope > 0:
+        coef[names.index("opaque_cloud_tenths")] -= slope * scale[names.index(
+            "opaque_cloud_tenths")]
+    coef[-1] = max(coef[-1], 0.0)
+
+
+def _tendency_hours(columns: list[str]) -> int:
+    """The tendency length ``n`` of the ``pressure_change_{n}h`` column (3 if none)."""
+    for c in columns:
+        if c.startswith("pressure_change_") and c.endswith("h"):
+            return int(c[len("pressure_change_"):-1])
+    return 3
 
 
 class PersistenceBlendClassifier(ClassifierMixin, BaseEstimator):

@@ -197,6 +197,49 @@ def _loso_by_station(per: dict) -> dict:
     return {station: m["bss"] for station, m in per.items() if isinstance(m, dict)}
 
 
+def profile_lines(by_profile: dict, decision: dict) -> list[str]:
+    """The metrics page's input-profile section: the champion's recipe left one station out
+    under each profile against calibrated persistence on that profile's fields (pooled and
+    per station), and the gate's profile tests."""
+    if not by_profile:
+        return []
+    candidate = next(iter(by_profile.values())).get("candidate", "the champion")
+    per_station = pd.DataFrame({name: {**t["bss_by_station"], "pooled": t["bss"]}
+                                for name, t in by_profile.items()})
+    pooled = pd.DataFrame({name: {"Brier (champion's recipe)": t["brier"],
+                                  "Brier (calibrated persistence)": t["brier_baseline"],
+                                  "BSS": t["bss"], "worst station BSS": t["worst_station_bss"],
+                                  "rows": t["rows"]}
+                           for name, t in by_profile.items()}).T
+    lines = ["## Input profiles (leave one station out, BSS vs calibrated persistence)", "",
+             f"`{candidate}`'s recipe refit leaving each station out and scored on that "
+             "station's rows as each profile carries them; calibrated persistence refit on "
+             "the other stations' rows of the same profile (see "
+             "[forecast skill](../forecast-skill.md#input-profiles)).", "",
+             _table(per_station.rename_axis("held-out station \\ profile")), "",
+             _table(pooled.rename_axis("profile")), ""]
+    tests = decision.get("profile_test") or {}
+    if tests:
+        table = pd.DataFrame({name: {
+            "rows": t["rows"], "nights": t["nights"],
+            "incumbent BSS vs calibrated persistence":
+                t["incumbent_bss_vs_calibrated_persistence"]} for name, t in tests.items()}).T
+        tried = {entry["candidate"]: {
+            name: entry[f"profile_{name}"].get("bss_vs_calibrated_persistence")
+            for name in tests if f"profile_{name}" in entry}
+            for entry in decision.get("tried") or []}
+        lines += ["### The gate's profile tests (validation months)", "",
+                  "Each challenger tried, under each profile: significantly worse than the "
+                  "incumbent, or below calibrated persistence by more than "
+                  "`select.horizon_tolerance_bss`, and it is not promoted.", "",
+                  _table(table.rename_axis("profile")), ""]
+        tried = {name: per for name, per in tried.items() if per}
+        if tried:
+            lines += [_table(pd.DataFrame(tried).rename_axis(
+                "challenger BSS vs calibrated persistence \\ challenger")), ""]
+    return lines
+
+
 def metrics_page(root: Path, destination: Path) -> str:
     """The champion, every candidate's scores, leave-one-station-out, with figures."""
     paths = Paths(root)
@@ -312,6 +355,7 @@ def metrics_page(root: Path, destination: Path) -> str:
     if not adaptation.empty:
         lines += ["### Adaptation at a new place (BSS after n labelled nights)", "",
                   _table(adaptation), ""]
+    lines += profile_lines(select.loso_by_profile, decision)
     lines += ["## Candidates on the held-out months", "",
               _table(candidates_held_out) if not candidates_held_out.empty else "", ""]
     if select.held_out_bss_by_horizon:

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from starry_guide.config import LabelSettings, MonitorSettings
-from starry_guide.core import astro, quality
+from starry_guide.core import astro, profiles, quality
 from starry_guide.monitor.reference_period import P_EDGES, Production, Reference, chunk_groups
 from starry_guide.monitor.statistics import (
     chunk_start,
@@ -227,6 +227,46 @@ def quality_alerts(observations: pd.DataFrame, reference: Reference,
                                               f"{since.isoformat()}"})
     table = pd.DataFrame.from_records(records, columns=columns)
     return table.sort_values(["station_id", "sensor", "chunk", "kind"]).reset_index(drop=True)
+
+
+def coverage_alerts(observations: pd.DataFrame, settings: MonitorSettings) -> pd.DataFrame:
+    """Input-coverage changes per station and chunk: an optional model input
+    (:data:`starry_guide.core.profiles.OPTIONAL_INPUTS`) that had a value in the station's
+    previous judged chunk and has none in this one (it *disappeared*: the forecasts fall back
+    to a sub-model without it), or the reverse (it *appeared*). Chunks with fewer received
+    hours than ``min_chunk_hours`` are not judged. ``value`` is the number of inputs present
+    now, ``threshold`` before; ``detail`` names the fields and the input profile before and
+    after (:func:`starry_guide.core.profiles.detect_profile`)."""
+    columns = ["station_id", "sensor", "chunk", "kind", "value", "threshold", "detail"]
+    if observations.empty:
+        return pd.DataFrame(columns=columns)
+    rows = observations.assign(
+        chunk=chunk_start(observations["time"], settings.chunk_days).to_numpy())
+    records = []
+    for station, g in rows.groupby("station_id", sort=True):
+        before = None
+        for chunk, part in g.groupby("chunk", sort=True):
+            if part["time"].nunique() < settings.min_chunk_hours:
+                continue
+            arrays = {c: part[c].to_numpy(dtype=float) for c in
+                      (profiles.REQUIRED_INPUT, *profiles.OPTIONAL_INPUTS) if c in part.columns}
+            missing = profiles.missing_inputs(arrays)
+            present = [c for c in profiles.OPTIONAL_INPUTS if c not in missing]
+            shape = profiles.detect_profile(arrays, missing)
+            if before is not None:
+                was_present, was_shape = before
+                for sensor in profiles.OPTIONAL_INPUTS:
+                    gone, new = sensor in was_present and sensor not in present, \
+                        sensor not in was_present and sensor in present
+                    if gone or new:
+                        records.append({
+                            "station_id": station, "sensor": sensor, "chunk": chunk,
+                            "kind": "coverage", "value": float(len(present)),
+                            "threshold": float(len(was_present)),
+                            "detail": f"{sensor} {'disappeared' if gone else 'appeared'} "
+                                      f"(input profile {was_shape} -> {shape})"})
+            before = (present, shape)
+    return pd.DataFrame.from_records(records, columns=columns)
 
 
 # --------------------------------------------------------------------------- feedback

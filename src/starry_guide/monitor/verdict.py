@@ -11,6 +11,7 @@ import pandas as pd
 from starry_guide.config import LabelSettings, MonitorSettings
 from starry_guide.core import evaluate
 from starry_guide.monitor.checks import (
+    coverage_alerts,
     feature_drift,
     feedback_agreement,
     feedback_alerts,
@@ -242,6 +243,10 @@ def run(production: Production, reference: Reference, label: LabelSettings,
     p_drift = (prediction_drift(production.predictions, reference, settings)
                if len(production.predictions) else pd.DataFrame())
     quality = quality_alerts(production.observations, reference, settings)
+    # a field that disappears (or appears) changes which sub-model forecasts: watched too
+    coverage = coverage_alerts(production.observations, settings)
+    if len(coverage):
+        quality = pd.concat([quality, coverage], ignore_index=True)
     agreement = feedback_agreement(production, label, threshold, settings)
     quality = pd.concat([quality, feedback_alerts(agreement, settings)], ignore_index=True) \
         if len(agreement) else quality

@@ -134,14 +134,24 @@ class HeldOutTest:
     rows: pd.DataFrame  # clear, and night ids (``night`` + ``station_id``, or the columns
     #                     evaluate.night_ids needs)
     p: dict[str, np.ndarray] | Callable[[str], np.ndarray]
-    p_incumbent: np.ndarray
+    #: the incumbent's P(clear) on ``rows``, or a function computing it when first needed
+    p_incumbent: np.ndarray | Callable[[], np.ndarray]
     nights: int
     label: str = "recent production window"
     key: str = "recent"  # where the decision record keeps its numbers
     screens: bool = True  # a gain here alone makes a candidate a challenger
+    #: calibrated persistence on the same rows: a challenger must not fall below it by more
+    #: than ``select.horizon_tolerance_bss`` (the input-profile tests: robustness)
+    p_baseline: np.ndarray | None = None
 
     def predict(self, name: str) -> np.ndarray:
         return self.p[name] if isinstance(self.p, dict) else self.p(name)
+
+    def incumbent(self) -> np.ndarray:
+        """The incumbent's P(clear) on ``rows`` (computed once, when first needed)."""
+        if callable(self.p_incumbent):
+            self.p_incumbent = self.p_incumbent()
+        return self.p_incumbent
 
     def night_ids(self) -> np.ndarray:
         if "night" in self.rows.columns:
@@ -155,7 +165,8 @@ def decide(ranking: list[str], model_ids: dict[str, str], p_validation: dict[str
            val_rows: pd.DataFrame, settings: Settings,
            validation_scores: dict[str, dict[str, float]],
            incumbent_validation: dict[str, float],
-           recent: HeldOutTest | None = None, transfer: HeldOutTest | None = None) -> Decision:
+           recent: HeldOutTest | None = None, transfer: HeldOutTest | None = None,
+           profile_tests: list[HeldOutTest] | None = None) -> Decision:
     """Challengers in ranking order against the incumbent; the first to pass is promoted.
 
     On the validation months alone this is the :func:`gate`: a candidate that does not rank
@@ -163,11 +174,15 @@ def decide(ranking: list[str], model_ids: dict[str, str], p_validation: dict[str
     With further held-out nights — the most recent production window (``recent``, at least
     ``production.min_recent_nights`` nights: what matters now) and new places (``transfer``:
     the challenger's recipe vs the incumbent's, leave one station out on validation months:
-    what a user at a new place gets) — a challenger is judged on each: it is promoted when
-    its Brier improvement is significant on **any** of them, it is significantly worse on
-    **none**, and no horizon falls below calibrated persistence on validation. Candidates
-    better than the incumbent on validation or on the recent window are challengers. Models
-    rolled back from are never tried again.
+    what a user at a new place gets) and the validation months under each input profile
+    (``profile_tests``: the same rows with a poorer source's inputs, see
+    :mod:`starry_guide.core.profiles` — robustness) — a challenger is judged on each: it is
+    promoted when its Brier improvement is significant on **any** of them, it is
+    significantly worse on **none**, no horizon falls below calibrated persistence on
+    validation, and under no input profile does its pooled skill fall below calibrated
+    persistence (fit on that profile's fields) by more than ``select.horizon_tolerance_bss``.
+    Candidates better than the incumbent on validation, on the recent window or under a
+    profile are challengers. Models rolled back from are never tried again.
 
     Trying several challengers (and several tests each) on the same nights inflates the
     chance that one passes by luck, so each test is judged at a Bonferroni-corrected level:
@@ -176,13 +191,16 @@ def decide(ranking: list[str], model_ids: dict[str, str], p_validation: dict[str
     blocked = {entry["model_id"] for entry in incumbent.rolled_back}
     metric = settings.select.metric
     sign = 1.0 if metric in GREATER_IS_BETTER else -1.0
-    tests = [t for t in (recent, transfer) if t is not None and len(t.rows) and (
-        t is not recent or t.nights >= settings.production.min_recent_nights)]
+    # cheapest first: the new-places test refits recipes, so it is judged last (and only
+    # when nothing before refused the challenger)
+    tests = [t for t in (recent, *(profile_tests or ()), transfer) if t is not None
+             and len(t.rows) and (t is not recent
+                                  or t.nights >= settings.production.min_recent_nights)]
     screening = [t for t in tests if t.screens]
     better_elsewhere = set()
     for t in screening:
         y_t = t.rows["clear"].to_numpy(dtype=float)
-        old = np.mean((t.p_incumbent - y_t) ** 2)
+        old = np.mean((t.incumbent() - y_t) ** 2)
         better_elsewhere |= {n for n in ranking if np.mean((t.predict(n) - y_t) ** 2) < old}
     challengers = []
     for name in ranking:
@@ -215,24 +233,42 @@ def decide(ranking: list[str], model_ids: dict[str, str], p_validation: dict[str
         if tests:
             validation = {**details, "better": details["ci_high"] < 0,
                           "worse": details["ci_low"] > 0}
-            held_out = []
+            held_out, below_floor = [], []
             reasons = [f"validation months: {reasons[0]}", *reasons[1:]]
             for t in tests:
                 if t.key == "transfer" and name == incumbent.candidate:
                     # the same recipe at new places: identical refits, a difference of 0
                     reasons.append(f"{t.label}: the champion's own recipe, nothing to compare")
                     continue
+                if (validation["worse"] or validation["losing_horizons"] or below_floor
+                        or any(h["worse"] for h in held_out)):
+                    # refused already, whatever this test says: its (costly) refits are
+                    # not paid for
+                    reasons.append(f"{t.label}: not judged (refused above)")
+                    continue
+                p_t = t.predict(name)
                 now = core_gate.comparison(t.rows["clear"].to_numpy(dtype=float),
-                                           t.predict(name), t.p_incumbent, t.night_ids(),
+                                           p_t, t.incumbent(), t.night_ids(),
                                            n_boot=n_boot, confidence=level, seed=seed)
                 held_out.append(now)
                 reasons.append(held_out_reason(t.label, now))
                 entry[t.key] = {k: now[k] for k in ("brier_difference", "ci_low", "ci_high",
                                                      "nights")}
+                if t.p_baseline is not None:
+                    floor = core_gate.profile_floor(
+                        t.rows["clear"].to_numpy(dtype=float), p_t, t.p_baseline,
+                        settings.select.horizon_tolerance_bss)
+                    entry[t.key]["bss_vs_calibrated_persistence"] = floor["bss"]
+                    if floor["below"]:
+                        below_floor.append(t.label)
+                        reasons.append(
+                            f"{t.label}: worse than calibrated persistence (BSS "
+                            f"{floor['bss']:+.3f}, beyond the tolerance "
+                            f"{settings.select.horizon_tolerance_bss})")
                 details = {**details, t.key: entry[t.key]}
             if validation["worse"]:
                 reasons.append("significantly worse on the validation months")
-            passed = core_gate.passes(validation, held_out)
+            passed = core_gate.passes(validation, held_out) and not below_floor
             entry.update(passed=passed, reasons=reasons)
         tried.append(entry)
         # the champion's own recipe, retrained on today's data, is a model of its own
@@ -284,6 +320,7 @@ class Selection:
     station_maps: dict[str, dict] = field(default_factory=dict)  # candidate -> its maps
     recent_window: dict = field(default_factory=dict)  # what the gate's "now" test saw
     transfer_test: dict = field(default_factory=dict)  # what its "new places" test saw
+    profile_test: dict = field(default_factory=dict)  # what its input-profile tests saw
 
     @property
     def champion_station_maps(self) -> dict:
@@ -382,33 +419,79 @@ def _transfer_test(rows: pd.DataFrame, estimators: dict[str, object], incumbent_
     stations, training months) and scored on that station's validation months
     (:func:`starry_guide.pipeline.loso.leave_one_station_out` with ``design=True``), against the
     incumbent's recipe (today's candidate of the same name: recipes, not fitted models, are
-    compared). Refits happen only for the challengers the gate actually tries."""
+    compared). Refits happen only for the challengers the gate actually judges here — the
+    incumbent recipe's too: the scored rows and their nights are known without any refit."""
     from starry_guide.pipeline import loso
 
-    cache: dict[str, pd.DataFrame] = {}
+    research = rows[rows["source"] == "research"] if "source" in rows.columns else rows
+    scored = research[(research["segment"] % 100).isin(settings.split.validation_months)]
+    # the rows in the order leave_one_station_out returns them: by station, then as given
+    parts = [scored[scored["station_id"] == station]
+             for station in sorted(scored["station_id"].unique())]
+    test_rows = pd.DataFrame({
+        "station_id": np.concatenate([p["station_id"].to_numpy() for p in parts]),
+        "clear": np.concatenate([p["clear"].to_numpy().astype(int) for p in parts]),
+        "night": np.concatenate([evaluate.night_ids(p) for p in parts]),
+    }) if parts else pd.DataFrame(columns=["station_id", "clear", "night"])
+    cache: dict[str, np.ndarray] = {}
 
-    def refit(name: str) -> pd.DataFrame:
+    def refit(name: str) -> np.ndarray:
         if name not in cache:
             cache[name] = loso.leave_one_station_out(rows, estimators[name], settings, name,
-                                                     design=True).rows
+                                                     design=True).rows["p"].to_numpy()
         return cache[name]
 
-    base = refit(incumbent_recipe)
-    test = HeldOutTest(base, lambda name: refit(name)["p"].to_numpy(), base["p"].to_numpy(),
-                       int(base.groupby("station_id")["night"].nunique().sum()),
+    nights = int(test_rows.groupby("station_id")["night"].nunique().sum()) if parts else 0
+    test = HeldOutTest(test_rows, refit, lambda: refit(incumbent_recipe), nights,
                        label="new places (leave one station out, validation months)",
                        key="transfer", screens=False)
-    return test, {"rows": int(len(base)), "nights": test.nights,
-                  "stations": sorted(map(str, base["station_id"].unique())),
+    return test, {"rows": int(len(test_rows)), "nights": nights,
+                  "stations": sorted(map(str, test_rows["station_id"].unique())),
                   "incumbent_recipe": incumbent_recipe}
 
 
+def _profile_tests(profile_rows: dict[str, pd.DataFrame], estimators: dict[str, object],
+                   incumbent: Incumbent, settings: Settings) -> tuple[list[HeldOutTest], dict]:
+    """The gate's input-profile tests: every profile but ``full`` (the validation test
+    itself), on the validation months of the rows
+    :func:`starry_guide.pipeline.profiles.profile_rows` built; calibrated persistence, the
+    floor, is fit on that profile's training months."""
+    from starry_guide.core import models
+
+    tests, info = [], {}
+    for name, frame in profile_rows.items():
+        if name == "full":
+            continue
+        X_val, _ = split_xy(frame, "validation", settings)
+        if not len(X_val):
+            continue
+        val_rows = frame.loc[frame["split"] == "validation"].reset_index(drop=True)
+        X_train, y_train = split_xy(frame, "train", settings)
+        baseline = models.build_candidate(BASELINE, settings.train.params_for(BASELINE),
+                                          settings.seed, settings.label.clear_max_opaque_tenths)
+        p_baseline = predict_clear(baseline.fit(X_train, y_train), X_val)
+        p_incumbent = incumbent.predict(X_val)
+        test = HeldOutTest(val_rows, lambda c, X=X_val: predict_clear(estimators[c], X),
+                           p_incumbent, int(len(np.unique(evaluate.night_ids(val_rows)))),
+                           label=f"input profile {name} (validation months)",
+                           key=f"profile_{name}", screens=True, p_baseline=p_baseline)
+        tests.append(test)
+        y = val_rows["clear"].to_numpy(dtype=float)
+        info[name] = {"rows": int(len(val_rows)), "nights": test.nights,
+                      "incumbent_bss_vs_calibrated_persistence": float(
+                          core_gate.profile_floor(y, p_incumbent, p_baseline, 0.0)["bss"])}
+    return tests, info
+
+
 def select(rows: pd.DataFrame, model_uris: dict[str, str], settings: Settings, incumbent=None,
-           registry_champion=None) -> Selection:
+           registry_champion=None,
+           profile_rows: dict[str, pd.DataFrame] | None = None) -> Selection:
     """Score the trained candidates on every split, rank them on validation and pass the
     challengers through the :func:`gate` against the incumbent. Writes nothing.
 
-    ``rows`` carry a ``split`` column; ``model_uris`` map candidate -> MLflow model URI.
+    ``rows`` carry a ``split`` column; ``model_uris`` map candidate -> MLflow model URI;
+    ``profile_rows`` (optional) the same rows under input profiles, for the gate's profile
+    tests (:func:`_profile_tests`).
     ``incumbent`` defaults to :func:`incumbent_from` the tracked ``models/champion/`` and
     the registry (read by :func:`starry_guide.pipeline.registry.current_champion`).
     """
@@ -503,9 +586,13 @@ def select(rows: pd.DataFrame, model_uris: dict[str, str], settings: Settings, i
     if settings.select.transfer_test and incumbent.candidate in estimators:
         transfer, transfer_info = _transfer_test(rows, estimators, incumbent.candidate,
                                                  settings)
+    profile_tests, profile_info = [], {}
+    if profile_rows:
+        profile_tests, profile_info = _profile_tests(profile_rows, estimators, incumbent,
+                                                     settings)
     decision = decide(ranking, model_ids, p_vals, incumbent, p_incumbent, p_vals[BASELINE],
                       val_rows, settings, {n: scores[n]["validation"] for n in estimators},
-                      scores["incumbent"]["validation"], window, transfer)
+                      scores["incumbent"]["validation"], window, transfer, profile_tests)
     blocked = {entry["model_id"] for entry in incumbent.rolled_back}
     challenger = next((n for n in ranking if model_ids[n] != decision.champion_model_id
                        and model_ids[n] not in blocked), None)
@@ -515,7 +602,7 @@ def select(rows: pd.DataFrame, model_uris: dict[str, str], settings: Settings, i
                      model_ids=model_ids, model_uris=dict(model_uris), estimators=estimators,
                      scores={**scores, "champion": champion_scores}, challenger=challenger,
                      station_maps=maps, recent_window=recent_info,
-                     transfer_test=transfer_info)
+                     transfer_test=transfer_info, profile_test=profile_info)
 
 
 def decision_record(selection: Selection) -> dict:
@@ -543,6 +630,7 @@ def decision_record(selection: Selection) -> dict:
         "rolled_back": inc.rolled_back,
         "recent_window": selection.recent_window,
         "transfer_test": selection.transfer_test,
+        "profile_test": selection.profile_test,
         "champion_station_calibration": selection.champion_station_maps,
     }
 

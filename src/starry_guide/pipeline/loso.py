@@ -81,11 +81,39 @@ def leave_one_station_out(rows: pd.DataFrame, model: BaseEstimator, settings: Se
     With ``design`` (the numbers to make choices on): fit on the other stations' training
     months only and score the station's validation months only — no held-out month is
     fitted or scored, and no validation month is fitted."""
+    return leave_one_station_out_by_profile({"full": rows}, model, settings, candidate,
+                                            design)["full"]
+
+
+def leave_one_station_out_by_profile(profile_rows: dict[str, pd.DataFrame],
+                                     model: BaseEstimator, settings: Settings, candidate: str,
+                                     design: bool = False) -> dict[str, LosoResult]:
+    """:func:`leave_one_station_out` scored under input profiles, fitting once per station.
+
+    ``profile_rows`` maps a profile name to the same model rows with that profile's inputs
+    (:func:`starry_guide.pipeline.profiles.profile_rows`; ``"full"`` required). The recipe is
+    fit on the other stations' *full* rows — as the pipeline trains it — and scores the
+    held-out station's rows of every profile; calibrated persistence, the baseline, is fit on
+    the other stations' rows *of that profile* (persistence on the fields the source has),
+    so each profile's BSS compares like with like. Returns one :class:`LosoResult` per
+    profile."""
     from starry_guide.pipeline.training import BASELINE, month_blocks, predict_clear
 
+    if "full" not in profile_rows:
+        raise ValueError("leave one station out by profile: the 'full' rows are required "
+                         "(the recipe is fit on them)")
     columns = feature_columns(settings.features)
-    if "source" in rows.columns:  # the research stations only (production rows are later data)
-        rows = rows[rows["source"] == "research"]
+
+    def research(frame: pd.DataFrame) -> pd.DataFrame:
+        # the research stations only (production rows are later data)
+        return frame[frame["source"] == "research"] if "source" in frame.columns else frame
+
+    rows = research(profile_rows["full"])
+    others = {name: research(frame) for name, frame in profile_rows.items() if name != "full"}
+    for name, frame in others.items():
+        if len(frame) != len(rows) or not (frame.index == rows.index).all():
+            raise ValueError(f"profile {name!r}: its rows are not the full rows' (re-build "
+                             "them with starry_guide.pipeline.profiles.profile_rows)")
     month = rows["segment"] % 100
     learnable = rows["split"].isin(["train", "validation", "unseen"]) & \
         ~month.isin(settings.split.held_out_months)
@@ -93,16 +121,14 @@ def leave_one_station_out(rows: pd.DataFrame, model: BaseEstimator, settings: Se
     if design:
         learnable &= ~month.isin(settings.split.validation_months)
         scored = month.isin(settings.split.validation_months)
-    parts = []
+    parts: dict[str, list[pd.DataFrame]] = {name: [] for name in profile_rows}
     for station in sorted(rows["station_id"].unique()):
-        fit_rows = rows[learnable & (rows["station_id"] != station)]
-        held = rows[scored & (rows["station_id"] == station)]
-        baseline = models.build_candidate(BASELINE, settings.train.params_for(BASELINE),
-                                          settings.seed, settings.label.clear_max_opaque_tenths)
-        baseline.fit(fit_rows[columns], fit_rows["clear"])
+        fit_at = learnable & (rows["station_id"] != station)
+        held_at = scored & (rows["station_id"] == station)
+        fit_rows, held = rows[fit_at], rows[held_at]
         fitted = models.fit(clone(model), fit_rows[columns], fit_rows["clear"],
                             month_blocks(fit_rows))
-        parts.append(pd.DataFrame({
+        ids = {
             "station_id": held["station_id"].to_numpy(),
             "horizon_h": held["horizon_h"].to_numpy().astype(int),
             "split": held["split"].astype(str).to_numpy(),
@@ -111,10 +137,43 @@ def leave_one_station_out(rows: pd.DataFrame, model: BaseEstimator, settings: Se
             "clear": held["clear"].to_numpy().astype(int),
             "label_origin": (held["target_label_origin"].astype(str).to_numpy()
                              if "target_label_origin" in held else "unknown"),
-            "p": predict_clear(fitted, held[columns]),
-            "p_baseline": predict_clear(baseline, held[columns]),
-        }))
-    return LosoResult(candidate, pd.concat(parts, ignore_index=True))
+        }
+        for name, frame in {"full": rows, **others}.items():
+            baseline = models.build_candidate(BASELINE, settings.train.params_for(BASELINE),
+                                              settings.seed,
+                                              settings.label.clear_max_opaque_tenths)
+            baseline.fit(frame.loc[fit_at, columns], frame.loc[fit_at, "clear"])
+            parts[name].append(pd.DataFrame({
+                **ids,
+                "p": predict_clear(fitted, frame.loc[held_at, columns]),
+                "p_baseline": predict_clear(baseline, frame.loc[held_at, columns]),
+            }))
+    return {name: LosoResult(candidate, pd.concat(parts[name], ignore_index=True))
+            for name in profile_rows}
+
+
+def profile_table(results: dict[str, LosoResult]) -> dict[str, dict]:
+    """JSON-ready, per profile: pooled BSS vs calibrated persistence with both Brier scores,
+    the same per station, and the worst station — the forecast-skill page's profile table."""
+    table = {}
+    for name, result in results.items():
+        frame = result.rows
+        brier = float(((frame["p"] - frame["clear"]) ** 2).mean())
+        brier_base = float(((frame["p_baseline"] - frame["clear"]) ** 2).mean())
+        by_station = result.bss_table(["station_id"])
+        table[name] = {
+            "candidate": result.candidate,
+            "rows": int(len(frame)),
+            "bss": _r(1 - brier / brier_base),
+            "brier": _r(brier),
+            "brier_baseline": _r(brier_base),
+            "bss_by_station": {str(k): _r(v) for k, v in by_station["bss"].items()},
+            "brier_by_station": {str(k): _r(v) for k, v in by_station["brier"].items()},
+            "brier_baseline_by_station": {str(k): _r(v)
+                                          for k, v in by_station["brier_baseline"].items()},
+            "worst_station_bss": _r(float(by_station["bss"].min())),
+        }
+    return table
 
 
 def plot_station_horizon(result: LosoResult, title: str):

@@ -80,7 +80,8 @@ NOWCAST_EXAMPLE = {
 
 
 class Observation(Strict):
-    """One hourly observation; omitted or null fields are missing (the model copes)."""
+    """One hourly observation; omitted or null fields are missing: the answer's
+    ``missing_inputs`` names them, and a sub-model trained without them forecasts."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={
         "examples": [NOWCAST_EXAMPLE["observations"][0]]})
@@ -154,6 +155,16 @@ class NowcastResponse(BaseModel):
     issued_for: dt.datetime = Field(description="the latest observed hour, UTC",
                                     examples=["2001-11-27T23:00:00Z"])
     forecasts: list[HorizonForecast] = Field(description="one per horizon, 1-12 h")
+    missing_inputs: list[str] = Field(
+        default_factory=list,
+        description="optional model inputs the latest observed hour lacks: the forecast "
+        "comes from a sub-model trained without them (never worse than calibrated "
+        "persistence on the fields sent, by design and by the gate's test)",
+        examples=[["precipitable_water_cm"]])
+    input_profile: str = Field(
+        "full", description="the input profile the hours sent match: full, "
+        "no_precipitable_water, metar_like (cover in METAR categories, no precipitable "
+        "water) or cover_only", examples=["no_precipitable_water"])
 
 
 class NightRequest(Strict):

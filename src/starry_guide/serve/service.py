@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.concurrency import run_in_threadpool
 
 from starry_guide.artifacts.bundle import Bundle, BundleError
-from starry_guide.core import features, inference
+from starry_guide.core import features, inference, profiles
 from starry_guide.core.schema import WEATHER_COLUMNS
 from starry_guide.serve.planning import place, planner
 from starry_guide.serve.planning.night import NightResponse, assemble
@@ -173,10 +173,11 @@ class Service:
         target_sun = target_sun.tolist()
         horizons = [(h, dt.timedelta(hours=h)) for h in self.horizons]
         nowcasts = []
-        for issued_second, p_request, night_request in zip(seconds[last].tolist(), p.tolist(),
-                                                           is_night, strict=True):
+        for (_, request_columns), issued_second, p_request, night_request in zip(
+                requests, seconds[last].tolist(), p.tolist(), is_night, strict=True):
             issued = dt.datetime.fromtimestamp(issued_second, dt.UTC)
             nowcasts.append({
+                **profiles.coverage(request_columns),
                 "prediction_id": uuid.uuid4().hex,
                 "model_version": self.bundle.version,
                 "issued_for": issued,
@@ -304,11 +305,14 @@ class Service:
         p = place.p_clear_from_table(climate.table, s.longitude, times)
         source = climate.description
         prediction_id = None
+        coverage: dict = {}
         from_nowcast = np.zeros(len(times), dtype=bool)  # the steps the nowcast covers
         if nowcast is None and request.observations:
             nowcast = await self.nowcast(s, request.observations, kind="night")
         if nowcast is not None:
             prediction_id = nowcast["prediction_id"]
+            coverage = {k: nowcast[k] for k in ("missing_inputs", "input_profile")
+                        if k in nowcast}
             hours = pd.DatetimeIndex([f["target_time"] for f in nowcast["forecasts"]])
             step_hour = times.floor("h")
             for hour, f in zip(hours, nowcast["forecasts"], strict=True):
@@ -320,7 +324,7 @@ class Service:
                         date=date, times=times, p_clear=p, p_clear_source=source,
                         climate=climate, dark_sky_mag=request.dark_sky_mag,
                         model_version=self.bundle.version, prediction_id=prediction_id,
-                        from_nowcast=from_nowcast)
+                        from_nowcast=from_nowcast, **coverage)
 
 
 def stored_nowcast(service: Service, prediction: dict) -> dict:
@@ -355,15 +359,17 @@ async def station_nowcast(service: Service, station: dict, renew: bool = False
     if len(rows) < need or seconds[-1] - seconds[0] != 3600 * (need - 1):
         return None, False, (f"the model needs the latest {need} consecutive hours; the "
                              f"station has fewer up to {latest.isoformat()}")
+    values = np.array([[np.nan if r[c] is None else r[c] for c in WEATHER_COLUMNS]
+                       for r in rows], dtype=float)
+    columns = dict(zip(WEATHER_COLUMNS, values.T, strict=True))
     if not renew:
         stored = await run_in_threadpool(service.store.latest_prediction,
                                          station["station_id"])
         if (stored is not None and stored["issued_for"] == latest
                 and stored["model_version"] == service.bundle.version):
-            return stored_nowcast(service, stored), False, None
-    values = np.array([[np.nan if r[c] is None else r[c] for c in WEATHER_COLUMNS]
-                       for r in rows], dtype=float)
-    columns = dict(zip(WEATHER_COLUMNS, values.T, strict=True))
+            # the stored answer's coverage: of the same stored hours it was made from
+            return ({**stored_nowcast(service, stored), **profiles.coverage(columns)},
+                    False, None)
     columns["latitude"] = np.full(len(rows), station["latitude"])
     columns["longitude"] = np.full(len(rows), station["longitude"])
     origin = Origin(station["latitude"], station["longitude"], "nowcast",

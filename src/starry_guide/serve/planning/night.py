@@ -201,6 +201,12 @@ class NightResponse(BaseModel):
     prediction_id: str | None = Field(None, description="id of the logged prediction behind the "
                                       "plan, for `POST /v1/feedback`; null for a plan from "
                                       "climatology alone", examples=[None])
+    missing_inputs: list[str] | None = Field(
+        None, description="the nowcast's missing optional inputs (see `POST /v1/nowcast`); "
+        "null for a plan from climatology alone", examples=[None])
+    input_profile: str | None = Field(
+        None, description="the nowcast's input profile (see `POST /v1/nowcast`); null for a "
+        "plan from climatology alone", examples=[None])
     place: Place
     climatology: Climatology
     summary: Summary
@@ -224,7 +230,8 @@ def _instant(value: pd.Timestamp | None, zone_name: str) -> dict | None:
 def assemble(*, latitude: float, longitude: float, elevation_m: float, date: dt.date,
              times: pd.DatetimeIndex, p_clear: np.ndarray, p_clear_source: str,
              climate: place.ClimateChoice, dark_sky_mag: float, model_version: str,
-             prediction_id: str | None, from_nowcast: np.ndarray | None = None
+             prediction_id: str | None, from_nowcast: np.ndarray | None = None,
+             missing_inputs: list[str] | None = None, input_profile: str | None = None
              ) -> NightResponse:
     """The night plan for one place from P(clear) at each of ``times`` (the 15-minute steps
     of :func:`starry_guide.serve.planning.planner.night_steps`); ``from_nowcast`` marks the steps
@@ -254,7 +261,8 @@ def assemble(*, latitude: float, longitude: float, elevation_m: float, date: dt.
                  utc.tz_convert(tz).to_pydatetime(), strict=True)]
     return NightResponse(
         date=date, model_version=model_version, p_clear_source=p_clear_source,
-        prediction_id=prediction_id,
+        prediction_id=prediction_id, missing_inputs=missing_inputs,
+        input_profile=input_profile,
         place=Place(latitude=latitude, longitude=longitude, elevation_m=elevation_m,
                     time_zone=zone_name),
         climatology=Climatology(
