@@ -483,3 +483,78 @@ def test_serve_no_nudge_serves_the_push_api_without_a_decider(bundle_dir, tmp_pa
         assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     finally:
         server.stop()
+
+
+def test_the_cap_holds_a_night_of_distinct_windows_and_a_new_night_counts_anew(
+        bundle_dir, tmp_path, observations):
+    """Real batches open distinct windows in one night (each nowcast covers 12 hours, so an
+    afternoon batch's window ends soon after dusk and a night batch's opens more than the
+    hysteresis later); `starry nudge --once` passes with a cap of 1 push a night
+    (``STARRY_PUSH_MAX_PER_NIGHT``) send the first only, a pass with the default cap (2)
+    shows the second was due and held back by the cap alone, and the next night counts anew."""
+    import sqlalchemy as sa
+
+    store = tmp_path / "store.sqlite"
+    server = start_server(bundle_dir, tmp_path, "--no-nudge", store=store, env=SERVER_ENV)
+    try:
+        url = server.url
+        key = httpx.get(f"{url}/v1/push/key").json()["key"]
+        with PushService(key) as push:
+            assert httpx.put(f"{url}/v1/stations/roof", headers=FEEDER, json={
+                **GREENSBORO, "elevation_m": 273.0, "name": "Roof"}).status_code == 201
+            reader = push.subscriber()
+            subscribe(url, reader, station="roof")
+
+            def clear_until(last: str, night: str = NIGHT) -> list[dict]:
+                hours = steady_hours(observations, 0, 10, decider.instant(last))
+                response = httpx.post(f"{url}/v1/stations/roof/observations",
+                                      headers=FEEDER, json={"observations": hours},
+                                      timeout=60)
+                assert response.status_code == 200, response.text
+                plan = httpx.get(f"{url}/v1/stations/roof/night", params={"date": night},
+                                 timeout=30).json()
+                return [w for w in plan["best_windows"] if counts(w) and w["minutes"] >= 30]
+
+            capped = {"STARRY_PUSH_ALLOW_PRIVATE": "1", "STARRY_PUSH_MAX_PER_NIGHT": "1"}
+            default = {"STARRY_PUSH_ALLOW_PRIVATE": "1"}
+            # the afternoon's clear hours: a window from dusk until the nowcast ends
+            [first] = clear_until("2026-12-06T13:00:00Z")
+            assert "sent 1" in nudge_once(bundle_dir, str(store), CLOCK, capped)
+            # clear again in the small hours: a second window, distinct from the first
+            [second] = clear_until("2026-12-07T03:00:00Z")
+            assert decider.instant(second["start"]) >= (decider.instant(first["end"])
+                                                        + decider.HYSTERESIS)
+            at = "2026-12-07T03:30:00Z"  # still the night of 6 December, before `second`
+            for _ in range(2):  # capped: held back, pass after pass
+                assert "sent 0" in nudge_once(bundle_dir, str(store), at, capped)
+            assert [m.payload["start"] for m in push.for_subscriber(reader)] == \
+                [first["start"]]
+            # the default cap of 2 lets the same window through, once
+            assert "sent 1" in nudge_once(bundle_dir, str(store), at, default)
+            assert "sent 0" in nudge_once(bundle_dir, str(store), at, default)
+            tonight = [(m.payload["night"], m.payload["start"], m.payload["end"])
+                       for m in push.for_subscriber(reader)]
+            assert tonight == [(NIGHT, first["start"], first["end"]),
+                               (NIGHT, second["start"], second["end"])]
+
+            # the next night: clear in its afternoon; the capped pass sends again
+            [next_night] = clear_until("2026-12-07T13:00:00Z", "2026-12-07")
+            assert "sent 1" in nudge_once(bundle_dir, str(store), "2026-12-07T22:40:00Z",
+                                          capped)
+            assert "sent 0" in nudge_once(bundle_dir, str(store), "2026-12-07T22:50:00Z",
+                                          capped)
+            messages = push.for_subscriber(reader)
+            assert [(m.payload["night"], m.payload["start"]) for m in messages[2:]] == \
+                [("2026-12-07", next_night["start"])]
+            assert len(push.messages) == 3 and push.rejected == []
+
+        # the store's record: two pushes sent on the first night, one on the next
+        engine = sa.create_engine(f"sqlite:///{store}")
+        with engine.connect() as db:
+            rows = db.execute(sa.text("SELECT night, status FROM push_deliveries "
+                                      "ORDER BY delivery_id")).all()
+        engine.dispose()
+        assert [(str(night), status) for night, status in rows] == [
+            (NIGHT, "sent"), (NIGHT, "sent"), ("2026-12-07", "sent")]
+    finally:
+        server.stop()
