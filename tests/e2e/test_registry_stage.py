@@ -4,7 +4,7 @@ registry read — must leave `@champion` and `models/champion/` exactly as they 
 promotion that then succeeds, the rollback and the history are checked end to end.
 
 The copy (pvlib's three stations) trains small candidates with a deliberately weak baseline
-(a huge prior shrinks calibrated persistence to climatology), so that logistic regression is
+(a huge prior shrinks calibrated persistence to climatology), so that the persistence logistic is
 promoted for sure.
 """
 
@@ -84,9 +84,9 @@ def test_alias_moves_only_after_a_verified_export_and_rollback_is_recorded(proje
     decision = json.loads((copy / "reports/select_decision.json").read_text())
     assert decision["incumbent_model"]["source"] == "baseline"
 
-    # 2. a better candidate arrives: logistic regression must be promoted over it
+    # 2. a better candidate arrives: the persistence logistic must be promoted over it
     set_params(copy, **{"train.candidates": ["calibrated_persistence",
-                                             "logistic_regression"]})
+                                             "persistence_logistic"]})
     run([starry, "stage", "train"], copy, env)
     kept = tree_digest(copy / "models/champion")
 
@@ -135,7 +135,7 @@ def test_alias_moves_only_after_a_verified_export_and_rollback_is_recorded(proje
     # 2d. nothing forced: promoted, with its evidence, and the alias moves
     select(copy, env)
     second = champion_card(copy)
-    assert second["candidate"] == "logistic_regression"
+    assert second["candidate"] == "persistence_logistic"
     decision = json.loads((copy / "reports/select_decision.json").read_text())
     assert decision["promoted"] and decision["incumbent_model"]["model_id"] == first["model_id"]
     assert decision["tried"][0]["passed"] and decision["tried"][0]["ci_high"] < 0
@@ -162,18 +162,18 @@ def test_alias_moves_only_after_a_verified_export_and_rollback_is_recorded(proje
     assert back["station_calibration"] == served.get("station_calibration", {}) \
         == first["station_calibration"]
     assert back["rolled_back"] == [{"model_id": second["model_id"],
-                                    "candidate": "logistic_regression",
+                                    "candidate": "persistence_logistic",
                                     "reason": "complaints from users", "by": "tester"}]
     assert back["history"] == [*second["history"], {
         "event": "rollback", "reason": "complaints from users", "by": "tester",
         "champion": {"candidate": "calibrated_persistence", "model_id": first["model_id"]},
-        "incumbent": {"candidate": "logistic_regression", "model_id": second["model_id"]}}]
+        "incumbent": {"candidate": "persistence_logistic", "model_id": second["model_id"]}}]
 
     # 4. history: the two decisions and the rollback (the failed attempts left no run)
     history = json.loads(run([starry, "champion", "history", "--json"], copy, env).stdout)
     assert [(e["event"], e["candidate"], e["promoted"]) for e in history] == [
         ("decision", "calibrated_persistence", True),
-        ("decision", "logistic_regression", True),
+        ("decision", "persistence_logistic", True),
         ("rollback", "calibrated_persistence", True)]
     assert history[1]["incumbent_model_id"] == first["model_id"]
     assert history[1]["ci_high"] < 0
@@ -200,7 +200,7 @@ def test_alias_moves_only_after_a_verified_export_and_rollback_is_recorded(proje
     # machine's MLflow dates, each event matched to its run
     page = docs.history_page(copy)
     assert "| 3 | — | rollback |" in page and "complaints from users (by tester)" in page
-    assert "rolled back to calibrated_persistence from logistic_regression" in page
+    assert "rolled back to calibrated_persistence from persistence_logistic" in page
     monkeypatch.setenv("MLFLOW_TRACKING_URI", env["MLFLOW_TRACKING_URI"])
     dates = docs.mlflow_dates(copy, back["history"])
     assert dates == [e["date"] for e in history]  # the first time each was decided
