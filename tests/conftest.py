@@ -9,7 +9,7 @@ import pytest
 
 from starry_guide import config
 from starry_guide.core import quality
-from starry_guide.ingest import stations
+from starry_guide.ingest import packaged, stations
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,3 +64,19 @@ def browser():
 
     with chromium() as b:
         yield b
+
+
+#: the two NOAA LCD files the `stations` stage takes from the noaa-weather-hourly wheel
+LCD_FILES = {"KATL": "3876540.csv", "KLNK": "LCD_USW00014939_2020.csv"}
+
+
+@pytest.fixture(scope="session")
+def lcd_files(settings) -> dict[str, Path]:
+    """The stage's copies of the two LCD files, fetched (hash-checked) when this clone has not
+    run the stations stage, and verified against the manifest."""
+    folder = settings.paths.packaged_dir / "noaa-weather-hourly"
+    if not all((folder / name).is_file() for name in LCD_FILES.values()):
+        packaged.build_pinned(settings)
+    packaged.verify(settings.paths.packaged_dir)
+    return {station: folder / name for station, name in LCD_FILES.items()}
+

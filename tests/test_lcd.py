@@ -10,25 +10,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from starry_guide.config import load_settings
 from starry_guide.ingest import lcd, metar, packaged
-
-ROOT = Path(__file__).resolve().parents[1]
-FILES = {"KATL": "3876540.csv", "KLNK": "LCD_USW00014939_2020.csv"}
+from tests.conftest import LCD_FILES
 
 
 @pytest.fixture(scope="module")
-def lcd_files() -> dict[str, Path]:
-    settings = load_settings(ROOT)
-    folder = settings.paths.packaged_dir / "noaa-weather-hourly"
-    if not all((folder / name).is_file() for name in FILES.values()):
-        packaged.build_pinned(settings)  # a fresh clone has not run the stations stage
+def lcd_files(lcd_files, settings) -> dict[str, Path]:
+    """The shared LCD files, and the manifest entry the stations stage wrote for them."""
     manifest = packaged.verify(settings.paths.packaged_dir)
     entry = manifest["sources"]["noaa-weather-hourly"]
     assert entry["version"] == settings.metar_stations.version
     assert entry["wheel_sha256"] == settings.metar_stations.sha256
-    assert sorted(entry["files"]) == sorted(FILES.values())
-    return {station: folder / name for station, name in FILES.items()}
+    assert sorted(entry["files"]) == sorted(LCD_FILES.values())
+    return lcd_files
 
 
 @pytest.fixture(scope="module")

@@ -15,28 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from starry_guide.config import load_settings
-from starry_guide.ingest import lcd, packaged
+from starry_guide.ingest import lcd
 from starry_guide.monitor import reference_period, verdict
 from tests.support.server import start_server
 
 ROOT = Path(__file__).resolve().parents[2]
 STARRY = [sys.executable, "-m", "starry_guide.cli"]
 TOKEN = "metar-stations-feeder-token-0123456789"
-FILES = {"KATL": "3876540.csv", "KLNK": "LCD_USW00014939_2020.csv"}
-
-
-@pytest.fixture(scope="module")
-def lcd_files() -> dict[str, Path]:
-    """The stage's copies of the two LCD files (fetched when this clone has not run it)."""
-    settings = load_settings(ROOT)
-    folder = settings.paths.packaged_dir / "noaa-weather-hourly"
-    if not all((folder / name).is_file() for name in FILES.values()):
-        packaged.build_pinned(settings)
-    packaged.verify(settings.paths.packaged_dir)
-    return {station: folder / name for station, name in FILES.items()}
-
-
 @pytest.fixture(scope="module")
 def snapshot(lcd_files, bundle_dir, tmp_path_factory):
     folder = tmp_path_factory.mktemp("metar-loop")
