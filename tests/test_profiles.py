@@ -4,6 +4,7 @@ and `starry validate`'s coverage lines."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import numpy as np
@@ -147,6 +148,37 @@ def test_fallback_sub_models_export_to_onnx_with_parity(fallback_model, by_profi
     p_onnx = session.run(["p_clear"], {"features": held[columns].to_numpy(np.float32)})[0]
     p_sklearn = fallback_model.predict_proba(held[columns])[:, 1]
     assert np.max(np.abs(p_onnx - p_sklearn)) <= onnx_export.PARITY_TOLERANCE
+
+
+def test_a_fallback_is_anchored_on_the_last_sub_model(fallback_model, by_profile, settings):
+    """``fallback_anchor`` averages a fallback's logit with the last (cover-only) one, before
+    the fallback shrinkage; the full regression and the last sub-model's own rows are
+    untouched."""
+    columns = features.feature_columns(settings.features)
+    held = by_profile["metar_like"]
+    held = held[held["split"] == "held_out"][columns]
+    choice = fallback_model.sub_model(held)
+    assert set(np.unique(choice)) >= {1, 2}
+    at_ends = copy.deepcopy(fallback_model)
+
+    def logit(model, anchor):
+        model.fallback_anchor = anchor
+        return models.to_logit(model.predict_proba(held)[:, 1])
+
+    alone, anchored, halfway = (logit(at_ends, a) for a in (0.0, 1.0, 0.5))
+    assert fallback_model.fallback_anchor > 0  # params.yaml anchors the fallbacks
+    middle = (choice == 1) | (choice == 2)
+    # anchor 1: every fallback forecasts as the last sub-model would (shrunk alike)
+    cover_only = held.assign(**{c: np.nan for c in fallback_model.optional_features_})
+    assert (fallback_model.sub_model(cover_only) == 3).all()
+    last = models.to_logit(at_ends.predict_proba(cover_only)[:, 1])
+    np.testing.assert_allclose(anchored[middle], last[middle], atol=1e-9)
+    # in between, the average of the two (the shrinkage is linear in the logit)
+    np.testing.assert_allclose(halfway[middle], (alone[middle] + anchored[middle]) / 2,
+                               atol=1e-9)
+    assert not np.allclose(alone[middle], anchored[middle])
+    for other in (0, 3):
+        np.testing.assert_array_equal(alone[choice == other], anchored[choice == other])
 
 
 def test_a_missing_field_costs_the_fallback_model_nothing_against_persistence(

@@ -135,15 +135,21 @@ def _persistence_logistic_logits(g: _Graph, model: PersistenceLogisticClassifier
         return persistence, _sub_model_logit(g, model.imputer_, model.scaler_, model.coef_,
                                              model.intercept_, INPUT, persistence, row)
     missing = g.op("IsNaN", INPUT)
-    logits = []
+    raw = []
     for k, mask in enumerate(masks):
         source = INPUT
         if mask:  # the sub-model reads only the columns it was fit on
             kept = [i for i, c in enumerate(columns) if c not in mask]
             source = g.op("Gather", INPUT, g.const(kept, np.int64), axis=1)
-        logit = _sub_model_logit(g, model.imputers_[k], model.scalers_[k], model.coefs_[k],
-                                 model.intercepts_[k], source, persistence, row)
-        shrink = float(getattr(model, "fallback_shrinkage", 1.0))
+        raw.append(_sub_model_logit(g, model.imputers_[k], model.scalers_[k], model.coefs_[k],
+                                    model.intercepts_[k], source, persistence, row))
+    anchor = float(getattr(model, "fallback_anchor", 0.0))
+    shrink = float(getattr(model, "fallback_shrinkage", 1.0))
+    logits = []
+    for k, logit in enumerate(raw):
+        if 0 < k < len(raw) - 1 and anchor:  # anchored on the last fallback's logit
+            logit = g.op("Add", g.op("Mul", g.const(1.0 - anchor), logit),
+                         g.op("Mul", g.const(anchor), raw[-1]))
         if k and shrink != 1.0:  # a fallback's correction, shrunk toward persistence
             logit = g.op("Add", persistence,
                          g.op("Mul", g.const(shrink), g.op("Sub", logit, persistence)))

@@ -264,6 +264,14 @@ class PersistenceLogisticClassifier(ClassifierMixin, BaseEstimator):
         space, toward calibrated persistence, before ``shrinkage``): a sub-model without
         some inputs has seen fewer kinds of weather explained, and at a station with another
         climate its correction can point the wrong way — shrunk, it cannot lose much
+    fallback_anchor : the share of the *last* fallback's logit (the sub-model that needs
+        least: the cover history, the hour and the season) averaged into every other
+        fallback's logit, before ``fallback_shrinkage``. A fallback still reads some weather
+        fields (humidity, temperature, wind, visibility …) whose relation to cloud was learned
+        on the training stations' climates; at a station with another (a dry mountain site,
+        a marine layer) it can lean the wrong way, and anchored halfway on the cover-history
+        correction it cannot lean far (0 = each fallback alone; see *Input profiles* in the
+        forecast-skill docs)
     imputed_inputs : optional inputs whose absence never triggers a fallback: their
         features are imputed by the median (pressure enters only through its tendency,
         whose median is "no change")
@@ -276,14 +284,16 @@ class PersistenceLogisticClassifier(ClassifierMixin, BaseEstimator):
 
     def __init__(self, C: float = 0.1, prior_strength: float = 1.0, max_iter: int = 1000,
                  shrinkage: float = 1.0, fallbacks: tuple = (),
-                 fallback_shrinkage: float = 1.0, imputed_inputs: tuple = (),
-                 ignored_features: tuple = (), monotone: bool = False):
+                 fallback_shrinkage: float = 1.0, fallback_anchor: float = 0.0,
+                 imputed_inputs: tuple = (), ignored_features: tuple = (),
+                 monotone: bool = False):
         self.C = C
         self.prior_strength = prior_strength
         self.max_iter = max_iter
         self.shrinkage = shrinkage
         self.fallbacks = fallbacks
         self.fallback_shrinkage = fallback_shrinkage
+        self.fallback_anchor = fallback_anchor
         self.imputed_inputs = imputed_inputs
         self.ignored_features = ignored_features
         self.monotone = monotone
@@ -325,11 +335,13 @@ class PersistenceLogisticClassifier(ClassifierMixin, BaseEstimator):
         return self.scaler_.transform(np.column_stack([z, cp]))
 
     def fit(self, X: pd.DataFrame, y: Any) -> PersistenceLogisticClassifier:
-        for name in ("shrinkage", "fallback_shrinkage"):
+        for name, meaning in (("shrinkage", "the share of the weather's correction kept"),
+                              ("fallback_shrinkage", "the share of a fallback's correction "
+                                                     "kept"),
+                              ("fallback_anchor", "the last fallback's share in the others")):
             if not 0.0 <= float(getattr(self, name)) <= 1.0:
-                raise ValueError(f"persistence logistic: {name} must lie in [0, 1] (the share "
-                                 f"of the weather's correction kept), got "
-                                 f"{getattr(self, name)!r}")
+                raise ValueError(f"persistence logistic: {name} must lie in [0, 1] "
+                                 f"({meaning}), got {getattr(self, name)!r}")
         y = np.asarray(y, dtype=int)
         self.classes_ = np.array([0, 1])
         self.feature_names_in_ = np.asarray(X.columns, dtype=object)
@@ -391,6 +403,13 @@ class PersistenceLogisticClassifier(ClassifierMixin, BaseEstimator):
             choice = np.where(fits, k, choice)
         return choice
 
+    def _sub_model_logit(self, X: pd.DataFrame, k: int, persistence: np.ndarray,
+                         row: np.ndarray) -> np.ndarray:
+        """Sub-model ``k``'s logit (before any shrinkage) for the rows of ``X``; ``row``
+        indexes each row's horizon in ``horizons_``."""
+        design = self._core_design(X, k, persistence)
+        return np.einsum("ij,ij->i", design, self.coefs_[k][row]) + self.intercepts_[k][row]
+
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         check_is_fitted(self, "coef_")
         horizons = X[HORIZON].to_numpy(dtype=int)
@@ -399,12 +418,15 @@ class PersistenceLogisticClassifier(ClassifierMixin, BaseEstimator):
         if hasattr(self, "coefs_"):
             choice = self.sub_model(X)
             logit = np.empty(len(X))
+            last = len(self.coefs_) - 1
+            anchor = float(getattr(self, "fallback_anchor", 0.0))  # pickled before it: 0
             for k in np.unique(choice):
                 at = choice == k
                 part = X.loc[at] if isinstance(X, pd.DataFrame) else X[at]
-                design = self._core_design(part, int(k), persistence[at])
-                logit[at] = (np.einsum("ij,ij->i", design, self.coefs_[k][row[at]])
-                             + self.intercepts_[k][row[at]])
+                logit[at] = self._sub_model_logit(part, int(k), persistence[at], row[at])
+                if 0 < k < last and anchor:  # anchored on the last fallback's logit
+                    logit[at] = (1.0 - anchor) * logit[at] + anchor * self._sub_model_logit(
+                        part, last, persistence[at], row[at])
                 if k and self.fallback_shrinkage != 1.0:  # a fallback's correction, shrunk
                     logit[at] = persistence[at] + self.fallback_shrinkage * (
                         logit[at] - persistence[at])
