@@ -24,6 +24,7 @@ from starry_guide.config import ServeSettings
 from starry_guide.serve import deps, process, reload
 from starry_guide.serve.http import errors
 from starry_guide.serve.http.guard import RequestGuard
+from starry_guide.serve.nowcast_shortcut import NowcastShortcut
 from starry_guide.serve.planning import place
 from starry_guide.serve.push import nudger as nudges
 from starry_guide.serve.push.vapid import Keys, default_key_file
@@ -125,6 +126,9 @@ def create_app(service: Service, limits: ServeSettings | None = None) -> FastAPI
         feeder = None  # the feed itself says why it is off
     # innermost: a cached read asked again is answered before FastAPI's routing
     app.add_middleware(ReadShortcut, reads=app.state.reads)
+    # a valid POST /v1/nowcast goes straight to the service; errors use the app's handlers
+    app.add_middleware(NowcastShortcut, service=service,
+                       exception_handlers=app.exception_handlers)
     app.add_middleware(RequestGuard, limits=limits, trusted_token=feeder)
     if limits.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(limits.cors_origins),
