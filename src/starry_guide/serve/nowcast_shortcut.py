@@ -51,6 +51,11 @@ class NowcastShortcut:
         self.app = app
         self.service = service
         self.exception_handlers = exception_handlers
+        # ``starry_nowcast_shortcut_total{outcome}`` on /metrics: which way requests went
+        outcomes = service.nowcast_shortcut
+        self.answered = outcomes.labels("answered")
+        self.failed = outcomes.labels("error")
+        self.passed = outcomes.labels("passed")
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST":
@@ -72,17 +77,20 @@ class NowcastShortcut:
         except Exception:  # noqa: BLE001 - the app validates it again and says why
             request = None
         if request is None or messages[-1]["type"] != "http.request":
+            self.passed.inc()
             await self.app(scope, _replay(messages, receive), send)
             return
         try:
             nowcast = await self.service.nowcast(request.station, request.observations)
         except Exception as exc:
+            self.failed.inc()
             handler = self._handler(exc)
             if handler is None:
                 raise  # the server-error handler outside answers 500 and logs it
             response = await handler(Request(scope, receive), exc)
             await response(scope, receive, send)
             return
+        self.answered.inc()
         answer = to_json(nowcast)
         await send({"type": "http.response.start", "status": 200, "headers": [
             (b"content-length", str(len(answer)).encode()), CONTENT_TYPE]})

@@ -119,6 +119,11 @@ class Service:
         self._writer = concurrent.futures.ThreadPoolExecutor(1, "store-writer")
         self.feedback = Counter("starry_feedback", "feedback received", ["observed"],
                                 registry=self.registry)
+        # serve/nowcast_shortcut.py: answered itself, failed in the service (answered by the
+        # app's error handlers), or passed to the app (a body the route validates again)
+        self.nowcast_shortcut = Counter(
+            "starry_nowcast_shortcut", "POST /v1/nowcast requests seen by the shortcut",
+            ["outcome"], registry=self.registry)
         self.model_info = Gauge("starry_model_info", "the model being served",
                                 ["version", "candidate"], registry=self.registry)
         self.model_info.labels(bundle.version, str(bundle.card.get("candidate", ""))).set(1)
