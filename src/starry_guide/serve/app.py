@@ -58,6 +58,10 @@ class Metrics:
     def __init__(self, app, service: Service):
         self.app = app
         self.service = service
+        # the labelled children, looked up once each: ``labels()`` takes a lock and builds
+        # its key on every call (endpoints are a fixed set, statuses a handful)
+        self._latency: dict[str, object] = {}
+        self._requests: dict[tuple[str, int], object] = {}
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -78,8 +82,15 @@ class Metrics:
             await self.app(scope, receive, send_and_note_status)
         finally:
             if endpoint.startswith("/v1/"):
-                self.service.latency.labels(endpoint).observe(time.perf_counter() - start)
-            self.service.requests.labels(endpoint, str(status)).inc()
+                latency = self._latency.get(endpoint)
+                if latency is None:
+                    latency = self._latency[endpoint] = self.service.latency.labels(endpoint)
+                latency.observe(time.perf_counter() - start)
+            requests = self._requests.get((endpoint, status))
+            if requests is None:
+                requests = self._requests[endpoint, status] = self.service.requests.labels(
+                    endpoint, str(status))
+            requests.inc()
 
 
 def create_app(service: Service, limits: ServeSettings | None = None) -> FastAPI:
