@@ -17,11 +17,11 @@ connection gets ``DRAIN_S`` for its request, which is answered with ``connection
 a connection still silent after that — or still sending its headers, like a slow client — is
 closed.
 
-It also writes **once per turn of the event loop**: uvicorn writes a response's status line
-and headers, then its body, with two ``transport.write`` calls — two ``send()`` system calls
-on the event loop, with the GIL held (py-spy on ``POST /v1/nowcast`` at 10 clients: 12 % of
-the server's GIL time in uvicorn's ``send``). :class:`CoalescingTransport` joins what is
-written during a turn and hands it to the socket once, at the end of that turn.
+It also sends a response's **head and body in one write**: uvicorn writes the status line
+and headers, then the body, with two ``transport.write`` calls — two ``send()`` system calls
+on the event loop (py-spy on ``POST /v1/nowcast`` at 10 clients: 12 % of the server's GIL
+time in uvicorn's ``send``). :class:`CoalescingTransport` holds the head until the body
+follows (measured on a bare endpoint at 10 clients: 0.138 → 0.103 ms of CPU a request).
 
 ``starry serve`` passes this class to uvicorn as ``http=``; the limits come from the
 environment variable ``STARRY_SERVE_SETTINGS`` (set by ``starry serve`` for its workers) or
@@ -56,32 +56,36 @@ class _Refused(Exception):
 
 
 class CoalescingTransport:
-    """A connection's transport that writes at most once per turn of the event loop.
+    """A connection's transport that sends a response's head with what follows it.
 
-    Bytes written during a turn are kept, in order, and handed to the real transport in one
-    ``write`` at the end of the turn (``loop.call_soon``) — or at once before it is closed —
-    so a response whose head and body are written in the same turn, as every non-streamed
-    one is, costs one system call instead of two. A streamed response (server-sent events)
-    still goes out turn by turn. Everything else is the real transport's own."""
+    A write is held back; the next write joins it and both are handed to the real
+    transport at once — so a response whose head and body are written one after the other,
+    as every non-streamed one is, costs one system call instead of two, without waiting. A
+    write that nothing follows (a streamed response's head or last chunk) goes out at the
+    end of the event loop's turn (``loop.call_soon``), or before the transport is closed.
+    Everything else is the real transport's own."""
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop):
         self._transport = transport
         self._loop = loop
-        self._pending: list[bytes] = []
+        self._held: bytes | None = None
 
     def write(self, data: bytes) -> None:
-        if not self._pending:
+        held = self._held
+        if held is None:
+            self._held = bytes(data)
             self._loop.call_soon(self.flush)
-        self._pending.append(data)
+            return
+        self._held = None
+        if not self._transport.is_closing():
+            self._transport.write(held + data)
 
     def flush(self) -> None:
-        """Hand what was written so far to the transport (nothing once it is closing: the
-        peer has gone, or it was aborted)."""
-        if not self._pending:
-            return
-        pending, self._pending = self._pending, []
-        if not self._transport.is_closing():
-            self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+        """Hand a held write to the transport (nothing once it is closing: the peer has
+        gone, or it was aborted)."""
+        held, self._held = self._held, None
+        if held is not None and not self._transport.is_closing():
+            self._transport.write(held)
 
     def close(self) -> None:
         self.flush()
@@ -96,8 +100,8 @@ class CoalescingTransport:
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """:class:`uvicorn.protocols.http.httptools_impl.HttpToolsProtocol` plus a header
-    deadline (408), a header size limit (431), a drain on shutdown and one write per turn
-    of the event loop (:class:`CoalescingTransport`)."""
+    deadline (408), a header size limit (431), a drain on shutdown and a response's head sent
+    with its body (:class:`CoalescingTransport`)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
