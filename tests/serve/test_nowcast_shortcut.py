@@ -139,6 +139,7 @@ def bad_bodies(observations) -> dict[str, bytes]:
         "no station": edited(lambda b: b.pop("station")),
         "observations not a list": edited(lambda b: b.update(observations={"a": 1})),
         "241 observations": json.dumps(request_body(observations, hours=241)).encode(),
+        "empty body": b"",
         "empty object": b"{}",
         "array": b"[1, 2]",
         "null": b"null",
