@@ -76,9 +76,16 @@ CATEGORIES = (
         "Service._committed", "Service._commit")),
     ("request arrays (recent_hours)", ("recent_hours",)),
     ("body validation (pydantic-core)", ("model_validate_json",)),
-    ("cached read (serve/reads.py)", ("starry_guide/serve/reads.py",)),
+    # the reads themselves, not ReadShortcut.__call__, which every request passes through
+    ("cached read (serve/reads.py)", ("Reads.", "ReadShortcut._send", "respond (")),
+    ("writing the response (uvicorn's send, the socket)", (
+        "RequestResponseCycle.send", "CoalescingTransport")),
+    ("FastAPI's routing, dependencies and route (under the middleware)", (
+        "ExceptionMiddleware.__call__ (starlette/middleware/exceptions.py",)),
+    ("the nowcast shortcut (serialising the answer)", ("NowcastShortcut.__call__",)),
+    ("the request guard (reading the body, the JSON check)", ("RequestGuard._guarded",)),
 )
-OTHER = "HTTP and framework (uvicorn, Starlette/FastAPI, middleware, guard)"
+OTHER = "uvicorn's parsing, the event loop, metrics, FastAPI's outer layers"
 
 
 def categories(collapsed: str) -> list[tuple[str, float]]:

@@ -247,6 +247,49 @@ def test_event_streams_do_not_hold_the_slots_of_requests_in_progress(strict, bod
             sock.close()
 
 
+# --- the protocol's writes (serve/http/protocol.py: a head is sent with its body) ----------
+
+def test_a_head_with_no_body_after_it_is_sent_at_once(strict):
+    # HEAD (the API answers 405, GET only): uvicorn writes the head and nothing follows it;
+    # the head must not wait for a body
+    sock = connect(strict.port)
+    try:
+        sock.sendall(b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        sock.settimeout(5)
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(4096)
+        assert status_of(head) == 405 and b"allow: GET" in head, head
+        assert head.endswith(b"\r\n\r\n")  # and nothing after it
+    finally:
+        sock.close()
+
+
+def test_pipelined_requests_get_whole_answers_in_order(strict, body):
+    payload = json.dumps(body).encode()
+    post = (b"POST /v1/nowcast HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(payload) + payload)
+    sock = connect(strict.port)
+    try:  # three requests in one write, the last closing the connection
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" + post
+                     + b"HEAD /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        replies = read_reply(sock)
+    finally:
+        sock.close()
+    first, rest = replies.split(b"\r\n\r\n", 1)
+    assert status_of(first) == 200
+    length = int(next(line.split(b":")[1] for line in first.split(b"\r\n")
+                      if line.lower().startswith(b"content-length")))
+    assert json.loads(rest[:length])["status"] == "ok"
+    second, rest = rest[length:].split(b"\r\n\r\n", 1)
+    assert status_of(second) == 200
+    length = int(next(line.split(b":")[1] for line in second.split(b"\r\n")
+                      if line.lower().startswith(b"content-length")))
+    assert len(json.loads(rest[:length])["forecasts"]) == 12
+    third = rest[length:]
+    assert status_of(third) == 405 and third.endswith(b"\r\n\r\n")
+
+
 # --- rate limit and CORS -----------------------------------------------------------------
 
 def test_writes_beyond_the_rate_get_429_and_reads_do_not_count(limited):

@@ -24,6 +24,7 @@ The profiles (``metar_like`` follows the METAR contract of :mod:`starry_guide.in
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -195,7 +196,13 @@ def coverage(columns: Mapping[str, np.ndarray]) -> dict:
     """What one forecast's inputs cover, for an answer: ``missing_inputs`` — the optional
     inputs the latest (issue) hour lacks, which decide the sub-model that forecasts — and
     ``input_profile``, the profile of the hours sent (:func:`detect_profile`)."""
-    latest = {name: np.asarray(values, dtype=float)[-1:] for name, values in columns.items()
-              if name in OPTIONAL_INPUTS}
-    missing = missing_inputs(latest)
+    # missing_inputs() of the latest hour alone, one scalar test per input: this runs for
+    # every served nowcast, and the NumPy reductions on one-value arrays cost more than the
+    # forecast's own feature pass (py-spy on POST /v1/nowcast)
+    missing = []
+    for name in OPTIONAL_INPUTS:
+        values = columns.get(name)
+        if (values is None or len(values) == 0 or values[-1] is None
+                or math.isnan(float(values[-1]))):
+            missing.append(name)
     return {"missing_inputs": missing, "input_profile": detect_profile(columns, missing)}

@@ -24,6 +24,7 @@ from starry_guide.config import ServeSettings
 from starry_guide.serve import deps, process, reload
 from starry_guide.serve.http import errors
 from starry_guide.serve.http.guard import RequestGuard
+from starry_guide.serve.nowcast_shortcut import NowcastShortcut
 from starry_guide.serve.planning import place
 from starry_guide.serve.push import nudger as nudges
 from starry_guide.serve.push.vapid import Keys, default_key_file
@@ -57,6 +58,10 @@ class Metrics:
     def __init__(self, app, service: Service):
         self.app = app
         self.service = service
+        # the labelled children, looked up once each: ``labels()`` takes a lock and builds
+        # its key on every call (endpoints are a fixed set, statuses a handful)
+        self._latency: dict[str, object] = {}
+        self._requests: dict[tuple[str, int], object] = {}
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -77,8 +82,15 @@ class Metrics:
             await self.app(scope, receive, send_and_note_status)
         finally:
             if endpoint.startswith("/v1/"):
-                self.service.latency.labels(endpoint).observe(time.perf_counter() - start)
-            self.service.requests.labels(endpoint, str(status)).inc()
+                latency = self._latency.get(endpoint)
+                if latency is None:
+                    latency = self._latency[endpoint] = self.service.latency.labels(endpoint)
+                latency.observe(time.perf_counter() - start)
+            requests = self._requests.get((endpoint, status))
+            if requests is None:
+                requests = self._requests[endpoint, status] = self.service.requests.labels(
+                    endpoint, str(status))
+            requests.inc()
 
 
 def create_app(service: Service, limits: ServeSettings | None = None) -> FastAPI:
@@ -125,6 +137,9 @@ def create_app(service: Service, limits: ServeSettings | None = None) -> FastAPI
         feeder = None  # the feed itself says why it is off
     # innermost: a cached read asked again is answered before FastAPI's routing
     app.add_middleware(ReadShortcut, reads=app.state.reads)
+    # a valid POST /v1/nowcast goes straight to the service; errors use the app's handlers
+    app.add_middleware(NowcastShortcut, service=service,
+                       exception_handlers=app.exception_handlers)
     app.add_middleware(RequestGuard, limits=limits, trusted_token=feeder)
     if limits.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(limits.cors_origins),

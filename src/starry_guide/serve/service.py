@@ -10,7 +10,7 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import datetime as dt
-import uuid
+import operator
 
 import numpy as np
 import pandas as pd
@@ -24,12 +24,24 @@ from starry_guide.core.schema import WEATHER_COLUMNS
 from starry_guide.serve.planning import place, planner
 from starry_guide.serve.planning.night import NightResponse, assemble
 from starry_guide.serve.schemas import MAX_DATE, MIN_DATE, NightRequest, Observation, Station
-from starry_guide.serve.store.database import Prediction, Store, StoreCollector
+from starry_guide.serve.store.database import (
+    Prediction,
+    Store,
+    StoreCollector,
+    new_prediction_id,
+)
 
 
 def unprocessable(location: list, message: str) -> HTTPException:
     return HTTPException(422, detail=[{"loc": location, "msg": message,
                                        "type": "value_error"}])
+
+
+#: the bundled ephemeris's range as UTC epoch seconds: [its first day, the day after its last)
+FIRST_SECOND = int(dt.datetime.combine(MIN_DATE, dt.time(), dt.UTC).timestamp())
+END_SECOND = int(dt.datetime.combine(MAX_DATE + dt.timedelta(days=1), dt.time(),
+                                     dt.UTC).timestamp())
+_weather_values = operator.attrgetter(*WEATHER_COLUMNS)
 
 
 def recent_hours(station: Station, observations: list[Observation],
@@ -40,25 +52,29 @@ def recent_hours(station: Station, observations: list[Observation],
 
     Returns UTC epoch seconds and the input columns (missing values as NaN).
     """
-    # offsets may differ between rows (a DST change): compare in UTC
-    times = [o.time.astimezone(dt.UTC) for o in observations]
-    seconds = np.array([int(t.timestamp()) for t in times], dtype=np.int64)
-    for i, t in enumerate(times):
-        if not MIN_DATE <= t.date() <= MAX_DATE:
-            raise unprocessable(["body", "observations", i, "time"],
-                                f"{t.isoformat()} is outside {MIN_DATE}..{MAX_DATE}, the "
-                                "range of the bundled ephemeris")
+    # epoch seconds are UTC whatever the offsets (a DST change between rows); the checks
+    # run on the array, and only a refusal converts a time back to say which (this runs for
+    # every nowcast: datetime conversions per hour cost more than the checks)
+    stamps = np.array([o.time.timestamp() for o in observations])
+    whole = np.floor(stamps)
+    outside = np.flatnonzero((whole < FIRST_SECOND) | (whole >= END_SECOND))
+    if len(outside):
+        i = int(outside[0])
+        raise unprocessable(["body", "observations", i, "time"],
+                            f"{_utc(observations[i])} is outside {MIN_DATE}..{MAX_DATE}, the "
+                            "range of the bundled ephemeris")
+    seconds = stamps.astype(np.int64)  # whole seconds, as int(timestamp) truncates
     off_the_hour = np.flatnonzero(seconds % 3600 != 0)
     if len(off_the_hour):
         i = int(off_the_hour[0])
         raise unprocessable(["body", "observations", i, "time"],
-                            f"{times[i].isoformat()} is not on the hour")
+                            f"{_utc(observations[i])} is not on the hour")
     not_consecutive = np.flatnonzero(np.diff(seconds) != 3600)
     if len(not_consecutive):
         i = int(not_consecutive[0]) + 1
         raise unprocessable(["body", "observations", i, "time"],
-                            f"{times[i].isoformat()} does not follow "
-                            f"{times[i - 1].isoformat()} by one hour; send consecutive "
+                            f"{_utc(observations[i])} does not follow "
+                            f"{_utc(observations[i - 1])} by one hour; send consecutive "
                             "hours, oldest first")
     if len(observations) < history_h + 1:
         raise unprocessable(["body", "observations"],
@@ -67,12 +83,15 @@ def recent_hours(station: Station, observations: list[Observation],
     # the latest hour's features need only its history window
     recent = observations[-(history_h + 1):]
     seconds = seconds[-(history_h + 1):]
-    values = np.array([[getattr(o, name) for name in WEATHER_COLUMNS] for o in recent],
-                      dtype=float)
+    values = np.array([_weather_values(o) for o in recent], dtype=float)
     columns = dict(zip(WEATHER_COLUMNS, values.T, strict=True))
     columns["latitude"] = np.full(len(recent), station.latitude)
     columns["longitude"] = np.full(len(recent), station.longitude)
     return seconds, columns
+
+
+def _utc(observation: Observation) -> str:
+    return observation.time.astimezone(dt.UTC).isoformat()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,6 +138,11 @@ class Service:
         self._writer = concurrent.futures.ThreadPoolExecutor(1, "store-writer")
         self.feedback = Counter("starry_feedback", "feedback received", ["observed"],
                                 registry=self.registry)
+        # serve/nowcast_shortcut.py: answered itself, failed in the service (answered by the
+        # app's error handlers), or passed to the app (a body the route validates again)
+        self.nowcast_shortcut = Counter(
+            "starry_nowcast_shortcut", "POST /v1/nowcast requests seen by the shortcut",
+            ["outcome"], registry=self.registry)
         self.model_info = Gauge("starry_model_info", "the model being served",
                                 ["version", "candidate"], registry=self.registry)
         self.model_info.labels(bundle.version, str(bundle.card.get("candidate", ""))).set(1)
@@ -178,7 +202,7 @@ class Service:
             issued = dt.datetime.fromtimestamp(issued_second, dt.UTC)
             nowcasts.append({
                 **profiles.coverage(request_columns),
-                "prediction_id": uuid.uuid4().hex,
+                "prediction_id": new_prediction_id(),
                 "model_version": self.bundle.version,
                 "issued_for": issued,
                 "forecasts": [

@@ -48,6 +48,16 @@ MAX_TRACKED_CLIENTS = 10_000
 _JSON_TYPE = re.compile(r"^application/(?:[\w.+-]+\+)?json$")
 #: a number whose exponent has three or more digits may overflow to infinity
 _HUGE_EXPONENT = re.compile(rb"[eE][+-]?\d{3,}")
+#: the same with a lower-case ``e``: a pattern starting with a literal is searched for with
+#: a fast scan for that byte, a character class byte by byte (5 vs 23 µs on a nowcast body,
+#: whose field names hold many ``e``s but no ``E``)
+_HUGE_EXPONENT_LOWER = re.compile(rb"e[+-]?\d{3}")
+
+
+def _may_overflow(body: bytes) -> bool:
+    """Whether ``body`` holds an exponent of three or more digits (:data:`_HUGE_EXPONENT`)."""
+    return (_HUGE_EXPONENT_LOWER.search(body) is not None
+            or (b"E" in body and _HUGE_EXPONENT.search(body) is not None))
 
 
 class TokenBuckets:
@@ -211,7 +221,7 @@ class RequestGuard:
         except ValueError as exc:
             await errors.body_not_json(body, str(exc))(scope, receive, send)
             return
-        if _HUGE_EXPONENT.search(body):
+        if _may_overflow(body):
             where = _non_finite_path(parsed, [])
             if where is not None:
                 await errors.problem(

@@ -17,6 +17,12 @@ connection gets ``DRAIN_S`` for its request, which is answered with ``connection
 a connection still silent after that — or still sending its headers, like a slow client — is
 closed.
 
+It also sends a response's **head and body in one write**: uvicorn writes the status line
+and headers, then the body, with two ``transport.write`` calls — two ``send()`` system calls
+on the event loop (py-spy on ``POST /v1/nowcast`` at 10 clients: 12 % of the server's GIL
+time in uvicorn's ``send``). :class:`CoalescingTransport` holds the head until the body
+follows (measured on a bare endpoint at 10 clients: 0.138 → 0.103 ms of CPU a request).
+
 ``starry serve`` passes this class to uvicorn as ``http=``; the limits come from the
 environment variable ``STARRY_SERVE_SETTINGS`` (set by ``starry serve`` for its workers) or
 the defaults.
@@ -49,9 +55,53 @@ class _Refused(Exception):
     pass
 
 
+class CoalescingTransport:
+    """A connection's transport that sends a response's head with what follows it.
+
+    A write is held back; the next write joins it and both are handed to the real
+    transport at once — so a response whose head and body are written one after the other,
+    as every non-streamed one is, costs one system call instead of two, without waiting. A
+    write that nothing follows (a streamed response's head or last chunk) goes out at the
+    end of the event loop's turn (``loop.call_soon``), or before the transport is closed.
+    Everything else is the real transport's own."""
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop):
+        self._transport = transport
+        self._loop = loop
+        self._held: bytes | None = None
+
+    def write(self, data: bytes) -> None:
+        held = self._held
+        if held is None:
+            self._held = bytes(data)
+            self._loop.call_soon(self.flush)
+            return
+        self._held = None
+        if not self._transport.is_closing():
+            self._transport.write(held + data)
+
+    def flush(self) -> None:
+        """Hand a held write to the transport (nothing once it is closing: the peer has
+        gone, or it was aborted)."""
+        held, self._held = self._held, None
+        if held is not None and not self._transport.is_closing():
+            self._transport.write(held)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def __getattr__(self, name: str):
+        return getattr(self._transport, name)
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """:class:`uvicorn.protocols.http.httptools_impl.HttpToolsProtocol` plus a header
-    deadline (408), a header size limit (431) and a drain on shutdown."""
+    deadline (408), a header size limit (431), a drain on shutdown and a response's head sent
+    with its body (:class:`CoalescingTransport`)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -72,6 +122,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        # the request cycles and this protocol write through it (flow control and the
+        # addresses were taken from the real transport above)
+        self.transport = CoalescingTransport(transport, self.loop)
         self._arm()
 
     def connection_lost(self, exc) -> None:
