@@ -114,6 +114,7 @@ class SelectSettings:
     horizon_tolerance_bss: float
     onnx_parity_tolerance: float = 1e-4
     transfer_test: bool = True  # the gate also judges leave-one-station-out (new places)
+    workers: int = 2  # processes refitting leave-one-station-out folds at once (same results)
 
 
 @dataclass(frozen=True)
@@ -263,6 +264,9 @@ class Settings:
         out = dataclasses.asdict(self)
         out.pop("project_root")
         out.pop("metar_stations")  # a data source of the service, not of training
+        # how many processes compute the results, not what they are: left out of the
+        # params fingerprint (artifacts/lineage.py) so changing it changes no output
+        out["select"].pop("workers")
         return out
 
 
@@ -388,6 +392,7 @@ def load_settings(project_dir: Path | str | None = None) -> Settings:
             onnx_parity_tolerance=_get(se, "onnx_parity_tolerance", float, source, "select"),
             transfer_test=_get({"transfer_test": True, **se}, "transfer_test", bool, source,
                                "select"),
+            workers=_get({"workers": 2, **se}, "workers", int, source, "select"),
         ),
         monitor=MonitorSettings(**{
             f.name: _get(mo, f.name, f.type if isinstance(f.type, type) else
@@ -491,6 +496,9 @@ def _check(s: Settings, source: Path) -> None:
         raise ConfigError(f"{source}: 'monitor' chunk counts (drift_consecutive_chunks, "
                           "performance_window_chunks, performance_consecutive_chunks) must be "
                           ">= 1")
+    if s.select.workers < 1:
+        raise ConfigError(f"{source}: 'select.workers' = {s.select.workers} must be >= 1 "
+                          "(processes refitting leave-one-station-out folds; 1 = no parallelism)")
     if not 0 <= s.select.onnx_parity_tolerance < 0.01:
         raise ConfigError(
             f"{source}: 'select.onnx_parity_tolerance' = {s.select.onnx_parity_tolerance} must "
