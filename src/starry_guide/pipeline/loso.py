@@ -100,7 +100,7 @@ def leave_one_station_out_by_profile(profile_rows: dict[str, pd.DataFrame],
     held-out station's rows of every profile; calibrated persistence, the baseline, is fit on
     the other stations' rows *of that profile* (persistence on the fields the source has),
     so each profile's BSS compares like with like. The stations' refits run in ``workers``
-    processes (default ``select.workers``, :func:`starry_guide.pipeline.parallel.parallel`);
+    processes (default: params.yaml ``workers``; :func:`starry_guide.pipeline.parallel.parallel`);
     the result does not depend on their number. Returns one :class:`LosoResult` per
     profile."""
     from starry_guide.pipeline.training import BASELINE, month_blocks, predict_clear
@@ -138,7 +138,7 @@ def leave_one_station_out_by_profile(profile_rows: dict[str, pd.DataFrame],
         month_blocks(rows[fit_at]),
         {name: frame.loc[held_at, columns] for name, frame in frames.items()})
         for fit_at, held_at in zip(fit_masks, held_masks, strict=True))
-    predictions = parallel(settings.select.workers if workers is None else workers)(tasks)
+    predictions = parallel(settings.workers if workers is None else workers)(tasks)
     parts: dict[str, list[pd.DataFrame]] = {name: [] for name in profile_rows}
     for fit_at, held_at, p_model in zip(fit_masks, held_masks, predictions, strict=True):
         held = rows[held_at]
