@@ -23,7 +23,7 @@ from sklearn.base import BaseEstimator, clone
 from starry_guide.config import Settings
 from starry_guide.core import evaluate, models
 from starry_guide.core.features import feature_columns
-from starry_guide.pipeline.parallel import parallel
+from starry_guide.pipeline.parallel import parallel, task_threads
 
 
 @dataclass
@@ -167,6 +167,7 @@ def leave_one_station_out_by_profile(profile_rows: dict[str, pd.DataFrame],
             for name in profile_rows}
 
 
+@task_threads
 def _fit_and_predict(model: BaseEstimator, X_fit: pd.DataFrame, y_fit: pd.Series,
                      groups: np.ndarray, X_held: dict[str, pd.DataFrame]
                      ) -> dict[str, np.ndarray]:
