@@ -253,6 +253,9 @@ class Settings:
     production: ProductionSettings = ProductionSettings()
     #: the METAR stations' wheel (params.yaml ``metar_stations``); None: not fetched
     metar_stations: MetarStationsSettings | None = None
+    #: processes fitting independent models at once (pipeline/parallel.py): the wall time,
+    #: never the results; no DVC stage depends on it
+    workers: int = 2
 
     @property
     def paths(self) -> Paths:
@@ -263,6 +266,9 @@ class Settings:
         out = dataclasses.asdict(self)
         out.pop("project_root")
         out.pop("metar_stations")  # a data source of the service, not of training
+        # how many processes compute the results, not what they are: left out of the
+        # params fingerprint (artifacts/lineage.py) so changing it changes no output
+        out.pop("workers")
         return out
 
 
@@ -406,9 +412,19 @@ def load_settings(project_dir: Path | str | None = None) -> Settings:
                          {"bool": bool, "int": int}[f.type], source, "production")
             for f in dataclasses.fields(ProductionSettings)}),
         metar_stations=_metar_stations(raw, source),
+        workers=_workers(raw, source),
     )
     _check(settings, source)
     return settings
+
+
+def _workers(raw: dict[str, Any], source: Path) -> int:
+    """params.yaml ``workers`` (optional, default 2): a whole number (checked >= 1 later)."""
+    value = raw.get("workers", 2)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{source}: 'workers' = {value!r} should be a whole number >= 1 "
+                          "(processes fitting independent models at once)")
+    return value
 
 
 def _metar_stations(raw: dict[str, Any], source: Path) -> MetarStationsSettings | None:
@@ -491,6 +507,9 @@ def _check(s: Settings, source: Path) -> None:
         raise ConfigError(f"{source}: 'monitor' chunk counts (drift_consecutive_chunks, "
                           "performance_window_chunks, performance_consecutive_chunks) must be "
                           ">= 1")
+    if s.workers < 1:
+        raise ConfigError(f"{source}: 'workers' = {s.workers} must be >= 1 (processes "
+                          "fitting independent models at once; 1 = no parallelism)")
     if not 0 <= s.select.onnx_parity_tolerance < 0.01:
         raise ConfigError(
             f"{source}: 'select.onnx_parity_tolerance' = {s.select.onnx_parity_tolerance} must "

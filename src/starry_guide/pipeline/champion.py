@@ -143,9 +143,15 @@ class HeldOutTest:
     #: calibrated persistence on the same rows: a challenger must not fall below it by more
     #: than ``select.horizon_tolerance_bss`` (the input-profile tests: robustness)
     p_baseline: np.ndarray | None = None
+    _computed: dict[str, np.ndarray] = field(default_factory=dict, init=False, repr=False)
 
     def predict(self, name: str) -> np.ndarray:
-        return self.p[name] if isinstance(self.p, dict) else self.p(name)
+        """``name``'s P(clear) on ``rows``; computed once (screening and the gate both ask)."""
+        if isinstance(self.p, dict):
+            return self.p[name]
+        if name not in self._computed:
+            self._computed[name] = self.p(name)
+        return self._computed[name]
 
     def incumbent(self) -> np.ndarray:
         """The incumbent's P(clear) on ``rows`` (computed once, when first needed)."""
@@ -520,7 +526,8 @@ def select(rows: pd.DataFrame, model_uris: dict[str, str], settings: Settings, i
         for split in SPLITS:
             X, y = split_xy(rows, split, settings)
             if len(y):
-                out[split] = evaluate.scores(y, predict(X), threshold, p_base[split])
+                p = p_val if split == "validation" else predict(X)  # predicted just above
+                out[split] = evaluate.scores(y, p, threshold, p_base[split])
         return out, p_val
 
     # production rows that train each candidate's station maps, and the recent window

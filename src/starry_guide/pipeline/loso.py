@@ -17,11 +17,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from joblib import delayed
 from sklearn.base import BaseEstimator, clone
 
 from starry_guide.config import Settings
 from starry_guide.core import evaluate, models
 from starry_guide.core.features import feature_columns
+from starry_guide.pipeline.parallel import parallel, task_threads
 
 
 @dataclass
@@ -74,7 +76,8 @@ def _r(value: float) -> float:
 
 
 def leave_one_station_out(rows: pd.DataFrame, model: BaseEstimator, settings: Settings,
-                          candidate: str, design: bool = False) -> LosoResult:
+                          candidate: str, design: bool = False,
+                          workers: int | None = None) -> LosoResult:
     """Refit ``model``'s recipe (a clone) and the baseline without each station; predict that
     station's rows. ``rows`` carry ``split`` (from :func:`starry_guide.core.splits.assign_splits`).
 
@@ -87,7 +90,8 @@ def leave_one_station_out(rows: pd.DataFrame, model: BaseEstimator, settings: Se
 
 def leave_one_station_out_by_profile(profile_rows: dict[str, pd.DataFrame],
                                      model: BaseEstimator, settings: Settings, candidate: str,
-                                     design: bool = False) -> dict[str, LosoResult]:
+                                     design: bool = False,
+                                     workers: int | None = None) -> dict[str, LosoResult]:
     """:func:`leave_one_station_out` scored under input profiles, fitting once per station.
 
     ``profile_rows`` maps a profile name to the same model rows with that profile's inputs
@@ -95,7 +99,9 @@ def leave_one_station_out_by_profile(profile_rows: dict[str, pd.DataFrame],
     fit on the other stations' *full* rows — as the pipeline trains it — and scores the
     held-out station's rows of every profile; calibrated persistence, the baseline, is fit on
     the other stations' rows *of that profile* (persistence on the fields the source has),
-    so each profile's BSS compares like with like. Returns one :class:`LosoResult` per
+    so each profile's BSS compares like with like. The stations' refits run in ``workers``
+    processes (default: params.yaml ``workers``; :func:`starry_guide.pipeline.parallel.parallel`);
+    the result does not depend on their number. Returns one :class:`LosoResult` per
     profile."""
     from starry_guide.pipeline.training import BASELINE, month_blocks, predict_clear
 
@@ -121,13 +127,21 @@ def leave_one_station_out_by_profile(profile_rows: dict[str, pd.DataFrame],
     if design:
         learnable &= ~month.isin(settings.split.validation_months)
         scored = month.isin(settings.split.validation_months)
+    stations = sorted(rows["station_id"].unique())
+    fit_masks = [learnable & (rows["station_id"] != station) for station in stations]
+    held_masks = [scored & (rows["station_id"] == station) for station in stations]
+    frames = {"full": rows, **others}
+    # the recipe's refits are independent: one task per left-out station, in station order
+    # (joblib returns results in task order, so nothing depends on the worker count)
+    tasks = (delayed(_fit_and_predict)(
+        clone(model), rows.loc[fit_at, columns], rows.loc[fit_at, "clear"],
+        month_blocks(rows[fit_at]),
+        {name: frame.loc[held_at, columns] for name, frame in frames.items()})
+        for fit_at, held_at in zip(fit_masks, held_masks, strict=True))
+    predictions = parallel(settings.workers if workers is None else workers)(tasks)
     parts: dict[str, list[pd.DataFrame]] = {name: [] for name in profile_rows}
-    for station in sorted(rows["station_id"].unique()):
-        fit_at = learnable & (rows["station_id"] != station)
-        held_at = scored & (rows["station_id"] == station)
-        fit_rows, held = rows[fit_at], rows[held_at]
-        fitted = models.fit(clone(model), fit_rows[columns], fit_rows["clear"],
-                            month_blocks(fit_rows))
+    for fit_at, held_at, p_model in zip(fit_masks, held_masks, predictions, strict=True):
+        held = rows[held_at]
         ids = {
             "station_id": held["station_id"].to_numpy(),
             "horizon_h": held["horizon_h"].to_numpy().astype(int),
@@ -138,18 +152,31 @@ def leave_one_station_out_by_profile(profile_rows: dict[str, pd.DataFrame],
             "label_origin": (held["target_label_origin"].astype(str).to_numpy()
                              if "target_label_origin" in held else "unknown"),
         }
-        for name, frame in {"full": rows, **others}.items():
+        for name, frame in frames.items():
+            # calibrated persistence is a table of counts (milliseconds): fit here
             baseline = models.build_candidate(BASELINE, settings.train.params_for(BASELINE),
                                               settings.seed,
                                               settings.label.clear_max_opaque_tenths)
             baseline.fit(frame.loc[fit_at, columns], frame.loc[fit_at, "clear"])
             parts[name].append(pd.DataFrame({
                 **ids,
-                "p": predict_clear(fitted, frame.loc[held_at, columns]),
+                "p": p_model[name],
                 "p_baseline": predict_clear(baseline, frame.loc[held_at, columns]),
             }))
     return {name: LosoResult(candidate, pd.concat(parts[name], ignore_index=True))
             for name in profile_rows}
+
+
+@task_threads
+def _fit_and_predict(model: BaseEstimator, X_fit: pd.DataFrame, y_fit: pd.Series,
+                     groups: np.ndarray, X_held: dict[str, pd.DataFrame]
+                     ) -> dict[str, np.ndarray]:
+    """One leave-one-station-out refit (a joblib task): fit ``model`` on the other
+    stations' rows, return P(clear) of the left-out station's rows under each profile."""
+    from starry_guide.pipeline.training import predict_clear
+
+    fitted = models.fit(model, X_fit, y_fit, groups)
+    return {name: predict_clear(fitted, X) for name, X in X_held.items()}
 
 
 def profile_table(results: dict[str, LosoResult]) -> dict[str, dict]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -109,11 +110,18 @@ def load_estimator(model_uri: str):
     MLflow's sklearn flavor before this format)."""
     import mlflow
 
-    model = mlflow.pyfunc.load_model(model_uri)
+    # MLflow puts the model's copy of the package (code_paths) first on sys.path for good;
+    # the estimator is unpickled by then, and a worker process started later (joblib, see
+    # starry_guide.pipeline.parallel) inherits sys.path: it must import this package's code,
+    # not the copy a model was logged with
+    path = list(sys.path)
     try:
-        raw = model.get_raw_model()
-    except NotImplementedError:  # pragma: no cover - only very old formats
-        import mlflow.sklearn
+        model = mlflow.pyfunc.load_model(model_uri)
+        try:
+            return model.get_raw_model()
+        except NotImplementedError:  # pragma: no cover - only very old formats
+            import mlflow.sklearn
 
-        return mlflow.sklearn.load_model(model_uri)
-    return raw
+            return mlflow.sklearn.load_model(model_uri)
+    finally:
+        sys.path[:] = path

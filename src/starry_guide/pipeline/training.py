@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt
 import mlflow
 import numpy as np
 import pandas as pd
+from joblib import delayed
 from sklearn.base import BaseEstimator
 from sklearn.model_selection import GroupKFold, ParameterSampler
 
@@ -18,8 +19,11 @@ from starry_guide.config import Settings
 from starry_guide.core import evaluate, models
 from starry_guide.core.features import feature_columns
 from starry_guide.pipeline import mlflow_model, tracking
+from starry_guide.pipeline.parallel import parallel, task_threads
 
 BASELINE = "calibrated_persistence"
+#: candidates whose fit takes longest (boosting): started first when fitting in parallel
+_SLOW_FITS = ("persistence_blend", "persistence_stack", "hist_gradient_boosting")
 
 
 @dataclass
@@ -72,46 +76,83 @@ def search(name: str, rows: pd.DataFrame, settings: Settings) -> tuple[dict, lis
     """Random search over ``train.search.<name>`` with ``train.search.budget`` trials, each
     scored by pooled Brier in cross-validation over whole (station, month) blocks of the
     training months. Returns the best parameters and every trial."""
-    base = settings.train.params_for(name)
-    space = settings.train.search_spaces.get(name)
-    if not space or settings.train.search_budget <= 0:
-        return base, []
+    return searches([name], rows, settings)[name]
+
+
+def searches(names: list[str], rows: pd.DataFrame,
+             settings: Settings) -> dict[str, tuple[dict, list[dict]]]:
+    """:func:`search` for each of ``names``, every (candidate, trial, fold) fit an
+    independent task run in params.yaml ``workers`` processes
+    (:func:`starry_guide.pipeline.parallel.parallel`; the results do not depend on their
+    number). Returns candidate -> (best parameters, trials)."""
     train = rows.loc[rows["split"] == "train"]
     X, y = train[feature_columns(settings.features)], train["clear"].to_numpy()
     blocks = month_blocks(train)
+    plans: dict[str, list[dict]] = {}
+    for name in names:
+        space = settings.train.search_spaces.get(name)
+        base = settings.train.params_for(name)
+        plans[name] = [] if not space or settings.train.search_budget <= 0 else [
+            {**base, **override} for override in ParameterSampler(
+                space, n_iter=settings.train.search_budget, random_state=settings.seed)]
+    if not any(plans.values()):
+        return {name: (settings.train.params_for(name), []) for name in names}
     folds = list(GroupKFold(n_splits=settings.train.cv_folds).split(X, y, blocks))
-    sampler = ParameterSampler(space, n_iter=settings.train.search_budget,
-                               random_state=settings.seed)
-    trials = []
-    for i, override in enumerate(sampler):
-        params = {**base, **override}
-        errors = []
-        for fit_rows, held in folds:
-            model = models.build_candidate(name, params, settings.seed,
-                                           settings.label.clear_max_opaque_tenths)
-            models.fit(model, X.iloc[fit_rows], y[fit_rows], blocks[fit_rows])
-            errors.append(evaluate.scores(y[held], predict_clear(model, X.iloc[held]), 0.5)
-                          ["brier"])
-        trials.append({"trial": i, "params": params, "cv_brier": float(np.mean(errors)),
-                       "cv_brier_std": float(np.std(errors))})
-    best = min(trials, key=lambda t: (t["cv_brier"], t["trial"]))
-    return best["params"], trials
+    tasks = [(name, i, params, fit_rows, held)
+             for name, trials in plans.items() for i, params in enumerate(trials)
+             for fit_rows, held in folds]
+    # results come back in task order (candidate, trial, fold), whatever the worker count
+    predictions = parallel(settings.workers)(
+        delayed(_fit_and_predict)(name, params, settings.seed,
+                                  settings.label.clear_max_opaque_tenths, X.iloc[fit_rows],
+                                  y[fit_rows], blocks[fit_rows], X.iloc[held])
+        for name, _, params, fit_rows, held in tasks)
+    errors: dict[tuple[str, int], list[float]] = {}
+    for (name, i, _, _, held), p in zip(tasks, predictions, strict=True):
+        errors.setdefault((name, i), []).append(evaluate.scores(y[held], p, 0.5)["brier"])
+    out = {}
+    for name, trials in plans.items():
+        if not trials:
+            out[name] = (settings.train.params_for(name), [])
+            continue
+        scored = [{"trial": i, "params": params, "cv_brier": float(np.mean(errors[name, i])),
+                   "cv_brier_std": float(np.std(errors[name, i]))}
+                  for i, params in enumerate(trials)]
+        best = min(scored, key=lambda t: (t["cv_brier"], t["trial"]))
+        out[name] = (best["params"], scored)
+    return out
+
+
+@task_threads
+def _fit_and_predict(name: str, params: dict, seed: int, clear_max_opaque_tenths: float,
+                     X_fit: pd.DataFrame, y_fit: np.ndarray, groups: np.ndarray,
+                     X_predict: pd.DataFrame | None) -> np.ndarray | BaseEstimator:
+    """One candidate fit (a joblib task): P(clear) of ``X_predict``, or the fitted model
+    when ``X_predict`` is None."""
+    model = models.fit(models.build_candidate(name, params, seed, clear_max_opaque_tenths),
+                       X_fit, y_fit, groups)
+    return model if X_predict is None else predict_clear(model, X_predict)
 
 
 def fit_candidates(rows: pd.DataFrame, settings: Settings) -> dict[str, CandidateResult]:
     """Search (where configured), fit each ``train.candidates`` entry on the training months,
     and score it on the validation months against the calibrated-persistence baseline, at a
-    decision threshold chosen on validation."""
+    decision threshold chosen on validation. The searches' fits, then the candidates' fits,
+    run in params.yaml ``workers`` processes (identical results for any number)."""
     X_train, y_train = split_xy(rows, "train", settings)
     train_blocks = month_blocks(rows.loc[rows["split"] == "train"])
     X_val, y_val = split_xy(rows, "validation", settings)
     val_rows = rows.loc[rows["split"] == "validation"].reset_index(drop=True)
-    fitted = {}
-    for name in settings.train.candidates:
-        params, trials = search(name, rows, settings)
-        model = models.build_candidate(name, params, settings.seed,
-                                       settings.label.clear_max_opaque_tenths)
-        fitted[name] = (models.fit(model, X_train, y_train, train_blocks), params, trials)
+    names = list(settings.train.candidates)
+    searched = searches(names, rows, settings)
+    # the slowest fits first, so that two workers finish together
+    order = sorted(names, key=lambda n: (n not in _SLOW_FITS, names.index(n)))
+    estimators = dict(zip(order, parallel(settings.workers)(
+        delayed(_fit_and_predict)(name, searched[name][0], settings.seed,
+                                  settings.label.clear_max_opaque_tenths, X_train, y_train,
+                                  train_blocks, None)
+        for name in order), strict=True))
+    fitted = {name: (estimators[name], *searched[name]) for name in names}
     p_reference = predict_clear(fitted[BASELINE][0], X_val)
     results = {}
     for name, (model, params, trials) in fitted.items():
