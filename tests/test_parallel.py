@@ -115,7 +115,8 @@ def test_workers_defaults_to_two_and_is_not_a_result_parameter(tmp_path):
 def test_loading_a_logged_model_leaves_sys_path_as_it_was(rows, settings, tracking_uri):
     import mlflow
 
-    mlflow.set_tracking_uri(tracking_uri)  # an earlier test may have set another store
+    mlflow.set_tracking_uri(tracking_uri)  # an earlier test may have set another store ...
+    mlflow.set_experiment("load-estimator")  # ... and an active experiment this one lacks
     X, y = training.split_xy(rows, "train", settings)
     model = models.CalibratedPersistenceClassifier().fit(X, y)
     with mlflow.start_run():
