@@ -77,7 +77,7 @@ def test_training_is_the_same_with_one_or_two_workers(rows, settings):
 
 def test_search_of_one_candidate_is_the_batched_search(rows, settings):
     small = with_workers(settings, 2, search_budget=2)
-    alone = training.search("hist_gradient_boosting", rows, small)
+    alone = training.searches(["hist_gradient_boosting"], rows, small)["hist_gradient_boosting"]
     batched = training.searches(["calibrated_persistence", "hist_gradient_boosting"], rows,
                                 small)
     assert batched["hist_gradient_boosting"] == alone

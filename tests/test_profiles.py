@@ -259,3 +259,22 @@ def test_a_nowcast_says_what_its_latest_hour_lacks(observations):
     got = profiles.coverage(metar)
     assert "precipitable_water_cm" in got["missing_inputs"]
     assert got["input_profile"] in ("metar_like", "no_precipitable_water")
+
+
+def test_one_hour_and_many_hours_follow_one_missing_rule(observations):
+    hours = observations[observations["station_id"] == "miami_fl"].iloc[200:204]
+    frame = hours[list(dict.fromkeys((*profiles.COVER_INPUTS, *profiles.OPTIONAL_INPUTS)))]
+    frame = frame.astype(float)
+    frame.loc[frame.index[-1], "visibility_km"] = np.nan      # the latest hour lacks it
+    frame["ceiling_m"] = np.nan                               # every hour lacks it
+    # as arrays, as lists holding None, and as Series indexed by time (not from 0)
+    as_arrays = {c: frame[c].to_numpy() for c in frame}
+    as_lists = {c: [None if np.isnan(v) else v for v in frame[c]] for c in frame}
+    as_series = {c: frame[c].set_axis(hours["time"]) for c in frame}
+    for columns in (as_arrays, as_lists, as_series):
+        assert profiles.missing_inputs(columns) == ["ceiling_m"]
+        latest = {c: v[-1:] for c, v in columns.items()}
+        assert profiles.missing_inputs(latest) == ["visibility_km", "ceiling_m"]
+        assert profiles.coverage(columns)["missing_inputs"] == ["visibility_km", "ceiling_m"]
+    assert profiles.missing_inputs({}) == list(profiles.OPTIONAL_INPUTS)
+    assert "visibility_km" in profiles.missing_inputs({"visibility_km": np.array([])})

@@ -149,12 +149,19 @@ def apply_profile(columns: Mapping[str, np.ndarray], shape: InputProfile
 def missing_inputs(columns: Mapping[str, np.ndarray]) -> list[str]:
     """The optional inputs with no value at all in ``columns`` (absent names count as
     missing), in :data:`OPTIONAL_INPUTS` order."""
-    missing = []
-    for name in OPTIONAL_INPUTS:
-        values = columns.get(name)
-        if values is None or not np.any(~np.isnan(np.asarray(values, dtype=float))):
-            missing.append(name)
-    return missing
+    return [name for name in OPTIONAL_INPUTS if not _has_a_value(columns.get(name))]
+
+
+def _has_a_value(values) -> bool:
+    if values is None or len(values) == 0:
+        return False
+    if len(values) == 1:
+        # one hour (every served nowcast tests its latest hour): a scalar test, since the
+        # NumPy reductions below cost more on a one-value array than the forecast's own
+        # feature pass (py-spy on POST /v1/nowcast)
+        value = next(iter(values))  # the value, whatever a Series is indexed by
+        return value is not None and not math.isnan(float(value))
+    return bool(np.any(~np.isnan(np.asarray(values, dtype=float))))
 
 
 def _is_categorical(values: np.ndarray) -> bool:
@@ -196,13 +203,6 @@ def coverage(columns: Mapping[str, np.ndarray]) -> dict:
     """What one forecast's inputs cover, for an answer: ``missing_inputs`` — the optional
     inputs the latest (issue) hour lacks, which decide the sub-model that forecasts — and
     ``input_profile``, the profile of the hours sent (:func:`detect_profile`)."""
-    # missing_inputs() of the latest hour alone, one scalar test per input: this runs for
-    # every served nowcast, and the NumPy reductions on one-value arrays cost more than the
-    # forecast's own feature pass (py-spy on POST /v1/nowcast)
-    missing = []
-    for name in OPTIONAL_INPUTS:
-        values = columns.get(name)
-        if (values is None or len(values) == 0 or values[-1] is None
-                or math.isnan(float(values[-1]))):
-            missing.append(name)
+    latest_hour = {name: values[-1:] for name, values in columns.items()}
+    missing = missing_inputs(latest_hour)
     return {"missing_inputs": missing, "input_profile": detect_profile(columns, missing)}

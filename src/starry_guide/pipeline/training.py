@@ -72,17 +72,12 @@ def month_blocks(rows: pd.DataFrame) -> np.ndarray:
     return pd.factorize(rows["station_id"].astype(str) + "/" + rows["segment"].astype(str))[0]
 
 
-def search(name: str, rows: pd.DataFrame, settings: Settings) -> tuple[dict, list[dict]]:
-    """Random search over ``train.search.<name>`` with ``train.search.budget`` trials, each
-    scored by pooled Brier in cross-validation over whole (station, month) blocks of the
-    training months. Returns the best parameters and every trial."""
-    return searches([name], rows, settings)[name]
-
-
 def searches(names: list[str], rows: pd.DataFrame,
              settings: Settings) -> dict[str, tuple[dict, list[dict]]]:
-    """:func:`search` for each of ``names``, every (candidate, trial, fold) fit an
-    independent task run in params.yaml ``workers`` processes
+    """Random search over ``train.search.<name>`` for each of ``names``, with
+    ``train.search.budget`` trials each, every trial scored by pooled Brier in
+    cross-validation over whole (station, month) blocks of the training months. Every
+    (candidate, trial, fold) fit is an independent task run in params.yaml ``workers`` processes
     (:func:`starry_guide.pipeline.parallel.parallel`; the results do not depend on their
     number). Returns candidate -> (best parameters, trials)."""
     train = rows.loc[rows["split"] == "train"]

@@ -63,7 +63,7 @@ class CoalescingTransport:
     as every non-streamed one is, costs one system call instead of two, without waiting. A
     write that nothing follows (a streamed response's head or last chunk) goes out at the
     end of the event loop's turn (``loop.call_soon``), or before the transport is closed.
-    Everything else is the real transport's own."""
+    Every other attribute is delegated to the real transport (see ``__getattr__``)."""
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop):
         self._transport = transport
@@ -95,6 +95,11 @@ class CoalescingTransport:
         return self._transport.is_closing()
 
     def __getattr__(self, name: str):
+        # Everything this class does not define is the real transport's: uvicorn's protocol
+        # and request cycles call get_extra_info, pause_reading/resume_reading,
+        # set_write_buffer_limits, get_write_buffer_size and abort on it. abort() drops a held
+        # write on purpose (an aborted connection sends nothing more); only write, close and
+        # is_closing need to know about the held bytes, hence are defined above.
         return getattr(self._transport, name)
 
 
