@@ -84,11 +84,12 @@ def api_benchmark(body: dict) -> dict:
                   "--rate-per-s", "1000000", "--rate-burst", "1000000"], real_port)
     unguarded = start([env_python, "-m", "uvicorn", "benchmarks.unguarded_app:app",
                        "--factory", "--port", str(unguarded_port), "--log-level", "warning",
-                       "--no-access-log"], unguarded_port,
+                       "--no-access-log", "--loop", "uvloop"], unguarded_port,
                       {"STARRY_BUNDLE": str(BUNDLE),
                        "STARRY_STORE_URL": f"sqlite:///{tmp}/unguarded.sqlite"})
     bare = start([env_python, "-m", "uvicorn", "benchmarks.bare_app:app", "--port",
-                  str(bare_port), "--log-level", "warning", "--no-access-log"], bare_port)
+                  str(bare_port), "--log-level", "warning", "--no-access-log", "--loop",
+                  "uvloop"], bare_port)
     targets = {"nowcast": (real, real_port, "/v1/nowcast"),
                "nowcast_unguarded": (unguarded, unguarded_port, "/v1/nowcast"),
                "bare": (bare, bare_port, "/v1/nowcast"),
@@ -156,7 +157,8 @@ def reads_benchmark(observations: pd.DataFrame) -> dict:
                           env={"STARRY_FEED_TOKEN": token})
     bare_port = free_port()
     bare = start([sys.executable, "-m", "uvicorn", "benchmarks.bare_app:app", "--port",
-                  str(bare_port), "--log-level", "warning", "--no-access-log"], bare_port)
+                  str(bare_port), "--log-level", "warning", "--no-access-log", "--loop",
+                  "uvloop"], bare_port)
     try:
         auth = {"Authorization": f"Bearer {token}"}
         part = observations[observations["station_id"] == "greensboro_nc"].iloc[3000:3010]

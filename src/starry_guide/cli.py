@@ -234,6 +234,9 @@ def serve(
         host=host, port=port, log_level="warning",
         access_log=False,  # the store and /metrics record requests
         http="starry_guide.serve.http.protocol:GuardedHttpToolsProtocol",
+        # uvloop, named rather than "auto": "auto" falls back to asyncio's loop without a
+        # word when uvloop is missing, and the nowcast path's event-loop time would grow
+        loop="uvloop",
         timeout_keep_alive=max(1, round(limits.keep_alive_s)),
         limit_concurrency=limits.max_connections,
         timeout_graceful_shutdown=max(1, round(limits.shutdown_timeout_s)))

@@ -12,8 +12,10 @@ exception and exit-stack middleware, the response class — for a route whose wo
   strict);
 * :meth:`starry_guide.serve.service.Service.nowcast` answers it, as the route's handler
   does — the same batching, group commit and one inference chain; the answer is sent once
-  its rows are committed, serialised as the route does (pydantic-core ``to_json``) with the
-  route's headers.
+  its rows are committed, with the route's headers and the bytes the route's serialiser
+  (pydantic-core ``to_json``) writes — by orjson, which writes them in half the time
+  (:data:`ORJSON_OPTIONS`; tests/serve/test_nowcast_shortcut.py compares both on real and
+  random answers).
 
 Everything else takes the usual way through the app, so its answers stay the route's own,
 byte for byte: any other path or method, and any body that fails validation (the app
@@ -29,7 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from pydantic_core import to_json
+import orjson
 from starlette.requests import Request
 
 from starry_guide.serve.schemas import NowcastRequest
@@ -39,6 +41,15 @@ PATH = "/v1/nowcast"
 #: the route's response headers (``Response(..., media_type="application/json")``), after
 #: its ``content-length``
 CONTENT_TYPE = (b"content-type", b"application/json")
+#: UTC datetimes with a ``Z``, as pydantic-core writes them; the rest of an answer (strings,
+#: shortest round-trip floats, booleans, lists) orjson writes as pydantic-core does. Measured
+#: on one answer in process: 5 µs instead of 12.
+ORJSON_OPTIONS = orjson.OPT_UTC_Z
+
+
+def answer_json(nowcast: dict) -> bytes:
+    """A :class:`~starry_guide.serve.schemas.NowcastResponse` dict as the route's JSON."""
+    return orjson.dumps(nowcast, option=ORJSON_OPTIONS)
 
 
 class NowcastShortcut:
@@ -91,7 +102,7 @@ class NowcastShortcut:
             await response(scope, receive, send)
             return
         self.answered.inc()
-        answer = to_json(nowcast)
+        answer = answer_json(nowcast)
         await send({"type": "http.response.start", "status": 200, "headers": [
             (b"content-length", str(len(answer)).encode()), CONTENT_TYPE]})
         await send({"type": "http.response.body", "body": answer})

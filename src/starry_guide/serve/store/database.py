@@ -322,25 +322,28 @@ class BulkInsert:
         self.positional = bool(compiled.positional)
         order = compiled.positiontup if self.positional else self.columns
         self.order = [self.columns.index(name) for name in order]
-        self.processors = [table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
-                           for name in self.columns]
+        processors = [table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+                      for name in self.columns]
+        #: (column index, bind processor) of the columns that have one
+        self.active = [(i, process) for i, process in enumerate(processors)
+                       if process is not None]
 
     def parameters(self, rows: Sequence[tuple]) -> list:
-        converted: list[dict] = [{} for _ in self.columns]
-        out = []
-        for row in rows:
-            values = []
-            for i, value in enumerate(row):
-                process = self.processors[i]
-                if process is not None and value is not None:
-                    memo = converted[i]
-                    if value not in memo:
-                        memo[value] = process(value)
-                    value = memo[value]
-                values.append(value)
-            out.append(tuple(values[i] for i in self.order) if self.positional
-                       else dict(zip(self.columns, values, strict=True)))
-        return out
+        if not rows:
+            return []
+        # column by column: each column with a bind processor converts its distinct values
+        # once and maps the rest through a dict (a batch's thirteen rows per prediction share
+        # ids and hours); the others pass as they are. Per-value Python loops here were the
+        # writer thread's largest own cost (py-spy on POST /v1/nowcast).
+        columns: list = list(zip(*rows, strict=True))
+        for i, process in self.active:
+            converted = {value: None if value is None else process(value)
+                         for value in set(columns[i])}
+            columns[i] = [converted[value] for value in columns[i]]
+        if self.positional:
+            return list(zip(*(columns[i] for i in self.order), strict=True))
+        return [dict(zip(self.columns, values, strict=True))
+                for values in zip(*columns, strict=True)]
 
     def run(self, connection: Connection, rows: Sequence[tuple]) -> None:
         connection.exec_driver_sql(self.sql, self.parameters(rows))
