@@ -299,8 +299,10 @@ class Service:
                                       [r for records, _, _ in groups for r in records])
 
         def back_on_the_loop(done: concurrent.futures.Future) -> None:
-            if not loop.is_closed():  # closed: the server is gone, nobody awaits the answers
+            try:
                 loop.call_soon_threadsafe(self._committed, done, groups)
+            except RuntimeError:  # the loop is closed: the server is gone, nobody awaits
+                pass
 
         written.add_done_callback(back_on_the_loop)
 
