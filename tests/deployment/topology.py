@@ -279,7 +279,14 @@ class Topology:
     # ------------------------------------------------------------------ faults
 
     def kill_host(self, host: str) -> list[int]:
-        """``kill -9`` every process of ``host`` (its namespace's pids)."""
+        """``kill -9`` every process of ``host`` (its namespace's pids); returns once none
+        is left.
+
+        A killed process is not gone when ``kill`` returns: until it has exited, its
+        listening socket still completes handshakes and queues requests that are then reset
+        — requests in flight on the dying host. Waiting until the namespace holds no process
+        (an exited one, even unreaped, has left it) makes "after the kill" mean a host that
+        can take no request."""
         pids = self.pids(host)
         for pid in pids:
             try:
@@ -288,6 +295,12 @@ class Topology:
                 pass
         if host in self.api:
             self.api.pop(host).wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while self.pids(host):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{host}'s processes outlived kill -9 by 10 s: "
+                                   f"{self.pids(host)}")
+            time.sleep(0.01)
         return pids
 
     def pids(self, host: str) -> list[int]:
