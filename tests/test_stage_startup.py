@@ -42,3 +42,25 @@ def test_papermill_is_imported_as_usual_once_jsonschema_is_loaded():
         "print(import_papermill().__name__, 'rfc3987_syntax' in sys.modules)\n")
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["papermill", "True"]
+
+
+def test_the_docs_mkdocs_command_builds_strictly_and_fails_on_a_broken_link(tmp_path):
+    from starry_guide.docs.pages import MKDOCS_COMMAND
+
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "mkdocs.yml").write_text("site_name: t\nvalidation:\n  links:\n"
+                                         "    not_found: warn\n", encoding="utf-8")
+    page = tmp_path / "docs" / "index.md"
+
+    def build() -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", MKDOCS_COMMAND, "build", "--strict",
+                               "--site-dir", str(tmp_path / "site")], cwd=tmp_path,
+                              capture_output=True, text=True, check=False, timeout=120)
+
+    page.write_text("# t\n\n[gone](missing.md)\n", encoding="utf-8")
+    failed = build()
+    assert failed.returncode != 0
+    assert "missing.md" in failed.stderr
+    page.write_text("# t\n\nfine\n", encoding="utf-8")
+    assert build().returncode == 0
+    assert (tmp_path / "site" / "index.html").is_file()
