@@ -7,9 +7,10 @@ import math
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:  # only an annotation here: the stage runner imports this module and
+    import pandas as pd  # need not pay pandas' import
 
 
 def jsonable(value: Any) -> Any:

@@ -42,6 +42,34 @@ CLOUD = "opaque_cloud_tenths"
 HORIZON = "horizon_h"
 
 
+def median_of_present(values: np.ndarray) -> float:
+    """The median of a column's present values, 0.0 when it has none: the statistic of every
+    median imputer here (``SimpleImputer(strategy=median_of_present)``).
+
+    The same numbers as ``SimpleImputer(strategy="median", keep_empty_features=True)``, whose
+    masked-array median took 3.4 s on the ~370,000 training rows where this takes 0.1 s (the
+    persistence logistic fits four imputers per fit, leave-one-station-out refits dozens).
+    Module-level so that skops stores it by name (a trusted type of the logged models).
+
+    Parameters
+    ----------
+    values : the column's non-missing values (SimpleImputer passes them, NaN already removed).
+
+    Returns
+    -------
+    float
+        Their median; 0.0 for an empty column (the value ``keep_empty_features`` imputes).
+    """
+    return float(np.median(values)) if len(values) else 0.0
+
+
+def median_imputer() -> SimpleImputer:
+    """Median imputation with a missing-value indicator per column that had gaps; a column
+    with no value at all is kept (imputed 0.0, see :func:`median_of_present`)."""
+    return SimpleImputer(strategy=median_of_present, add_indicator=True,
+                         keep_empty_features=True)
+
+
 class PersistenceClassifier(ClassifierMixin, BaseEstimator):
     """Predict that the sky at ``t + h`` is as it is at ``t``.
 
@@ -363,8 +391,7 @@ class PersistenceLogisticClassifier(ClassifierMixin, BaseEstimator):
         self.imputers_, self.scalers_, self.coefs_, self.intercepts_ = [], [], [], []
         for k in range(len(self.masks_)):
             kept = self._kept(X, k)
-            imputer = SimpleImputer(strategy="median", add_indicator=True,
-                                    keep_empty_features=True).fit(kept)
+            imputer = median_imputer().fit(kept)
             z = imputer.transform(kept)
             scaler = StandardScaler().fit(np.column_stack([z, cp]))
             design = scaler.transform(np.column_stack([z, cp]))
@@ -601,8 +628,7 @@ def build_candidate(name: str, params: dict[str, Any], seed: int,
         return CalibratedPersistenceClassifier(**params)
     if name == "logistic_regression":
         return Pipeline([
-            ("impute", SimpleImputer(strategy="median", add_indicator=True,
-                                     keep_empty_features=True)),
+            ("impute", median_imputer()),
             ("scale", StandardScaler()),
             ("model", LogisticRegression(random_state=seed, **params)),
         ])

@@ -32,6 +32,11 @@ from starry_guide.pipeline.stage import STAGE_NOTEBOOKS, STAGING_DIR
 
 GENERATED = Path("docs") / "generated"
 SITE = Path("site")
+#: ``python -m mkdocs``, except that jsonschema (imported by mkdocs-jupyter's nbformat) does
+#: not set up its optional "iri" format checker, whose grammars take over a second to compile;
+#: nothing in the build checks formats (see starry_guide.pipeline.stage.import_papermill)
+MKDOCS_COMMAND = ("import sys; sys.modules['rfc3987_syntax'] = None; "
+                  "from mkdocs.__main__ import cli; cli()")
 KEY_METRICS = ["brier", "bss", "roc_auc", "accuracy", "precision", "recall", "f1"]
 #: columns that count things: shown as integers, never as 20784.0000
 COUNT_COLUMNS = {"rows", "nights", "n_boot", "forecasts", "said_clear", "observed_hours",
@@ -1121,7 +1126,7 @@ def build(root: Path) -> Path:
     shutil.copytree(staging / "generated", target)
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir",
+        [sys.executable, "-c", MKDOCS_COMMAND, "build", "--strict", "--site-dir",
          str(staging / "site")], cwd=root, capture_output=True, text=True, env=env, check=False,
     )
     if result.returncode != 0:

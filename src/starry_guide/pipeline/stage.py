@@ -16,6 +16,7 @@ import re
 import shutil
 import signal
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -184,11 +185,39 @@ def failure_message(name: str, cells: list[dict], exc, injected: bool) -> str:
             + "\n".join(shown))
 
 
+def import_papermill():
+    """``import papermill``, without the import-time cost of a format checker it never uses.
+
+    Papermill imports nbformat, which imports jsonschema; jsonschema registers its optional
+    "iri" format checker when ``rfc3987_syntax`` is installed (it is, through Jupyter's
+    ``jsonschema[format-nongpl]``), and importing that package compiles 39 lark grammars:
+    3.3 s of the 4.6 s a stage's runner took to start (cProfile), paid by every notebook
+    stage. Neither nbformat's notebook schemas nor Papermill check any format, so the
+    runner imports jsonschema without that checker; a later ``import rfc3987_syntax`` in
+    this process still works.
+
+    Returns
+    -------
+    module
+        The ``papermill`` module.
+    """
+    if "jsonschema" in sys.modules or "rfc3987_syntax" in sys.modules:
+        import papermill  # jsonschema's checkers were set up already: nothing to save
+
+        return papermill
+    sys.modules["rfc3987_syntax"] = None  # an optional import that then raises ImportError
+    try:
+        import papermill
+    finally:
+        del sys.modules["rfc3987_syntax"]
+    return papermill
+
+
 def execute(notebook: Path, output: Path, cwd: Path, parameters: dict | None = None) -> None:
     """Run ``notebook`` with Papermill into ``output``; raise :class:`StageFailed` on error.
 
     The kernel draws figures inline, so they are stored in the executed notebook."""
-    import papermill
+    papermill = import_papermill()
 
     cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
     backend = os.environ.get("MPLBACKEND")

@@ -3,6 +3,10 @@
 By default tracking and the model registry live in ``mlflow.db`` (SQLite) at the project
 root, with artifacts under ``mlartifacts/``; both are git-ignored. ``MLFLOW_TRACKING_URI``
 overrides the store (tests point it at a temporary folder).
+
+mlflow is imported inside the functions that use it: the stage runner
+(:mod:`starry_guide.pipeline.stage`) imports this module for ``STAGE_RUN_TAG`` alone, and
+would otherwise pay mlflow's import (about a second) at every stage's start.
 """
 
 from __future__ import annotations
@@ -12,9 +16,7 @@ import os
 import subprocess
 from pathlib import Path
 
-import mlflow
 import yaml
-from mlflow.tracking import MlflowClient
 
 from starry_guide.config import Settings
 
@@ -32,6 +34,9 @@ def tracking_uri(settings: Settings) -> str:
 def configure(settings: Settings, experiment: str) -> str:
     """Point MLflow at the store and select ``experiment`` (created on first use with its
     artifacts beside the store). Returns the experiment id."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
     uri = tracking_uri(settings)
     # MLflow logs store creation and pip probing at INFO/WARNING; only errors matter here
     logging.getLogger("mlflow").setLevel(logging.ERROR)
@@ -115,6 +120,7 @@ def close_stage_runs(uri: str, stage_run: str, status: str, reason: str,
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         return []
     from mlflow.entities import ViewType
+    from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)
     experiments = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
