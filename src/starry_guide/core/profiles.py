@@ -203,6 +203,6 @@ def coverage(columns: Mapping[str, np.ndarray]) -> dict:
     """What one forecast's inputs cover, for an answer: ``missing_inputs`` — the optional
     inputs the latest (issue) hour lacks, which decide the sub-model that forecasts — and
     ``input_profile``, the profile of the hours sent (:func:`detect_profile`)."""
-    latest_hour = {name: values[-1:] for name, values in columns.items()}
+    latest_hour = {name: columns[name][-1:] for name in OPTIONAL_INPUTS if name in columns}
     missing = missing_inputs(latest_hour)
     return {"missing_inputs": missing, "input_profile": detect_profile(columns, missing)}

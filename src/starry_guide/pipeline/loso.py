@@ -83,9 +83,10 @@ def leave_one_station_out(rows: pd.DataFrame, model: BaseEstimator, settings: Se
 
     With ``design`` (the numbers to make choices on): fit on the other stations' training
     months only and score the station's validation months only — no held-out month is
-    fitted or scored, and no validation month is fitted."""
+    fitted or scored, and no validation month is fitted. ``workers``: as
+    :func:`leave_one_station_out_by_profile`."""
     return leave_one_station_out_by_profile({"full": rows}, model, settings, candidate,
-                                            design)["full"]
+                                            design, workers)["full"]
 
 
 def leave_one_station_out_by_profile(profile_rows: dict[str, pd.DataFrame],

@@ -90,9 +90,8 @@ def searches(names: list[str], rows: pd.DataFrame,
         plans[name] = [] if not space or settings.train.search_budget <= 0 else [
             {**base, **override} for override in ParameterSampler(
                 space, n_iter=settings.train.search_budget, random_state=settings.seed)]
-    if not any(plans.values()):
-        return {name: (settings.train.params_for(name), []) for name in names}
-    folds = list(GroupKFold(n_splits=settings.train.cv_folds).split(X, y, blocks))
+    folds = (list(GroupKFold(n_splits=settings.train.cv_folds).split(X, y, blocks))
+             if any(plans.values()) else [])
     tasks = [(name, i, params, fit_rows, held)
              for name, trials in plans.items() for i, params in enumerate(trials)
              for fit_rows, held in folds]
