@@ -65,3 +65,50 @@ def test_unseen_station_shift_ranks_the_moved_feature_first():
     table = evaluate.unseen_station_shift(reference, unseen, ["same", "moved"])
     assert table.index[0] == "moved" and table.loc["moved", "ks_statistic"] > 0.5
     assert table.loc["same", "psi"] < 0.05
+
+
+def test_decision_scores_are_scikit_learns_bit_for_bit():
+    # evaluate.decision_scores replaces four scikit-learn calls in scores(): the same floats,
+    # including the zero-division cases (nothing predicted clear, no clear hour at all)
+    import sklearn.metrics as skm
+
+    rng = np.random.default_rng(7)
+    cases = []
+    for i in range(600):
+        n = int(rng.integers(1, 500))
+        y = (rng.random(n) < rng.random()).astype(int)
+        if i % 5 == 0:
+            y[:] = i % 2  # one class only
+        cases.append((y, rng.random(n) >= rng.random() * (i % 3 != 0)))
+    cases.append((np.array([0, 1, 1]), np.array([False, False, False])))  # none predicted
+    for y, decided in cases:
+        d = decided.astype(int)
+        expected = {"accuracy": skm.accuracy_score(y, d),
+                    "precision": skm.precision_score(y, d, zero_division=0.0),
+                    "recall": skm.recall_score(y, d, zero_division=0.0),
+                    "f1": skm.f1_score(y, d, zero_division=0.0)}
+        got = evaluate.decision_scores(y, decided)
+        assert got == {k: float(v) for k, v in expected.items()}
+
+
+def test_night_ids_number_station_nights_in_order_of_appearance():
+    # the definition: local solar time - 12 h, its date, per station; ids in order of first
+    # appearance (what factorising "station/YYYYMMDD" strings gives), -1 without a time
+    times = pd.Series(pd.to_datetime([
+        "2001-03-01 23:00", "2001-03-02 05:00",   # one night at longitude 0
+        "2001-03-02 13:00",                       # the next "day" after local noon
+        "2001-03-01 23:00", None,                 # another station; no time
+        "2001-03-02 11:30"], utc=True))
+    rows = pd.DataFrame({"target_time": times,
+                         "station_id": ["a", "a", "a", "b", "b", "a"],
+                         "longitude": [0.0, 0.0, 0.0, 0.0, 0.0, 15.0]})
+    # the last row: 11:30 UTC at 15 deg E is 12:30 local, past noon: a new night
+    assert evaluate.night_ids(rows).tolist() == [0, 0, 1, 2, -1, 1]
+    naive = rows.assign(target_time=times.dt.tz_convert(None))
+    assert evaluate.night_ids(naive).tolist() == [0, 0, 1, 2, -1, 1]
+    # west of Greenwich the local night starts later in UTC: 2001-03-02 03:00 UTC at
+    # 120 deg W is 19:00 local on 1 March — the evening of the 1st's night
+    west = pd.DataFrame({"target_time": pd.to_datetime(["2001-03-02 03:00", "2001-03-02 19:00"],
+                                                       utc=True),
+                         "station_id": ["w", "w"], "longitude": [-120.0, -120.0]})
+    assert evaluate.night_ids(west).tolist() == [0, 0]

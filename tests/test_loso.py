@@ -92,3 +92,20 @@ def test_design_loso_never_fits_or_scores_a_held_out_month(rows, settings):
     third = loso.leave_one_station_out(trained, model, settings, "persistence_logistic",
                                        design=True)
     assert not np.array_equal(first.rows["p"], third.rows["p"])
+
+
+def test_summary_and_pooled_are_computed_once_and_handed_out_as_copies(rows, settings):
+    result = loso.leave_one_station_out(rows, models.CalibratedPersistenceClassifier(),
+                                        settings, "calibrated_persistence")
+    first = result.summary()
+    first["bss_by_station"].clear()  # a caller editing its copy ...
+    first["pooled"]["bss"] = 99.0
+    pooled = result.pooled()
+    pooled["brier"] = -1.0
+    again = result.summary()  # ... changes nothing for the next one
+    assert again["bss_by_station"] and again["pooled"]["bss"] == 0
+    assert result.pooled()["brier"] == again["pooled"]["brier"] > 0
+    # and the memo holds what a fresh result computes
+    fresh = loso.LosoResult(result.candidate, result.rows)
+    assert fresh.summary() == again and fresh.pooled(held_out_only=True) == \
+        result.pooled(held_out_only=True)

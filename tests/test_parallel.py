@@ -1,6 +1,7 @@
-"""Independent fits in parallel processes (starry_guide.pipeline.parallel): the results must
+"""Independent fits run at once (starry_guide.pipeline.parallel, threads): the results must
 not depend on the worker count — leave one station out and training, 1 worker vs 2, compared
-exactly on a slice of pvlib's three real stations."""
+exactly on a slice of pvlib's three real stations — and every task runs with BLAS at one
+thread."""
 
 from __future__ import annotations
 
@@ -83,6 +84,41 @@ def test_search_of_one_candidate_is_the_batched_search(rows, settings):
     assert batched["hist_gradient_boosting"] == alone
     assert batched["calibrated_persistence"] == (
         small.train.params_for("calibrated_persistence"), [])
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_tasks_run_with_one_blas_thread_and_their_share_of_openmp(workers):
+    import os
+
+    import sklearn.ensemble  # noqa: F401  (loads scikit-learn's OpenMP runtime)
+    from joblib import delayed
+    from threadpoolctl import threadpool_info
+
+    def limits() -> dict[str, set[int]]:
+        seen: dict[str, set[int]] = {}
+        for library in threadpool_info():
+            seen.setdefault(library["user_api"], set()).add(library["num_threads"])
+        return seen
+
+    before = limits()
+    seen = parallel.parallel(workers)(delayed(limits)() for _ in range(4))
+    assert len(seen) == 4
+    for inside in seen:
+        assert inside["blas"] == {1}  # OpenBLAS's thread count changes Newton-Cholesky's bits
+        assert inside["openmp"] == {max(1, (os.cpu_count() or 1) // workers)}
+    assert limits() == before  # and the limits are lifted afterwards
+
+
+def test_results_come_back_in_task_order_whatever_finishes_first():
+    import time
+
+    from joblib import delayed
+
+    def late(i: int) -> int:
+        time.sleep(0.05 * (4 - i))  # the first task finishes last
+        return i
+
+    assert parallel.parallel(2)(delayed(late)(i) for i in range(4)) == [0, 1, 2, 3]
 
 
 @pytest.mark.parametrize("workers", [0, -1, 1.5, True, "2"])

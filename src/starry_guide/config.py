@@ -253,7 +253,7 @@ class Settings:
     production: ProductionSettings = ProductionSettings()
     #: the METAR stations' wheel (params.yaml ``metar_stations``); None: not fetched
     metar_stations: MetarStationsSettings | None = None
-    #: processes fitting independent models at once (pipeline/parallel.py): the wall time,
+    #: independent model fits run at once, in threads (pipeline/parallel.py): the wall time,
     #: never the results; no DVC stage depends on it
     workers: int = 2
 
@@ -266,7 +266,7 @@ class Settings:
         out = dataclasses.asdict(self)
         out.pop("project_root")
         out.pop("metar_stations")  # a data source of the service, not of training
-        # how many processes compute the results, not what they are: left out of the
+        # how many fits run at once changes the time, not the results: left out of the
         # params fingerprint (artifacts/lineage.py) so changing it changes no output
         out.pop("workers")
         return out
@@ -423,7 +423,7 @@ def _workers(raw: dict[str, Any], source: Path) -> int:
     value = raw.get("workers", 2)
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(f"{source}: 'workers' = {value!r} should be a whole number >= 1 "
-                          "(processes fitting independent models at once)")
+                          "(independent model fits run at once)")
     return value
 
 
@@ -508,8 +508,8 @@ def _check(s: Settings, source: Path) -> None:
                           "performance_window_chunks, performance_consecutive_chunks) must be "
                           ">= 1")
     if s.workers < 1:
-        raise ConfigError(f"{source}: 'workers' = {s.workers} must be >= 1 (processes "
-                          "fitting independent models at once; 1 = no parallelism)")
+        raise ConfigError(f"{source}: 'workers' = {s.workers} must be >= 1 (independent model "
+                          "fits run at once; 1 = one at a time)")
     if not 0 <= s.select.onnx_parity_tolerance < 0.01:
         raise ConfigError(
             f"{source}: 'select.onnx_parity_tolerance' = {s.select.onnx_parity_tolerance} must "

@@ -36,7 +36,6 @@ def scores(y_true: np.ndarray, p_clear: np.ndarray, threshold: float,
     """
     y = np.asarray(y_true, dtype=int)
     p = np.clip(np.asarray(p_clear, dtype=float), 0.0, 1.0)
-    decided = (p >= threshold).astype(int)
     brier = skm.brier_score_loss(y, p)
     out = {
         "rows": float(len(y)),
@@ -44,10 +43,7 @@ def scores(y_true: np.ndarray, p_clear: np.ndarray, threshold: float,
         "brier": brier,
         "log_loss": skm.log_loss(y, np.clip(p, 1e-6, 1 - 1e-6), labels=[0, 1]),
         "roc_auc": skm.roc_auc_score(y, p) if len(np.unique(y)) == 2 else float("nan"),
-        "accuracy": skm.accuracy_score(y, decided),
-        "precision": skm.precision_score(y, decided, zero_division=0.0),
-        "recall": skm.recall_score(y, decided, zero_division=0.0),
-        "f1": skm.f1_score(y, decided, zero_division=0.0),
+        **decision_scores(y, p >= threshold),
         "ece": expected_calibration_error(y, p),
         "threshold": threshold,
     }
@@ -55,6 +51,35 @@ def scores(y_true: np.ndarray, p_clear: np.ndarray, threshold: float,
         reference = skm.brier_score_loss(y, np.clip(p_reference, 0.0, 1.0))
         out["bss"] = 1.0 - brier / reference if reference > 0 else float("nan")
     return {k: _round(float(v)) for k, v in out.items()}
+
+
+def decision_scores(y_true: np.ndarray, decided_clear: np.ndarray) -> dict[str, float]:
+    """Accuracy, precision, recall and F1 of yes/no "clear" decisions, from one count of
+    the confusion matrix.
+
+    The same numbers as scikit-learn's ``accuracy_score``, ``precision_score``,
+    ``recall_score`` and ``f1_score`` (binary, ``zero_division=0``), bit for bit: each is one
+    division of whole counts, computed as scikit-learn does (F1 = 2·TP / (actual + predicted
+    positives)). Those four functions each re-validate and re-count hundreds of thousands of
+    rows; :func:`scores` runs for every candidate, split, horizon and station.
+    """
+    y = np.asarray(y_true, dtype=int) == 1
+    decided = np.asarray(decided_clear, dtype=bool)
+    n = len(y)
+    true_positive = int(np.count_nonzero(y & decided))
+    predicted = int(np.count_nonzero(decided))
+    actual = int(np.count_nonzero(y))
+    correct = n - predicted - actual + 2 * true_positive  # TP + TN
+
+    def ratio(numerator: float, denominator: float) -> float:
+        return numerator / denominator if denominator else 0.0
+
+    return {
+        "accuracy": ratio(float(correct), float(n)),
+        "precision": ratio(float(true_positive), float(predicted)),
+        "recall": ratio(float(true_positive), float(actual)),
+        "f1": ratio(2.0 * true_positive, float(actual) + float(predicted)),
+    }
 
 
 def expected_calibration_error(y_true: np.ndarray, p_clear: np.ndarray, bins: int = 10) -> float:
@@ -97,8 +122,16 @@ def night_ids(rows: pd.DataFrame, longitude: pd.Series | None = None) -> np.ndar
     hours of a night are strongly correlated and must not be treated as independent."""
     lon = rows["longitude"] if longitude is None else longitude
     local = rows["target_time"] + pd.to_timedelta(lon.to_numpy() / 15.0 * 3600, unit="s")
-    date = (local - pd.Timedelta(hours=12)).dt.strftime("%Y%m%d")
-    return pd.factorize(rows["station_id"].astype(str) + "/" + date)[0]
+    shifted = local - pd.Timedelta(hours=12)
+    if shifted.dt.tz is not None:
+        shifted = shifted.dt.tz_convert(None)  # the UTC wall clock, as a plain datetime
+    day = shifted.to_numpy().astype("datetime64[D]")  # the date: floor to the day
+    station = pd.factorize(rows["station_id"].astype(str))[0]
+    # one number per (station, date), numbered in order of first appearance — the same ids
+    # as factorising "station/YYYYMMDD" strings, without formatting a string per row
+    key = station * 10.0**7 + (day.astype(np.int64) + 5 * 10**6)
+    key[np.isnat(day) | (station < 0)] = np.nan  # no date: no night (-1)
+    return pd.factorize(key)[0]
 
 
 def paired_bootstrap_brier(y_true: np.ndarray, p_new: np.ndarray, p_old: np.ndarray,

@@ -13,7 +13,8 @@ logit, shrunk toward "no change") and scored on later nights.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import copy
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -23,15 +24,19 @@ from sklearn.base import BaseEstimator, clone
 from starry_guide.config import Settings
 from starry_guide.core import evaluate, models
 from starry_guide.core.features import feature_columns
-from starry_guide.pipeline.parallel import parallel, task_threads
+from starry_guide.pipeline.parallel import parallel
 
 
 @dataclass
 class LosoResult:
-    """Per-row out-of-station predictions of one candidate and of the baseline."""
+    """Per-row out-of-station predictions of one candidate and of the baseline.
+
+    ``rows`` is read, never changed: :meth:`pooled` and :meth:`summary` are computed once
+    (each scores every row; the notebook and the metrics file ask for them repeatedly)."""
 
     candidate: str
     rows: pd.DataFrame  # station_id, horizon_h, split, night, clear, label_origin, p, p_baseline
+    _memo: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def bss_table(self, by: list[str], held_out_only: bool = False) -> pd.DataFrame:
         """BSS vs calibrated persistence, Brier of both, and rows, grouped by ``by``."""
@@ -44,12 +49,20 @@ class LosoResult:
         return table.rename(columns={"model": "brier", "baseline": "brier_baseline"})
 
     def pooled(self, held_out_only: bool = False) -> dict[str, float]:
-        frame = self.rows[self.rows["split"] == "held_out"] if held_out_only else self.rows
-        y = frame["clear"].to_numpy()
-        return evaluate.scores(y, frame["p"].to_numpy(), 0.5, frame["p_baseline"].to_numpy())
+        key = ("pooled", held_out_only)
+        if key not in self._memo:
+            frame = self.rows[self.rows["split"] == "held_out"] if held_out_only else self.rows
+            self._memo[key] = evaluate.scores(frame["clear"].to_numpy(), frame["p"].to_numpy(),
+                                              0.5, frame["p_baseline"].to_numpy())
+        return dict(self._memo[key])
 
     def summary(self) -> dict:
         """JSON-ready: pooled, by station, by horizon, by station and horizon."""
+        if "summary" not in self._memo:
+            self._memo["summary"] = self._summary()
+        return copy.deepcopy(self._memo["summary"])
+
+    def _summary(self) -> dict:
         def rounded(table: pd.DataFrame) -> dict:
             return {str(k): _r(v) for k, v in table["bss"].items()}
 
@@ -101,7 +114,7 @@ def leave_one_station_out_by_profile(profile_rows: dict[str, pd.DataFrame],
     held-out station's rows of every profile; calibrated persistence, the baseline, is fit on
     the other stations' rows *of that profile* (persistence on the fields the source has),
     so each profile's BSS compares like with like. The stations' refits run in ``workers``
-    processes (default: params.yaml ``workers``; :func:`starry_guide.pipeline.parallel.parallel`);
+    threads (default: params.yaml ``workers``; :func:`starry_guide.pipeline.parallel.parallel`);
     the result does not depend on their number. Returns one :class:`LosoResult` per
     profile."""
     from starry_guide.pipeline.training import BASELINE, month_blocks, predict_clear
@@ -148,7 +161,7 @@ def leave_one_station_out_by_profile(profile_rows: dict[str, pd.DataFrame],
             "horizon_h": held["horizon_h"].to_numpy().astype(int),
             "split": held["split"].astype(str).to_numpy(),
             "night": evaluate.night_ids(held),
-            "target_time": held["target_time"].to_numpy(),
+            "target_time": held["target_time"].array,  # keeps its dtype (to_numpy: objects)
             "clear": held["clear"].to_numpy().astype(int),
             "label_origin": (held["target_label_origin"].astype(str).to_numpy()
                              if "target_label_origin" in held else "unknown"),
@@ -168,7 +181,6 @@ def leave_one_station_out_by_profile(profile_rows: dict[str, pd.DataFrame],
             for name in profile_rows}
 
 
-@task_threads
 def _fit_and_predict(model: BaseEstimator, X_fit: pd.DataFrame, y_fit: pd.Series,
                      groups: np.ndarray, X_held: dict[str, pd.DataFrame]
                      ) -> dict[str, np.ndarray]:

@@ -1,33 +1,64 @@
-"""Independent model fits in parallel processes, with results that do not depend on how many.
+"""Independent model fits run at once, with results that do not depend on how many.
 
 The pipeline's refits (leave one station out: one per station; training's candidates and
-search trials) are independent and each is deterministic, so running them in ``workers``
-processes changes only the wall time: joblib returns the results in task order, whatever
+search trials) are independent and each is deterministic, so running ``workers`` of them at
+once changes only the wall time: joblib returns the results in task order, whatever
 finished first.
+
+**Threads, not processes.** A fit spends its time in NumPy, BLAS, SciPy and scikit-learn's
+Cython/OpenMP code, which release the GIL. Worker *processes* (joblib's ``loky``) paid for
+themselves less than they cost on this pipeline: each started, imported scikit-learn and
+warmed up (~3.5 s a process), and every task's rows were pickled and memory-mapped across
+(~0.5 s a task). Measured on the `select` stage's two leave-one-station-out runs, two workers:
+processes 12.1 s and 13.6 s, threads 8.8 s and 11.8 s, one at a time 14.8 s and 14.5 s — with
+bit-identical predictions (benchmarks/parallel_fits.py).
 
 One thing could still tie a result to the worker count: the number of threads a fit uses.
 OpenBLAS splits a matrix product differently with one thread than with two, and the
 Newton-Cholesky logistic regressions then differ in the last bits (1e-15) — measured; the
 histogram boosting's OpenMP threads do not change its result (tests/test_parallel.py). So
-every task runs under :func:`task_threads` — BLAS limited to one thread, in a worker process
-and in this one alike — which also makes the fits independent of the machine's core count.
-Each worker process is further limited to ``cores // workers`` OpenMP threads (joblib's
-default for its ``loky`` processes), so two workers on two cores do not fight over them.
+:func:`parallel` runs its tasks with BLAS limited to one thread — for the whole call, as
+OpenBLAS's thread count is one setting for the whole process — which also makes the fits
+independent of the machine's core count. OpenMP's thread count is per calling thread: each
+task gets ``cores // workers`` of them (at least one), so two fits on two cores do not fight.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import wraps
+import os
+from collections.abc import Iterable
 from typing import Any
 
-from joblib import Parallel
+from joblib import Parallel, delayed
 from threadpoolctl import threadpool_limits
 
+__all__ = ["parallel", "delayed"]
 
-def parallel(workers: int) -> Parallel:
-    """A :class:`joblib.Parallel` running tasks in ``workers`` processes (1: in this one),
-    results in task order.
+
+class _LimitedParallel:
+    """:class:`joblib.Parallel` on threads, BLAS at one thread and each task's OpenMP at
+    ``openmp_threads`` for the duration of one call."""
+
+    def __init__(self, workers: int):
+        self.workers = workers
+        self.openmp_threads = max(1, (os.cpu_count() or 1) // workers)
+
+    def _limited(self, task: tuple) -> Any:
+        function, args, kwargs = task
+        # OpenMP's thread count is a per-thread setting: set it in the thread that runs the task
+        with threadpool_limits(limits=self.openmp_threads, user_api="openmp"):
+            return function(*args, **kwargs)
+
+    def __call__(self, tasks: Iterable[tuple]) -> list:
+        with threadpool_limits(limits=1, user_api="blas"):
+            return Parallel(n_jobs=self.workers, backend="threading")(
+                delayed(self._limited)(task) for task in tasks)
+
+
+def parallel(workers: int) -> _LimitedParallel:
+    """Run ``joblib.delayed`` tasks ``workers`` at a time (1: one after another), in
+    threads of this process, results in task order: ``parallel(2)(delayed(f)(x) for x in
+    xs)``.
 
     Raises
     ------
@@ -36,16 +67,4 @@ def parallel(workers: int) -> Parallel:
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a whole number >= 1, got {workers!r}")
-    # loky: separate processes (the fits hold the GIL in their Python parts); the default
-    # inner thread limit is cores // workers per process
-    return Parallel(n_jobs=workers, backend="loky")
-
-
-def task_threads(function: Callable[..., Any]) -> Callable[..., Any]:
-    """Run ``function`` (a task) with BLAS limited to one thread, wherever it runs: its
-    result is then the same in a worker process, in this process, on any machine."""
-    @wraps(function)
-    def limited(*args: Any, **kwargs: Any) -> Any:
-        with threadpool_limits(limits=1, user_api="blas"):
-            return function(*args, **kwargs)
-    return limited
+    return _LimitedParallel(workers)

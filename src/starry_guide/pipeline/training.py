@@ -19,7 +19,7 @@ from starry_guide.config import Settings
 from starry_guide.core import evaluate, models
 from starry_guide.core.features import feature_columns
 from starry_guide.pipeline import mlflow_model, tracking
-from starry_guide.pipeline.parallel import parallel, task_threads
+from starry_guide.pipeline.parallel import parallel
 
 BASELINE = "calibrated_persistence"
 #: candidates whose fit takes longest (boosting): started first when fitting in parallel
@@ -77,7 +77,7 @@ def searches(names: list[str], rows: pd.DataFrame,
     """Random search over ``train.search.<name>`` for each of ``names``, with
     ``train.search.budget`` trials each, every trial scored by pooled Brier in
     cross-validation over whole (station, month) blocks of the training months. Every
-    (candidate, trial, fold) fit is an independent task run in params.yaml ``workers`` processes
+    (candidate, trial, fold) fit is an independent task run in params.yaml ``workers`` at once
     (:func:`starry_guide.pipeline.parallel.parallel`; the results do not depend on their
     number). Returns candidate -> (best parameters, trials)."""
     train = rows.loc[rows["split"] == "train"]
@@ -117,7 +117,6 @@ def searches(names: list[str], rows: pd.DataFrame,
     return out
 
 
-@task_threads
 def _fit_and_predict(name: str, params: dict, seed: int, clear_max_opaque_tenths: float,
                      X_fit: pd.DataFrame, y_fit: np.ndarray, groups: np.ndarray,
                      X_predict: pd.DataFrame | None) -> np.ndarray | BaseEstimator:
@@ -132,7 +131,7 @@ def fit_candidates(rows: pd.DataFrame, settings: Settings) -> dict[str, Candidat
     """Search (where configured), fit each ``train.candidates`` entry on the training months,
     and score it on the validation months against the calibrated-persistence baseline, at a
     decision threshold chosen on validation. The searches' fits, then the candidates' fits,
-    run in params.yaml ``workers`` processes (identical results for any number)."""
+    run in params.yaml ``workers`` at once (identical results for any number)."""
     X_train, y_train = split_xy(rows, "train", settings)
     train_blocks = month_blocks(rows.loc[rows["split"] == "train"])
     X_val, y_val = split_xy(rows, "validation", settings)
