@@ -68,3 +68,14 @@ def test_unseen_station_must_be_listed(tmp_path):
 def test_no_params_file(tmp_path):
     with pytest.raises(config.ConfigError, match="no params.yaml"):
         config.find_project_root(tmp_path)
+
+
+def test_loso_challenger_is_a_yes_or_no_that_defaults_to_no(tmp_path):
+    assert config.load_settings(write_params(tmp_path, select__loso_challenger=True)) \
+        .select.loso_challenger is True
+    assert config.load_settings(write_params(tmp_path, select__loso_challenger=None)) \
+        .select.loso_challenger is False  # an older params.yaml without the key
+    write_params(tmp_path, select__loso_challenger="yes")
+    with pytest.raises(config.ConfigError, match=r"select\.loso_challenger") as error:
+        config.load_settings(tmp_path)
+    assert str(tmp_path / "params.yaml") in str(error.value)

@@ -114,6 +114,9 @@ class SelectSettings:
     horizon_tolerance_bss: float
     onnx_parity_tolerance: float = 1e-4
     transfer_test: bool = True  # the gate also judges leave-one-station-out (new places)
+    #: also report the best-ranked learned challenger's leave one station out next to the
+    #: learned champion's (eight more refits: ~12 s of the select stage with the blend)
+    loso_challenger: bool = False
 
 
 @dataclass(frozen=True)
@@ -394,6 +397,8 @@ def load_settings(project_dir: Path | str | None = None) -> Settings:
             onnx_parity_tolerance=_get(se, "onnx_parity_tolerance", float, source, "select"),
             transfer_test=_get({"transfer_test": True, **se}, "transfer_test", bool, source,
                                "select"),
+            loso_challenger=_get({"loso_challenger": False, **se}, "loso_challenger", bool,
+                                 source, "select"),
         ),
         monitor=MonitorSettings(**{
             f.name: _get(mo, f.name, f.type if isinstance(f.type, type) else
