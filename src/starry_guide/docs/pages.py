@@ -349,7 +349,9 @@ def metrics_page(root: Path, destination: Path) -> str:
                                          "Leave one station out")
         lines += ["## Leave one station out — the headline (BSS vs calibrated persistence)",
                   "", "Each station scored by the recipe refit on the other stations (see "
-                  "[forecast skill and the gate](../forecast-skill.md)).", "",
+                  "[forecast skill and the gate](../forecast-skill.md)): the learned "
+                  "champion's, and the best-ranked learned challenger's beside it when "
+                  "`params.yaml` sets `select.loso_challenger`.", "",
                   f"![BSS per held-out station]({_figure(fig, destination, 'loso_bss')})", "",
                   _table(loso.rename_axis("held-out station")), ""]
         if not loso_horizon.empty:
