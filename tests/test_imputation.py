@@ -70,3 +70,13 @@ def test_a_fitted_persistence_logistic_survives_the_skops_round_trip():
     loaded = skops.io.loads(skops.io.dumps(model), trusted=trusted)
     assert loaded.imputer_.strategy is models.median_of_present
     np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
+
+
+def test_trusted_types_read_from_the_written_dump_are_the_estimators(tmp_path):
+    # mlflow_model.log reads them from the file skops just wrote instead of serialising the
+    # estimator a second time: the same list either way
+    X = pd.DataFrame({"a": [1.0, np.nan, 3.0, 4.0], "horizon_h": [1, 1, 2, 2]})
+    model = models.median_imputer().fit(X)
+    skops.io.dump(model, tmp_path / "model.skops")
+    assert trusted_types(dump=tmp_path / "model.skops") == trusted_types(model)
+    assert any("median_of_present" in name for name in trusted_types(model))

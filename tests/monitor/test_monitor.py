@@ -35,6 +35,24 @@ def test_chunks_are_calendar_weeks_from_monday():
                                                            "2001-07-08", "2001-07-09"]
 
 
+
+def test_chunk_start_is_each_rows_own_chunk_start_formatted():
+    # chunk_start formats each chunk once and maps it to the rows: the same labels, index and
+    # missing values as formatting every row, for hourly rows over years and any chunk length
+    rng = np.random.default_rng(3)
+    seconds = rng.integers(-5 * 365 * 86400, 40 * 365 * 86400, 5000)
+    times = pd.Series(pd.to_datetime(seconds, unit="s", utc=True), index=rng.permutation(5000))
+    times.iloc[[3, 70]] = pd.NaT
+    for days in (1, 3, 7, 30):
+        expected = [None if pd.isna(t) else
+                    (statistics._EPOCH_MONDAY + pd.Timedelta(days=days) *
+                     ((t - statistics._EPOCH_MONDAY) // pd.Timedelta(days=days))
+                     ).strftime("%Y-%m-%d") for t in times]
+        got = statistics.chunk_start(times, days)
+        assert got.index.equals(times.index)
+        assert [None if pd.isna(v) else v for v in got] == expected
+
+
 def test_sustained_needs_consecutive_flags():
     flags = np.array([1, 0, 1, 1, 0, 1, 1, 1], dtype=bool)
     assert statistics.sustained(flags, 1).tolist() == flags.tolist()

@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -1079,8 +1080,15 @@ def generate(root: Path, destination: Path) -> None:
     paths = Paths(root)
     destination.mkdir(parents=True)
     shutil.copytree(paths.figures_dir, destination / "figures")
+    with ThreadPoolExecutor(max_workers=1) as background:
+        # the pipeline page waits on `dvc dag` (a process of its own, ~1 s): meanwhile, the rest
+        pipeline = background.submit(pipeline_page, root)
+        _write_pages(root, destination, pipeline)
+
+
+def _write_pages(root: Path, destination: Path, pipeline: Future) -> None:
+    paths = Paths(root)
     pages = {
-        "pipeline.md": lambda: pipeline_page(root),
         "problem.md": lambda: problem_page(root),
         "model-card.md": lambda: model_card_page(root, destination),
         "champion-history.md": lambda: history_page(root),
@@ -1090,6 +1098,7 @@ def generate(root: Path, destination: Path) -> None:
                                 else _needs_champion("Accuracy you can check")),
         "metrics.md": lambda: metrics_page(root, destination),
         "data-quality.md": lambda: quality_page(root),
+        "pipeline.md": pipeline.result,  # last: `dvc dag` ran meanwhile
     }
     for name, page in pages.items():
         try:

@@ -47,8 +47,10 @@ def chunk_start(times: pd.Series | pd.DatetimeIndex, days: int = 7) -> pd.Series
     counted from Monday 1970-01-05, so a 7-day chunk is a calendar week Monday-Sunday."""
     times = pd.to_datetime(pd.Series(times), utc=True)
     index = (times - _EPOCH_MONDAY) // pd.Timedelta(days=days)
-    start = _EPOCH_MONDAY + pd.to_timedelta(index * days, unit="D")
-    return start.dt.strftime("%Y-%m-%d")
+    # a year of hourly rows falls in ~53 chunks: format each chunk's start once, not each row
+    chunks = index.drop_duplicates()
+    labels = (_EPOCH_MONDAY + pd.to_timedelta(chunks * days, unit="D")).dt.strftime("%Y-%m-%d")
+    return index.map(dict(zip(chunks, labels, strict=True))).astype(labels.dtype)
 
 
 # --------------------------------------------------------------------------- statistics

@@ -69,10 +69,13 @@ def _load_pyfunc(data_path: str) -> ClearSkyModel:
     return ClearSkyModel(skops.io.load(folder / _ESTIMATOR_FILE, trusted=trusted))
 
 
-def trusted_types(estimator) -> list[str]:
-    """Types skops must trust to load ``estimator``: exactly those in its own dump."""
+def trusted_types(estimator=None, dump: Path | None = None) -> list[str]:
+    """Types skops must trust to load ``estimator``: exactly those in its own dump (``dump``:
+    a file skops already wrote, read instead of serialising the estimator again)."""
     import skops.io
 
+    if dump is not None:
+        return sorted(skops.io.get_untrusted_types(file=dump))
     return sorted(skops.io.get_untrusted_types(data=skops.io.dumps(estimator)))
 
 
@@ -92,7 +95,7 @@ def log(estimator, example: pd.DataFrame, name: str = "model"):
         data = Path(tmp) / "estimator"
         data.mkdir()
         skops.io.dump(estimator, data / _ESTIMATOR_FILE)
-        (data / _TRUSTED_FILE).write_text(json.dumps(trusted_types(estimator)),
+        (data / _TRUSTED_FILE).write_text(json.dumps(trusted_types(dump=data / _ESTIMATOR_FILE)),
                                           encoding="utf-8")
         return mlflow.pyfunc.log_model(
             name=name,
