@@ -7,7 +7,7 @@ export NO_MKDOCS_2_WARNING := 1
 UV ?= $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 RUN := $(UV) run --frozen
 
-.PHONY: help uv-bootstrap system-deps install repro test unit nbval docs-check lint notebooks lab mlflow-ui docs-serve plots vendor bench bench-serving profile-serving bench-app bench-feed bench-store bench-push bench-metar serve production-snapshot clean
+.PHONY: help uv-bootstrap system-deps install repro test unit nbval docs-check lint notebooks lab mlflow-ui docs-serve plots vendor bench bench-fits bench-serving profile-serving bench-app bench-feed bench-store bench-push bench-metar serve production-snapshot clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -67,6 +67,9 @@ vendor: ## re-fetch the vendored JavaScript (mermaid, vega) pinned by vendor/pac
 
 bench: install ## time a full and a no-op dvc repro, per stage, kernel start vs compute (benchmarks/)
 	$(RUN) python benchmarks/repro_time.py
+
+bench-fits: install ## the pipeline's model fits run one at a time, in 2 processes, in 2 threads (needs make repro)
+	$(RUN) python benchmarks/parallel_fits.py
 
 bench-serving: install ## API (nowcasts, cached reads), batch, night-planner and Dask benchmarks (needs make repro)
 	$(RUN) python benchmarks/serving.py

@@ -9,9 +9,10 @@ finished first.
 Cython/OpenMP code, which release the GIL. Worker *processes* (joblib's ``loky``) paid for
 themselves less than they cost on this pipeline: each started, imported scikit-learn and
 warmed up (~3.5 s a process), and every task's rows were pickled and memory-mapped across
-(~0.5 s a task). Measured on the `select` stage's two leave-one-station-out runs, two workers:
-processes 12.1 s and 13.6 s, threads 8.8 s and 11.8 s, one at a time 14.8 s and 14.5 s — with
-bit-identical predictions (benchmarks/parallel_fits.py).
+(~0.5 s a task). `make bench-fits` (benchmarks/parallel_fits.py; 2 cores, load 1.1-1.8, two
+rounds), eight leave-one-station-out refits: the persistence logistic under the input profiles
+one at a time 20.4/18.4 s, 2 processes 15.5/18.4 s, 2 threads 11.5/13.7 s; the persistence
+blend 16.5/18.0, 17.5/16.3, 14.1/12.3 s — predictions bit-identical every way.
 
 One thing could still tie a result to the worker count: the number of threads a fit uses.
 OpenBLAS splits a matrix product differently with one thread than with two, and the
