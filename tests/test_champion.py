@@ -160,6 +160,12 @@ def test_search_trials_are_child_runs(rows, settings, tracking_uri, tmp_path):
     children = mlflow.search_runs(filter_string=f"tags.mlflow.parentRunId = '{parent}'",
                                   search_all_experiments=True)
     assert len(children) == 2 and children["metrics.cv_brier"].notna().all()
+    # the validation curves by horizon: one point per horizon, the step is the horizon
+    by_horizon = results["hist_gradient_boosting"].by_horizon
+    for key, column in (("val_bss_by_horizon", "bss"), ("val_brier_by_horizon", "brier")):
+        history = MlflowClient().get_metric_history(parent, key)
+        assert {m.step: m.value for m in history} == {
+            int(h): float(v) for h, v in by_horizon[column].items()}
 
 
 def test_logged_models_answer_p_clear_as_their_signature_says(rows, small_settings,

@@ -119,7 +119,10 @@ def load_estimator(model_uri: str):
     # not the copy a model was logged with
     path = list(sys.path)
     try:
-        model = mlflow.pyfunc.load_model(model_uri)
+        # suppress_warnings: MLflow would compare the model's pinned requirements with this
+        # environment, scanning every installed distribution's metadata (~1.5 s a process);
+        # inside the project they are this environment's own versions (pip_requirements)
+        model = mlflow.pyfunc.load_model(model_uri, suppress_warnings=True)
         try:
             return model.get_raw_model()
         except NotImplementedError:  # pragma: no cover - only very old formats

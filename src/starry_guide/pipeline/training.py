@@ -4,6 +4,7 @@ each as one MLflow run (params, metrics, model with signature, figures).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 from joblib import delayed
+from mlflow.entities import Metric
 from sklearn.base import BaseEstimator
 from sklearn.model_selection import GroupKFold, ParameterSampler
 
@@ -191,9 +193,14 @@ def log_candidates(results: dict[str, CandidateResult], rows: pd.DataFrame, sett
                                         "cv_brier_std": trial["cv_brier_std"]})
             mlflow.log_metrics({f"val_{k}": v for k, v in result.validation.items()
                                 if np.isfinite(v)})
-            for h, row in result.by_horizon.iterrows():
-                mlflow.log_metric("val_brier_by_horizon", float(row["brier"]), step=int(h))
-                mlflow.log_metric("val_bss_by_horizon", float(row["bss"]), step=int(h))
+            # the per-horizon curves (step = horizon) in one batch: one store transaction,
+            # not two per horizon
+            now_ms = int(time.time() * 1000)
+            mlflow.tracking.MlflowClient().log_batch(run.info.run_id, metrics=[
+                Metric(key, float(row[column]), now_ms, int(h))
+                for h, row in result.by_horizon.iterrows()
+                for key, column in (("val_brier_by_horizon", "brier"),
+                                    ("val_bss_by_horizon", "bss"))])
             info = mlflow_model.log(result.model, example)
             mlflow.set_tag("model_uri", info.model_uri)
             for figure_name in (f"reliability_{name}.png", f"roc_{name}.png"):
