@@ -114,9 +114,9 @@ def load_estimator(model_uri: str):
     import mlflow
 
     # MLflow puts the model's copy of the package (code_paths) first on sys.path for good;
-    # the estimator is unpickled by then, and a worker process started later (joblib, see
-    # starry_guide.pipeline.parallel) inherits sys.path: it must import this package's code,
-    # not the copy a model was logged with
+    # the estimator is unpickled by then, and any module imported later — in this process or
+    # in a child process, which inherits sys.path — must come from this package's code, not
+    # the copy a model was logged with
     path = list(sys.path)
     try:
         # suppress_warnings: MLflow would compare the model's pinned requirements with this
