@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import sqlite3
+import time
 from pathlib import Path
 
 import httpx
@@ -65,6 +66,21 @@ class Page:
 
     def __exit__(self, *exc):
         self.context.close()
+
+
+def shown_notifications(page, fields: str, timeout_s: float = 20) -> list:
+    """The notifications the app's service worker shows (each as the JavaScript array
+    ``fields`` of ``x``, e.g. ``"[x.title, x.body]"``), once there is one or after
+    ``timeout_s``. Polled with ``page.evaluate``, which awaits the promise:
+    ``wait_for_function``'s predicate is synchronous — a returned Promise is truthy, so it
+    would not wait at all (microsoft/playwright#29132)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        shown = page.evaluate("navigator.serviceWorker.ready.then(r => r.getNotifications())"
+                              f".then(n => n.map(x => {fields}))")
+        if shown or time.monotonic() > deadline:
+            return shown
+        page.wait_for_timeout(100)
 
 
 def night(url: str, **params) -> dict:
@@ -313,11 +329,7 @@ def test_live_update_nudge_and_feedback(live_server, browser, observations):
         # the app really showed a notification, through its service worker
         qualifying = [w for w in opened if w["minutes"] >= 15 and w["mean_p_clear"] >= 0.5]
         assert qualifying, opened
-        page.wait_for_function(
-            "navigator.serviceWorker.ready.then(r => r.getNotifications())"
-            ".then(n => n.length > 0)", timeout=20_000)
-        shown = page.evaluate("navigator.serviceWorker.ready.then(r => r.getNotifications())"
-                              ".then(n => n.map(x => [x.title, x.body]))")
+        shown = shown_notifications(page, "[x.title, x.body]")
         assert any(title == "A clear window opened tonight" for title, _ in shown), shown
 
         # after the window, "was it clear?" — answered offline, sent when back online

@@ -20,7 +20,7 @@ import sqlite3
 import httpx
 import pytest
 
-from tests.serve.test_app import Page
+from tests.serve.test_app import Page, shown_notifications
 from tests.serve.test_push import FEEDER, GREENSBORO, SERVER_ENV, feed_night
 from tests.support.push_service import PushService
 from tests.support.server import start_server
@@ -106,10 +106,7 @@ def test_nudge_control_subscribes_receives_a_push_and_unsubscribes(
             cdp.send("ServiceWorker.deliverPushMessage", {
                 "origin": origin, "registrationId": registration_id(cdp, page),
                 "data": json.dumps(message.payload)})
-            page.wait_for_function("navigator.serviceWorker.ready.then(r => r.getNotifications())"
-                                   ".then(n => n.length > 0)", timeout=20_000)
-            shown = page.evaluate("navigator.serviceWorker.ready.then(r => r.getNotifications())"
-                                  ".then(n => n.map(x => [x.title, x.body, x.data.url]))")
+            shown = shown_notifications(page, "[x.title, x.body, x.data.url]")
             assert shown == [[message.payload["title"], message.payload["body"], "/?station=roof"]]
 
             # switched off: unsubscribed in the browser and deleted on the server
