@@ -130,7 +130,7 @@ def night_ids(rows: pd.DataFrame, longitude: pd.Series | None = None) -> np.ndar
     # one number per (station, date), numbered in order of first appearance — the same ids
     # as factorising "station/YYYYMMDD" strings, without formatting a string per row
     key = station * 10.0**7 + (day.astype(np.int64) + 5 * 10**6)
-    key[np.isnat(day) | (station < 0)] = np.nan  # no date: no night (-1)
+    key[np.isnat(day)] = np.nan  # no date: no night (-1)
     return pd.factorize(key)[0]
 
 

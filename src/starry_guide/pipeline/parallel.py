@@ -33,8 +33,6 @@ from typing import Any
 from joblib import Parallel, delayed
 from threadpoolctl import threadpool_limits
 
-__all__ = ["parallel", "delayed"]
-
 
 class _LimitedParallel:
     """:class:`joblib.Parallel` on threads, BLAS at one thread and each task's OpenMP at
